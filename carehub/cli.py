@@ -1,0 +1,259 @@
+"""The `carehub` command."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from carehub.settings import Settings, load_settings
+
+
+def _bootstrap(settings: Settings, arg: str | None, command: str) -> str:
+    bootstrap = arg or settings.kafka_bootstrap
+    if not bootstrap:
+        raise SystemExit(f"carehub {command}: set CAREHUB_KAFKA_BOOTSTRAP or pass --bootstrap host:port")
+    return bootstrap
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from carehub.broker import EmbeddedBroker, create_topics
+    from carehub.topics import topic_specs
+
+    settings = load_settings()
+    with EmbeddedBroker(port=args.port) as broker:
+        create_topics(broker.bootstrap, topic_specs(settings))
+        print(f"embedded broker (Tansu, memory storage) on {broker.bootstrap}, pid {broker.pid}")
+        print(f"export CAREHUB_KAFKA_BOOTSTRAP={broker.bootstrap}   # Ctrl-C stops the broker")
+        sys.stdout.flush()
+        _wait_for_interrupt()
+    return 0
+
+
+def _wait_for_interrupt() -> None:
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    with contextlib.suppress(KeyboardInterrupt):
+        signal.pause()
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    from carehub.broker import create_topics, wait_for_metadata
+    from carehub.topics import topic_specs
+
+    settings = load_settings()
+    bootstrap = _bootstrap(settings, args.bootstrap, "topics")
+    wait_for_metadata(bootstrap, args.wait)
+    created = create_topics(bootstrap, topic_specs(settings))
+    for spec in topic_specs(settings):
+        state = "created" if spec.name in created else "exists"
+        print(f"{spec.name:45} partitions={spec.partitions:<3} {state}")
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from services.ingest.worker import main
+
+    main()
+    return 0
+
+
+def _records_from_file(path: Path, fmt: str) -> Iterator[tuple[bytes, str]]:
+    """(value, content type) per event: JSON lines as written, or length-delimited protobuf."""
+    if fmt == "auto":
+        fmt = "protobuf" if path.suffix in (".pb", ".bin", ".protobuf") else "jsonl"
+    if fmt == "jsonl":
+        with path.open("rb") as f:
+            for line in f:
+                if line.strip():
+                    yield line.rstrip(b"\r\n"), "application/json"
+        return
+    data = path.read_bytes()
+    pos = 0
+    while pos < len(data):
+        size, pos = _varint(data, pos)
+        yield data[pos:pos + size], "application/x-protobuf"
+        pos += size
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """A base-128 varint (the length prefix of delimited protobuf) and the position after it."""
+    value = shift = 0
+    while True:
+        if pos >= len(data):
+            raise SystemExit("carehub publish: truncated length prefix in the protobuf file")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+def _key_of(value: bytes, content_type: str) -> bytes | None:
+    from carehub.v1 import care_event_pb2 as ce
+
+    try:
+        if content_type == "application/json":
+            import orjson
+
+            obj = orjson.loads(value)
+            return f"{obj['sourceOrg']}/{obj['person']['localId']}".encode()
+        event = ce.CareEvent.FromString(value)
+        return f"{event.source_org}/{event.person.local_id}".encode()
+    except Exception:
+        return None  # the hub will dead-letter it; keying it is not our job
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from carehub.sdk import Publisher
+    from carehub.telemetry import setup_tracing
+
+    settings = load_settings()
+    bootstrap = _bootstrap(settings, args.bootstrap, "publish")
+    path = Path(args.file)
+    if not path.exists():
+        raise SystemExit(f"carehub publish: no such file: {path}")
+    setup_tracing("carehub-publisher")
+    topic = args.topic or settings.source_topics[0]
+    records = list(_records_from_file(path, args.format))
+    with Publisher(bootstrap, topic=topic) as pub, tqdm(total=len(records), unit="ev", desc="publish") as bar:
+        for value, content_type in records:
+            pub.publish_raw(value, _key_of(value, content_type), content_type,
+                            on_done=lambda _ok: bar.update(1))
+        pub.flush()
+    print(f"sent {pub.sent}, failed {pub.failed} to {topic} on {bootstrap}")
+    for err in pub.errors[:5]:
+        print(f"  error: {err}")
+    return 0 if pub.failed == 0 else 1
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from carehub.synthetic import RegionConfig, generate_region, write_jsonl
+
+    region = generate_region(RegionConfig(people=args.people, seed=args.seed))
+    out = Path(args.out)
+    write_jsonl(region, out)
+    print(f"wrote {len(region.records)} records for {args.people} people (seed {args.seed}) to {out}")
+    return 0
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    from carehub.topics import deadletter_topic, replayed_topic
+    from carehub.v1 import ingest_pb2 as ing
+    from services.ingest import deadletters as dl
+
+    settings = load_settings()
+    bootstrap = _bootstrap(settings, args.bootstrap, "dlq")
+    topic = deadletter_topic(settings)
+    if args.action == "replay":
+        n, skipped = dl.replay(bootstrap, topic, replayed_topic(settings), args.reason, dry_run=args.dry_run)
+        verb = "would replay" if args.dry_run else "replayed"
+        print(f"{verb} {n} dead letters; {skipped} were replayed before")
+        return 0
+    letters = dl.read_dead_letters(bootstrap, topic, args.reason)
+    if args.json:
+        for s in letters[: args.limit]:
+            print(json.dumps({
+                "position": s.position, "reason": ing.RejectReason.Name(s.letter.reason),
+                "message": s.letter.message, "source_topic": s.letter.source.topic,
+                "source_partition": s.letter.source.partition, "source_offset": s.letter.source.offset,
+                "event_id": s.letter.event_id, "source_org": s.letter.source_org,
+                "rejected_time": s.letter.rejected_time.ToJsonString(),
+            }))
+        return 0
+    counts = dl.summarise(letters)
+    print(f"{len(letters)} dead letters in {topic}")
+    for reason, n in counts.most_common():
+        print(f"  {n:7}  {reason.removeprefix('REJECT_REASON_').lower()}")
+    if args.reason:
+        for s in letters[: args.limit]:
+            src = s.letter.source
+            print(f"  {s.position:>8}  {src.topic}[{src.partition}]@{src.offset}  "
+                  f"{s.letter.source_org or '-'}/{s.letter.event_id or '-'}: {s.letter.message}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from carehub.demo import run_demo
+
+    return run_demo(people=args.people, seed=args.seed)
+
+
+def cmd_demo_feed(args: argparse.Namespace) -> int:
+    from carehub.demo import feed_region
+
+    settings = load_settings()
+    bootstrap = _bootstrap(settings, args.bootstrap, "demo-feed")
+    feed_region(bootstrap, settings, people=args.people, seed=args.seed)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="carehub", description="carehub: integrated care hub")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="the demo: embedded broker, services, synthetic region (Ctrl-C stops)")
+    p.add_argument("--people", type=int, default=10_000)
+    p.add_argument("--seed", type=int, default=42)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("broker", help="run the embedded Kafka-protocol broker on 127.0.0.1")
+    p.add_argument("--port", type=int, default=None, help="default: a free port")
+    p.set_defaults(func=cmd_broker)
+
+    p = sub.add_parser("topics", help="create carehub's topics on CAREHUB_KAFKA_BOOTSTRAP")
+    p.add_argument("--bootstrap")
+    p.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the cluster")
+    p.set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("ingest", help="run an ingest worker")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("publish", help="publish care events from a file")
+    p.add_argument("file", help="JSON lines (one CareEvent per line) or length-delimited protobuf (.pb)")
+    p.add_argument("--format", choices=["auto", "jsonl", "protobuf"], default="auto")
+    p.add_argument("--topic", help="default: the first provider topic")
+    p.add_argument("--bootstrap")
+    p.set_defaults(func=cmd_publish)
+
+    p = sub.add_parser("generate", help="write the synthetic region as JSON lines")
+    p.add_argument("--people", type=int, default=10_000)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("-o", "--out", default="region.jsonl")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("demo-feed", help="generate the synthetic region and publish it")
+    p.add_argument("--people", type=int, default=10_000)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--bootstrap")
+    p.set_defaults(func=cmd_demo_feed)
+
+    p = sub.add_parser("dlq", help="list dead letters by reason, or replay them")
+    p.add_argument("action", choices=["list", "replay"])
+    p.add_argument("--reason", help="e.g. future_timestamp, invalid_nhs_number")
+    p.add_argument("--json", action="store_true", help="one JSON object per dead letter")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--dry-run", action="store_true", help="replay: count only")
+    p.add_argument("--bootstrap")
+    p.set_defaults(func=cmd_dlq)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    sys.exit(args.func(args))

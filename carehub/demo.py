@@ -1,0 +1,129 @@
+"""`make run` / `carehub run`: the hub on one machine with its embedded defaults.
+
+Starts the embedded broker (unless CAREHUB_KAFKA_BOOTSTRAP names a cluster), an ingest
+worker as a child process, publishes the synthetic region, and reports progress from the
+worker's own /metrics until Ctrl-C, which stops the children it started, by pid.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+from tqdm import tqdm
+
+from carehub.broker import kafka_for
+from carehub.sdk import Publisher
+from carehub.settings import Settings, load_settings
+
+INGEST_METRICS_PORT = 9464
+
+
+def feed_region(bootstrap: str, settings: Settings, people: int, seed: int) -> int:
+    """Generate the synthetic region and publish it; returns the number of records sent."""
+    from carehub.synthetic import RegionConfig, generate_region
+
+    print(f"generating the synthetic region: {people} people, seed {seed} ...", flush=True)
+    region = generate_region(RegionConfig(people=people, seed=seed))
+    records = list(region.records)
+    with Publisher(bootstrap, topic=settings.source_topics[0]) as pub, \
+            tqdm(total=len(records), unit="ev", desc="publish") as bar:
+        for rec in records:
+            pub.publish_raw(rec.value, rec.key, rec.content_type, on_done=lambda _ok: bar.update(1))
+        pub.flush()
+    print(f"published {pub.sent} records ({pub.failed} failed)", flush=True)
+    return pub.sent
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Sum of each sample name across labels, from a Prometheus text endpoint."""
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        text = resp.read().decode()
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals
+
+
+def run_demo(people: int, seed: int) -> int:
+    settings = load_settings(profile=os.environ.get("CAREHUB_PROFILE", "demo"))
+    logs = settings.data_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    children: list[subprocess.Popen[bytes]] = []
+    interrupted = False
+
+    def stop(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        with kafka_for(settings, log_path=logs / "broker.log") as bootstrap:
+            embedded = not settings.kafka_bootstrap
+            print(f"kafka: {bootstrap}{' (embedded Tansu broker, memory storage)' if embedded else ''}")
+            metrics_port = settings.metrics_port if "CAREHUB_METRICS_PORT" in os.environ else INGEST_METRICS_PORT
+            env = dict(os.environ, CAREHUB_KAFKA_BOOTSTRAP=bootstrap, CAREHUB_PROFILE=settings.profile.value,
+                       CAREHUB_METRICS_PORT=str(metrics_port), CAREHUB_DATA_DIR=str(settings.data_dir))
+            ingest_log = logs / "ingest.log"
+            children.append(subprocess.Popen(
+                [sys.executable, "-m", "services.ingest"], env=env,
+                stdout=ingest_log.open("ab"), stderr=subprocess.STDOUT,
+            ))
+            metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+            print(f"ingest worker pid {children[-1].pid}; log {ingest_log}; metrics {metrics_url}")
+            sent = feed_region(bootstrap, settings, people, seed)
+            _watch(metrics_url, sent, children)
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        _stop_children(children)
+    print("stopped" if interrupted else "done")
+    return 0
+
+
+def _watch(metrics_url: str, sent: int, children: list[subprocess.Popen[bytes]]) -> None:
+    print("waiting for the ingest worker (Ctrl-C stops everything) ...", flush=True)
+    steady = False
+    last = ""
+    while True:
+        for child in children:
+            if child.poll() is not None:
+                raise SystemExit(f"a service exited with code {child.returncode}; see the logs under .carehub/logs")
+        try:
+            m = scrape(metrics_url)
+        except OSError:
+            time.sleep(1)
+            continue
+        accepted = m.get("carehub_ingest_accepted_total", 0)
+        rejected = m.get("carehub_ingest_rejected_total", 0)
+        dups = m.get("carehub_ingest_duplicates_total", 0)
+        line = (f"processed {int(accepted + rejected + dups)}/{sent}: accepted {int(accepted)}, "
+                f"dead-lettered {int(rejected)}, duplicates dropped {int(dups)}")
+        if line != last:
+            print(line, flush=True)
+            last = line
+        if not steady and accepted + rejected + dups >= sent:
+            steady = True
+            print(f"steady state: every published record is accepted, dead-lettered or dropped as a "
+                  f"duplicate. Metrics: {metrics_url}; dead letters: `carehub dlq list`. Ctrl-C to stop.",
+                  flush=True)
+        time.sleep(2)
+
+
+def _stop_children(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children:
+        try:
+            child.wait(20)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+

@@ -1,0 +1,34 @@
+"""Batch processing helpers for faust streams.
+
+faust 0.15.3 raises "Cannot modify table key from outside of stream iteration" when a
+table is written while handling a batch from ``take_events()``: table writes go to the
+changelog partition of the stream's *current event*. ``current_event_of`` sets it to an
+event of the partition being written, so the changelog stays co-partitioned with the
+source (shared/domain/embedded-broker.md). It uses a private faust method, wrapped here
+only, and tests/integration/test_ingest.py covers it through restart recovery.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+
+@contextlib.contextmanager
+def current_event_of(stream: Any, event: Any) -> Iterator[None]:
+    previous = stream.current_event
+    stream._set_current_event(event)
+    try:
+        yield
+    finally:
+        stream._set_current_event(previous)
+
+
+def group_by_partition(events: Sequence[Any]) -> dict[tuple[str, int], list[Any]]:
+    """Events of a batch grouped by (topic, partition), each group in offset order."""
+    groups: dict[tuple[str, int], list[Any]] = {}
+    for event in events:
+        tp = (event.message.topic, event.message.partition)
+        groups.setdefault(tp, []).append(event)
+    return groups

@@ -1,0 +1,150 @@
+"""Typed settings read from CAREHUB_* environment variables.
+
+Every service builds one ``Settings`` at start-up; a bad value stops it there with a
+message naming the variable, rather than failing later in the middle of a stream.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIN_KEY_BYTES = 32
+
+
+class Profile(StrEnum):
+    """``demo`` may make up a local pseudonymisation key; ``production`` never does."""
+
+    DEMO = "demo"
+    PRODUCTION = "production"
+
+
+class BrokerProfile(StrEnum):
+    """Which Kafka flavour the workers talk to; selects the faust settings in carehub.faust_profile."""
+
+    EMBEDDED = "embedded"  # Tansu, the embedded Kafka-protocol broker
+    KAFKA = "kafka"  # Apache Kafka or another fully compatible cluster
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CAREHUB_", extra="ignore", frozen=True)
+
+    profile: Profile = Profile.PRODUCTION
+    # host:port[,host:port]; unset means "start the embedded broker" where a command can.
+    kafka_bootstrap: str | None = None
+    broker_profile: BrokerProfile = BrokerProfile.EMBEDDED
+    # Hex- or text-encoded secret of at least 32 bytes; see pseudonym_key_bytes().
+    pseudonym_key: SecretStr | None = None
+    data_dir: Path = Path(".carehub")
+
+    topic_prefix: str = "carehub"
+    provider_topics: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["provider.events"])
+    partitions: int = Field(default=4, ge=1, le=256)
+    # Replication of carehub's topics and faust's changelogs; default 1 embedded, 3 on Kafka.
+    replication_factor: int | None = Field(default=None, ge=1, le=7)
+
+    ingest_batch_size: int = Field(default=2000, ge=1, le=100_000)
+    ingest_batch_within_s: float = Field(default=0.2, gt=0, le=60)
+    ingest_max_batch_bytes: int = Field(default=512 * 1024, ge=16 * 1024, le=900 * 1024)
+    dedupe_retention_days: int = Field(default=14, ge=1, le=3650)
+    max_future_skew_hours: float = Field(default=24.0, ge=0)
+    earliest_event_year: int = Field(default=1990, ge=1800)
+    deadletter_retention_days: int = Field(default=30, ge=1, le=3650)
+
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=9464, ge=0, le=65535)  # 0 disables the endpoint
+    web_port: int = Field(default=6066, ge=1, le=65535)  # faust's own web server, bound to loopback
+    worker_name: str = "worker-1"
+    log_level: str = "info"
+
+    @field_validator("provider_topics", mode="before")
+    @classmethod
+    def _split_topics(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [t.strip() for t in value.split(",") if t.strip()]
+        if isinstance(value, list) and not value:
+            raise ValueError("at least one provider topic is required")
+        return value
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _check_bootstrap(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        for hostport in value.split(","):
+            host, _, port = hostport.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port], got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_key(self) -> Settings:
+        if self.pseudonym_key is not None:
+            _decode_key(self.pseudonym_key.get_secret_value())
+        return self
+
+    @property
+    def topic_replication_factor(self) -> int:
+        if self.replication_factor is not None:
+            return self.replication_factor
+        return 1 if self.broker_profile is BrokerProfile.EMBEDDED else 3
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}.{name}"
+
+    @property
+    def source_topics(self) -> list[str]:
+        return [self.topic(t) for t in self.provider_topics]
+
+    @property
+    def dedupe_retention(self) -> timedelta:
+        return timedelta(days=self.dedupe_retention_days)
+
+    @property
+    def max_future_skew(self) -> timedelta:
+        return timedelta(hours=self.max_future_skew_hours)
+
+    def pseudonym_key_bytes(self) -> bytes:
+        """The pseudonymisation key; in the demo profile a random one kept under data_dir.
+
+        Services that pseudonymise call this at start-up, so a missing key stops them
+        before they touch Kafka; commands that never see identifiers do not need one.
+        """
+        if self.pseudonym_key is not None:
+            return _decode_key(self.pseudonym_key.get_secret_value())
+        if self.profile is not Profile.DEMO:
+            raise SystemExit(
+                "carehub: CAREHUB_PSEUDONYM_KEY is required outside the demo profile "
+                "(at least 32 random bytes, e.g. `python -c 'import secrets; print(secrets.token_hex(32))'`)"
+            )
+        path = self.data_dir / "demo-pseudonym.key"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_hex(MIN_KEY_BYTES))
+            path.chmod(0o600)
+        return _decode_key(path.read_text().strip())
+
+
+def _decode_key(text: str) -> bytes:
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        key = text.encode()
+    if len(key) < MIN_KEY_BYTES:
+        raise ValueError(f"CAREHUB_PSEUDONYM_KEY must hold at least {MIN_KEY_BYTES} bytes, got {len(key)}")
+    return key
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment; exit with a readable message when they are wrong."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = [f"  CAREHUB_{'_'.join(str(p) for p in e['loc']).upper() or '*'}: {e['msg']}" for e in exc.errors()]
+        raise SystemExit("carehub: invalid configuration\n" + "\n".join(lines)) from None

@@ -1,0 +1,89 @@
+"""OpenTelemetry set-up from OTEL_* variables, and W3C trace context in Kafka headers.
+
+Exporter choice follows OTEL_TRACES_EXPORTER (otlp | console | none). Unlike the SDK's
+own default, carehub exports nothing unless an exporter or an OTLP endpoint is named, so
+a laptop run does not log connection errors to a collector that is not there.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, MutableSequence
+
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.propagators.textmap import Getter, Setter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+Headers = Iterable[tuple[str, bytes]]
+
+
+class _HeaderGetter(Getter[Headers]):
+    def get(self, carrier: Headers, key: str) -> list[str] | None:
+        values = [v.decode("latin-1") for k, v in carrier or () if k.lower() == key and v is not None]
+        return values or None
+
+    def keys(self, carrier: Headers) -> list[str]:
+        return [k for k, _ in carrier or ()]
+
+
+class _HeaderSetter(Setter[MutableSequence[tuple[str, bytes]]]):
+    def set(self, carrier: MutableSequence[tuple[str, bytes]], key: str, value: str) -> None:
+        carrier[:] = [(k, v) for k, v in carrier if k != key]
+        carrier.append((key, value.encode("latin-1")))
+
+
+HEADER_GETTER = _HeaderGetter()
+HEADER_SETTER = _HeaderSetter()
+
+
+def extract_from_headers(headers: Headers | None) -> Context:
+    return propagate.extract(headers or [], getter=HEADER_GETTER)
+
+
+def inject_into_headers(headers: MutableSequence[tuple[str, bytes]], context: Context | None = None) -> None:
+    propagate.inject(headers, context=context, setter=HEADER_SETTER)
+
+
+def trace_context_dict(context: Context | None = None) -> dict[str, str]:
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier, context=context)
+    return carrier
+
+
+_configured = False
+
+
+def setup_tracing(service_name: str, extra_processor: SpanProcessor | None = None) -> TracerProvider | None:
+    """Install the global tracer provider once per process; None when OTEL_SDK_DISABLED is true."""
+    global _configured
+    if os.environ.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return None
+    if _configured:
+        provider = trace.get_tracer_provider()
+        if extra_processor and isinstance(provider, TracerProvider):
+            provider.add_span_processor(extra_processor)
+        return provider if isinstance(provider, TracerProvider) else None
+    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
+    provider = TracerProvider(resource=resource)
+    exporter = os.environ.get("OTEL_TRACES_EXPORTER")
+    if exporter is None:
+        has_endpoint = any(k in os.environ for k in (
+            "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+        exporter = "otlp" if has_endpoint else "none"
+    for name in (e.strip() for e in exporter.split(",")):
+        if name == "otlp":
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        elif name == "console":
+            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        elif name not in ("none", ""):
+            raise SystemExit(f"carehub: OTEL_TRACES_EXPORTER={name!r} is not one of otlp, console, none")
+    if extra_processor:
+        provider.add_span_processor(extra_processor)
+    trace.set_tracer_provider(provider)
+    _configured = True
+    return provider

@@ -1,0 +1,47 @@
+"""The topics carehub owns, with their partition counts and configs, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from carehub.settings import Settings
+
+DAY_MS = 24 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str] = field(default_factory=dict)
+    replication: int = 1
+
+
+def accepted_topic(settings: Settings) -> str:
+    return settings.topic("ingest.accepted")
+
+
+def deadletter_topic(settings: Settings) -> str:
+    return settings.topic("ingest.deadletter")
+
+
+def replayed_topic(settings: Settings) -> str:
+    """Which dead letters were already replayed, so `carehub dlq replay` replays each once."""
+    return settings.topic("ingest.deadletter.replayed")
+
+
+def topic_specs(settings: Settings) -> list[TopicSpec]:
+    p, r = settings.partitions, settings.topic_replication_factor
+    specs = [TopicSpec(t, p, replication=r) for t in settings.source_topics]
+    specs += [
+        TopicSpec(accepted_topic(settings), p, replication=r),
+        # The one place raw input rests: bounded retention, see README "Dead letters".
+        TopicSpec(
+            deadletter_topic(settings),
+            1,
+            {"retention.ms": str(settings.deadletter_retention_days * DAY_MS)},
+            replication=r,
+        ),
+        TopicSpec(replayed_topic(settings), 1, {"cleanup.policy": "compact"}, replication=r),
+    ]
+    return specs

@@ -1,0 +1,1 @@
+"""Ingest: validate provider events, pseudonymise them, drop duplicates, dead-letter the rest."""

@@ -1,0 +1,164 @@
+"""The ingest worker: provider topics in; accepted batches and dead letters out.
+
+Per batch from ``take_events``: decode and validate every record, pseudonymise the
+accepted ones, drop duplicates by (source_org, event_id), send accepted events in
+AcceptedBatch records (one per target partition), wait for those sends, then record the
+batch's keys in the dedupe table. A crash between the two can only repeat events
+downstream, never lose them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import faust
+from kafka.partitioner.default import murmur2
+from mode.types.signals import BaseSignalT
+
+from carehub.faust_batches import current_event_of, group_by_partition
+from carehub.faust_profile import faust_app
+from carehub.settings import Settings
+from carehub.topics import accepted_topic, deadletter_topic
+from carehub.v1 import care_event_pb2 as ce
+from carehub.v1 import ingest_pb2 as ing
+from services.ingest import metrics as m
+from services.ingest.dedupe import DedupeIndex
+from services.ingest.pseudonymise import Pseudonymiser
+from services.ingest.records import RawRecord, RecordProcessor, dedupe_key, now_utc, routing_key
+from services.ingest.validation import Limits
+
+log = logging.getLogger(__name__)
+APP_SUFFIX = "ingest"
+
+
+def target_partition(key: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner would choose for ``key``."""
+    return (int(murmur2(key.encode())) & 0x7FFFFFFF) % partitions
+
+
+def _raw(event: Any) -> RawRecord:
+    msg = event.message
+    headers = msg.headers.items() if isinstance(msg.headers, dict) else (msg.headers or [])
+    return RawRecord(
+        topic=msg.topic, partition=msg.partition, offset=msg.offset,
+        key=msg.key, value=msg.value, headers=list(headers), timestamp_s=msg.timestamp or 0.0,
+    )
+
+
+class Ingest:
+    def __init__(self, settings: Settings, accepted: Any, dlq: Any, table: Any) -> None:
+        self.settings = settings
+        self.accepted = accepted
+        self.dlq = dlq
+        self.processor = RecordProcessor(
+            Pseudonymiser(settings.pseudonym_key_bytes()),
+            Limits(settings.max_future_skew, settings.earliest_event_year),
+        )
+        self.index = DedupeIndex(table, settings.dedupe_retention.total_seconds())
+        self._received = {t: m.RECEIVED.labels(t) for t in settings.source_topics}
+        self._accepted = {v: m.ACCEPTED.labels(ce.Sector.Name(v)) for v in ce.Sector.values()}
+
+    async def process_batch(self, stream: Any, events: list[Any]) -> None:
+        started = time.perf_counter()
+        now = now_utc()
+        now_s = now.timestamp()
+        outgoing: dict[int, list[ing.AcceptedEvent]] = {}
+        dead: list[ing.DeadLetter] = []
+        pending_keys: list[tuple[Any, str, int, list[str]]] = []
+        for (topic, partition), group in group_by_partition(events).items():
+            tag = f"{topic}:{partition}"
+            self._received[topic].inc(len(group)) if topic in self._received else None
+            new_keys: list[str] = []
+            batch_keys: set[str] = set()
+            for event in group:
+                rec = _raw(event)
+                result = self.processor.process(rec, now)
+                if isinstance(result, ing.DeadLetter):
+                    dead.append(result)
+                    continue
+                key = dedupe_key(result)
+                if key in batch_keys or self.index.seen(tag, key):
+                    m.DUPLICATES.inc()
+                    continue
+                batch_keys.add(key)
+                new_keys.append(key)
+                p = target_partition(routing_key(result), self.settings.partitions)
+                outgoing.setdefault(p, []).append(result)
+                self._observe(result, rec, now_s)
+            if new_keys:
+                pending_keys.append((group[-1], tag, group[0].message.offset, new_keys))
+        await self._send(outgoing, dead)
+        # Only now that the events are in the accepted topic may they count as seen.
+        for event, tag, first_offset, keys in pending_keys:
+            with current_event_of(stream, event):
+                self.index.record(tag, first_offset, keys, now_s)
+        for (topic, partition), group in group_by_partition(events).items():
+            with current_event_of(stream, group[-1]):
+                self.index.expire(f"{topic}:{partition}", now_s)
+        m.BATCH_SIZE.observe(len(events))
+        m.BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    def _observe(self, event: ing.AcceptedEvent, rec: RawRecord, now_s: float) -> None:
+        self._accepted[event.source_sector].inc()
+        m.FROM_EVENT.observe(max(0.0, now_s - event.event_time.seconds))
+        if rec.timestamp_s:
+            m.FROM_PUBLISH.observe(max(0.0, now_s - rec.timestamp_s))
+            m.LAST_EVENT.labels(event.source_org).set(rec.timestamp_s)
+
+    async def _send(self, outgoing: dict[int, list[ing.AcceptedEvent]], dead: list[ing.DeadLetter]) -> None:
+        futures = []
+        limit = self.settings.ingest_max_batch_bytes
+        for partition, batch in sorted(outgoing.items()):
+            for chunk in _chunks(batch, limit):
+                futures.append(await self.accepted.send(value=chunk, partition=partition))
+        for dl in dead:
+            m.REJECTED.labels(ing.RejectReason.Name(dl.reason)).inc()
+            log.warning(
+                "rejected %s[%d]@%d: %s: %s", dl.source.topic, dl.source.partition, dl.source.offset,
+                ing.RejectReason.Name(dl.reason), dl.message,
+            )
+            futures.append(await self.dlq.send(value=dl.SerializeToString(), key=dl.event_id.encode() or None))
+        await asyncio.gather(*futures)
+
+
+def _chunks(events: list[ing.AcceptedEvent], max_bytes: int) -> list[bytes]:
+    """Serialised AcceptedBatch records of at most ``max_bytes`` (a lone bigger event goes alone)."""
+    out: list[bytes] = []
+    batch = ing.AcceptedBatch()
+    size = 0
+    for event in events:
+        n = event.ByteSize() + 6
+        if batch.events and size + n > max_bytes:
+            out.append(batch.SerializeToString())
+            batch = ing.AcceptedBatch()
+            size = 0
+        batch.events.append(event)
+        size += n
+    if batch.events:
+        out.append(batch.SerializeToString())
+    return out
+
+
+def build_app(settings: Settings, bootstrap: str) -> faust.App:
+    app = faust_app(settings.topic(APP_SUFFIX).replace(".", "-"), settings, bootstrap)
+    source = app.topic(*settings.source_topics, key_serializer="raw", value_serializer="raw")
+    accepted = app.topic(accepted_topic(settings), key_serializer="raw", value_serializer="raw")
+    dlq = app.topic(deadletter_topic(settings), key_serializer="raw", value_serializer="raw")
+    table = app.Table("ingest-dedupe", default=None, partitions=settings.partitions, key_type=str)
+    ingest = Ingest(settings, accepted, dlq, table)
+
+    @app.agent(source, name="ingest")
+    async def ingest_agent(stream: Any) -> None:
+        async for events in stream.take_events(settings.ingest_batch_size, settings.ingest_batch_within_s):
+            await ingest.process_batch(stream, list(events))
+
+    @app.on_partitions_revoked.connect
+    def on_revoked(sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any) -> None:
+        revoked = args[0] if args else kwargs.get("revoked", set())
+        ingest.index.forget_partitions({f"{tp.topic}:{tp.partition}" for tp in revoked})
+
+    app.carehub_ingest = ingest  # type: ignore[attr-defined]
+    return app

@@ -1,0 +1,115 @@
+"""Reading and replaying the dead-letter topic (`carehub dlq`).
+
+Reads stop when the topic has been quiet for ``idle_s`` rather than at the reported end
+offset, which the embedded broker gets wrong (shared/domain/embedded-broker.md).
+Replays are recorded in a compacted topic keyed by the dead letter's position, so each
+dead letter is replayed at most once; one rejected again lands anew in the topic.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from carehub.sdk import Publisher
+from carehub.v1 import ingest_pb2 as ing
+
+REPLAY_HEADER = "carehub-replay-of"
+
+
+@dataclass(frozen=True)
+class Stored:
+    partition: int
+    offset: int
+    letter: ing.DeadLetter
+
+    @property
+    def position(self) -> str:
+        return f"{self.partition}:{self.offset}"
+
+
+def read_topic(bootstrap: str, topic: str, idle_s: float = 1.5) -> Iterator[tuple[int, int, bytes | None, bytes]]:
+    """(partition, offset, key, value) of every record now in ``topic``."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, client_id="carehub-dlq")
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        if not parts:
+            return
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        last = time.monotonic()
+        while time.monotonic() - last < idle_s:
+            batch = consumer.poll(timeout_ms=200)
+            for records in batch.values():
+                for r in records:
+                    yield r.partition, r.offset, r.key, r.value
+                last = time.monotonic()
+    finally:
+        consumer.close()
+
+
+def read_dead_letters(bootstrap: str, topic: str, reason: str | None = None) -> list[Stored]:
+    wanted = _reason_number(reason) if reason else None
+    out = []
+    for partition, offset, _, value in read_topic(bootstrap, topic):
+        letter = ing.DeadLetter.FromString(value)
+        if wanted is None or letter.reason == wanted:
+            out.append(Stored(partition, offset, letter))
+    return out
+
+
+def summarise(letters: list[Stored]) -> Counter[str]:
+    return Counter(ing.RejectReason.Name(s.letter.reason) for s in letters)
+
+
+def _reason_number(reason: str) -> int:
+    name = reason.upper()
+    if not name.startswith("REJECT_REASON_"):
+        name = f"REJECT_REASON_{name}"
+    try:
+        return ing.RejectReason.Value(name)
+    except ValueError:
+        known = ", ".join(n.removeprefix("REJECT_REASON_").lower() for n in ing.RejectReason.keys()[1:])
+        raise SystemExit(f"carehub dlq: unknown reason {reason!r}; one of: {known}") from None
+
+
+def replayed_positions(bootstrap: str, replayed_topic: str) -> set[str]:
+    return {key.decode() for _, _, key, value in read_topic(bootstrap, replayed_topic) if key and value}
+
+
+def replay(bootstrap: str, deadletter_topic: str, replayed_topic: str, reason: str | None,
+           dry_run: bool = False, progress: Callable[[int], None] | None = None) -> tuple[int, int]:
+    """Re-publish dead letters to their source topics; returns (replayed, skipped as already replayed)."""
+    done = replayed_positions(bootstrap, replayed_topic)
+    letters = read_dead_letters(bootstrap, deadletter_topic, reason)
+    todo = [s for s in letters if s.position not in done]
+    if dry_run or not todo:
+        return len(todo), len(letters) - len(todo)
+    publishers: dict[str, Publisher] = {}
+    marker = KafkaProducer(bootstrap_servers=bootstrap, acks="all", client_id="carehub-dlq-replay")
+    try:
+        for i, s in enumerate(todo, 1):
+            letter = s.letter
+            pub = publishers.get(letter.source.topic)
+            if pub is None:
+                pub = publishers[letter.source.topic] = Publisher(bootstrap, topic=letter.source.topic)
+            headers = [(k, v) for k, v in letter.original_headers.items() if k not in ("traceparent", "tracestate")]
+            content_type = dict(headers).pop("content-type", None)
+            headers = [(k, v) for k, v in headers if k != "content-type"]
+            headers.append((REPLAY_HEADER, f"{deadletter_topic}:{s.position}".encode()))
+            pub.publish_raw(letter.original_value, letter.original_key or None,
+                            content_type.decode() if content_type else None, extra_headers=headers)
+            pub.flush()
+            marker.send(replayed_topic, key=s.position.encode(), value=str(time.time()).encode()).get(30)
+            if progress:
+                progress(i)
+    finally:
+        for pub in publishers.values():
+            pub.close()
+        marker.close()
+    return len(todo), len(letters) - len(todo)

@@ -1,0 +1,159 @@
+"""Ingest through the real embedded broker and real worker processes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from google.protobuf import json_format
+from kafka import KafkaAdminClient
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from carehub.sdk import Publisher
+from carehub.telemetry import setup_tracing
+from carehub.v1 import care_event_pb2 as ce
+from carehub.v1 import ingest_pb2 as ing
+from services.ingest import deadletters
+from tests.factories import VALID_NHS, care_event
+from tests.integration.conftest import ROOT, Hub, all_topic_bytes, consume
+
+pytestmark = pytest.mark.integration
+
+
+def accepted(values: list[bytes]) -> list[ing.AcceptedEvent]:
+    return [e for v in values for e in ing.AcceptedBatch.FromString(v).events]
+
+
+def wait_accepted(hub: Hub, n: int, settle_s: float = 3.0, timeout_s: float = 90.0) -> list[ing.AcceptedEvent]:
+    """Accepted events once at least ``n`` arrived, then a quiet period so extra ones would show."""
+    topic = hub.topic("ingest.accepted")
+    consume(hub.bootstrap, topic, lambda vs: len(accepted(vs)) >= n, timeout_s)
+    time.sleep(settle_s)
+    return accepted(consume(hub.bootstrap, topic, lambda vs: False, timeout_s=2.0))
+
+
+def people(n: int, tag: str) -> list[ce.CareEvent]:
+    return [
+        care_event(ce.EVENT_TYPE_GP_CONTACT, local_id=f"{tag}-{i}", source_org="B86001",
+                   given=f"Given{tag}{i}", family="Whitfield")
+        for i in range(n)
+    ]
+
+
+def test_accepts_pseudonymised_rejects_with_reasons_and_drops_duplicates(hub: Hub) -> None:
+    memory = InMemorySpanExporter()
+    setup_tracing("carehub-test-publisher", extra_processor=SimpleSpanProcessor(memory))
+    hub.start_ingest()
+    good = people(12, "p")
+    future = care_event(when=datetime.now(UTC) + timedelta(days=3))
+    bad_nhs = care_event(national_id="9434765918")
+    unknown_enum = json_format.MessageToDict(care_event())
+    unknown_enum["eventType"] = "EVENT_TYPE_TELEPATHY"
+    bad_records = {
+        "REJECT_REASON_MALFORMED_JSON": (b'{"eventId": "e-1", "sourceOrg": ', "application/json"),
+        "REJECT_REASON_UNKNOWN_ENUM": (orjson.dumps(unknown_enum), "application/json"),
+        "REJECT_REASON_INVALID_NHS_NUMBER": (bad_nhs.SerializeToString(), "application/x-protobuf"),
+        "REJECT_REASON_FUTURE_TIMESTAMP": (future.SerializeToString(), "application/x-protobuf"),
+        "REJECT_REASON_MALFORMED_PROTOBUF": (care_event().SerializeToString()[:-11], "application/x-protobuf"),
+    }
+    with Publisher(hub.bootstrap, topic=hub.topic("provider.events")) as pub:
+        for i, event in enumerate(good):
+            pub.publish(event, "json" if i % 2 else "protobuf")
+        for event in good[:4]:  # resent: must be accepted once
+            pub.publish(event)
+        for value, content_type in bad_records.values():
+            pub.publish_raw(value, b"bad", content_type)
+        pub.flush()
+    assert pub.failed == 0
+
+    got = wait_accepted(hub, len(good))
+    assert sorted(e.event_id for e in got) == sorted(e.event_id for e in good)
+    by_id = {e.event_id: e for e in got}
+    sample = by_id[good[0].event_id]
+    assert sample.person.local_id == "p-0"
+    assert len(sample.person.national_id_hash) == 32 and sample.person.age_years >= 80
+    assert sample.source.topic == hub.topic("provider.events")
+
+    # the trace the SDK started continues in ingest
+    publish_spans = {s.context.trace_id for s in memory.get_finished_spans() if s.name.endswith("publish")}
+    traceparent = sample.trace_context["traceparent"]
+    assert int(traceparent.split("-")[1], 16) in publish_spans
+
+    letters = [ing.DeadLetter.FromString(v) for v in
+               consume(hub.bootstrap, hub.topic("ingest.deadletter"), lambda vs: len(vs) >= len(bad_records))]
+    assert sorted(ing.RejectReason.Name(d.reason) for d in letters) == sorted(bad_records)
+    for d in letters:
+        value, _ = bad_records[ing.RejectReason.Name(d.reason)]
+        assert d.original_value == value and d.message
+        assert d.source.topic == hub.topic("provider.events") and d.source.offset >= 0
+
+    # no raw identifier on any topic after ingest (the dead-letter topic is the one exception)
+    admin = KafkaAdminClient(bootstrap_servers=hub.bootstrap)
+    topics = [t for t in admin.list_topics() if t.startswith(hub.prefix) and "deadletter" not in t
+              and "provider" not in t]
+    admin.close()
+    assert any("changelog" in t for t in topics) and hub.topic("ingest.accepted") in topics
+    raw = [VALID_NHS.encode(), b"Whitfield", b"WHITFIELD", b"Givenp0", b"LS1 4AP", b"LS14AP", b"1941-03-17"]
+    for topic, blobs in all_topic_bytes(hub.bootstrap, topics).items():
+        for blob in blobs:
+            for value in raw:
+                assert value not in blob, f"{value!r} in clear on {topic}"
+    assert VALID_NHS not in hub.log_text() and "Whitfield" not in hub.log_text()
+
+
+def test_restart_loses_nothing_and_reaccepts_nothing(hub: Hub) -> None:
+    worker = hub.start_ingest()
+    first, second = people(30, "a"), people(30, "b")
+    with Publisher(hub.bootstrap, topic=hub.topic("provider.events")) as pub:
+        for event in first:
+            pub.publish(event)
+    assert len(wait_accepted(hub, len(first), settle_s=1.0)) == len(first)
+    hub.stop(worker)
+    assert worker.returncode == 0, hub.log_text()[-3000:]
+
+    with Publisher(hub.bootstrap, topic=hub.topic("provider.events")) as pub:
+        for event in second + first:  # the first lot again, as a provider retrying would
+            pub.publish(event)
+    hub.start_ingest()
+    got = wait_accepted(hub, len(first) + len(second), settle_s=5.0)
+    ids = [e.event_id for e in got]
+    assert len(ids) == len(set(ids)) == len(first) + len(second)
+    assert set(ids) == {e.event_id for e in first + second}
+
+
+def test_dead_letters_listed_and_replayed_once_after_the_cause_is_fixed(hub: Hub) -> None:
+    worker = hub.start_ingest()
+    ahead = care_event(when=datetime.now(UTC) + timedelta(hours=30))  # a provider clock 30 h fast
+    path = hub.data_dir / "events.jsonl"
+    path.write_text(json_format.MessageToJson(ahead, indent=None) + "\n" + "{not json\n")
+    env = dict(hub.env)
+    cli = [sys.executable, "-m", "carehub", ]
+    out = subprocess.run([*cli, "publish", str(path), "--topic", hub.topic("provider.events")], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "sent 2, failed 0" in out.stdout
+    topic = hub.topic("ingest.deadletter")
+    consume(hub.bootstrap, topic, lambda vs: len(vs) >= 2)
+
+    listing = subprocess.run([*cli, "dlq", "list"], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=60)
+    assert listing.returncode == 0, listing.stderr
+    assert "2 dead letters" in listing.stdout
+    assert "future_timestamp" in listing.stdout and "malformed_json" in listing.stdout
+
+    hub.stop(worker)  # the fix: this region's providers may run up to 48 h ahead
+    hub.start_ingest(CAREHUB_MAX_FUTURE_SKEW_HOURS="48")
+    replayed = subprocess.run([*cli, "dlq", "replay", "--reason", "future_timestamp"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=60)
+    assert replayed.returncode == 0, replayed.stderr
+    assert "replayed 1 dead letters; 0 were replayed before" in replayed.stdout
+    got = wait_accepted(hub, 1)
+    assert [e.event_id for e in got] == [ahead.event_id]
+
+    again = deadletters.replay(hub.bootstrap, topic, hub.topic("ingest.deadletter.replayed"), "future_timestamp")
+    assert again == (0, 1)
