@@ -116,9 +116,14 @@ def run_faust_variant(variant: str, bootstrap: str, topic: str, clock: Clock, pr
         os.kill(os.getpid(), signal.SIGTERM)
 
     if variant == "carehub-ingest":
+        from carehub.broker import create_topics
+        from carehub.topics import topic_specs
         from services.ingest.app import build_app
 
-        app = build_app(settings.model_copy(update={"provider_topics": [topic.split(".", 1)[1]]}), bootstrap)
+        source_prefix, _, source_name = topic.partition(".")
+        settings = settings.model_copy(update={"topic_prefix": source_prefix, "provider_topics": [source_name]})
+        create_topics(bootstrap, topic_specs(settings))
+        app = build_app(settings, bootstrap)
         ingest = app.carehub_ingest  # type: ignore[attr-defined]
         inner = ingest.process_batch
 
@@ -198,7 +203,7 @@ def parent(args: argparse.Namespace) -> None:
                 proc.kill()
                 _, err = proc.communicate()
             if not out.exists():
-                print(f"{variant:18} did not finish within {args.timeout}s (exit {proc.returncode})")
+                print(f"{variant:18} did not finish (exit code {proc.returncode}; limit {args.timeout:.0f}s)")
                 print(err.decode(errors="replace")[-2000:])
                 continue
             r = json.loads(out.read_text())
@@ -220,7 +225,7 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--timeout", type=float, default=600.0, help="seconds per variant")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per variant")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     parser.add_argument("--topic", help=argparse.SUPPRESS)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from carehub.settings import Settings, load_settings
+from carehub.wire import iter_delimited
 
 
 def _bootstrap(settings: Settings, arg: str | None, command: str) -> str:
@@ -75,26 +76,11 @@ def _records_from_file(path: Path, fmt: str) -> Iterator[tuple[bytes, str]]:
                 if line.strip():
                     yield line.rstrip(b"\r\n"), "application/json"
         return
-    data = path.read_bytes()
-    pos = 0
-    while pos < len(data):
-        size, pos = _varint(data, pos)
-        yield data[pos:pos + size], "application/x-protobuf"
-        pos += size
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    """A base-128 varint (the length prefix of delimited protobuf) and the position after it."""
-    value = shift = 0
-    while True:
-        if pos >= len(data):
-            raise SystemExit("carehub publish: truncated length prefix in the protobuf file")
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
+    try:
+        for payload in iter_delimited(path.read_bytes()):
+            yield payload, "application/x-protobuf"
+    except ValueError as exc:
+        raise SystemExit(f"carehub publish: {path} is not length-delimited protobuf ({exc})") from None
 
 
 def _key_of(value: bytes, content_type: str) -> bytes | None:

@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     ingest_batch_size: int = Field(default=2000, ge=1, le=100_000)
     ingest_batch_within_s: float = Field(default=0.2, gt=0, le=60)
     ingest_max_batch_bytes: int = Field(default=512 * 1024, ge=16 * 1024, le=900 * 1024)
-    dedupe_retention_days: int = Field(default=14, ge=1, le=3650)
+    dedupe_retention_days: int = Field(default=7, ge=1, le=3650)
     max_future_skew_hours: float = Field(default=24.0, ge=0)
     earliest_event_year: int = Field(default=1990, ge=1800)
     deadletter_retention_days: int = Field(default=30, ge=1, le=3650)

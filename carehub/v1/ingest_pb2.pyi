@@ -196,7 +196,9 @@ Global___SourceRef: _TypeAlias = SourceRef  # noqa: Y015
 
 @_typing.final
 class AcceptedEvent(_message.Message):
-    """A validated, pseudonymised care event, as ingest hands it to the identity stage."""
+    """A validated, pseudonymised care event, as ingest hands it to the identity stage.
+    Fields 1-14 repeat CareEvent's numbers and types, except person (8): keep them so.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -10,8 +10,10 @@ downstream, never lose them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections import Counter
 from typing import Any
 
 import faust
@@ -24,6 +26,7 @@ from carehub.settings import Settings
 from carehub.topics import accepted_topic, deadletter_topic
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import ingest_pb2 as ing
+from carehub.wire import repeated_field
 from services.ingest import metrics as m
 from services.ingest.dedupe import DedupeIndex
 from services.ingest.pseudonymise import Pseudonymiser
@@ -32,10 +35,12 @@ from services.ingest.validation import Limits
 
 log = logging.getLogger(__name__)
 APP_SUFFIX = "ingest"
+BATCH_EVENTS_FIELD = ing.AcceptedBatch.DESCRIPTOR.fields_by_name["events"].number
 
 
+@functools.lru_cache(maxsize=100_000)
 def target_partition(key: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner would choose for ``key``."""
+    """The partition Kafka's default partitioner would choose for ``key`` (pure Python: cached)."""
     return (int(murmur2(key.encode())) & 0x7FFFFFFF) % partitions
 
 
@@ -68,6 +73,8 @@ class Ingest:
         outgoing: dict[int, list[ing.AcceptedEvent]] = {}
         dead: list[ing.DeadLetter] = []
         pending_keys: list[tuple[Any, str, int, list[str]]] = []
+        sectors: Counter[ce.Sector.ValueType] = Counter()
+        last_seen: dict[str, float] = {}
         for (topic, partition), group in group_by_partition(events).items():
             tag = f"{topic}:{partition}"
             self._received[topic].inc(len(group)) if topic in self._received else None
@@ -87,7 +94,11 @@ class Ingest:
                 new_keys.append(key)
                 p = target_partition(routing_key(result), self.settings.partitions)
                 outgoing.setdefault(p, []).append(result)
-                self._observe(result, rec, now_s)
+                sectors[result.source_sector] += 1
+                m.FROM_EVENT.observe(max(0.0, now_s - result.event_time.seconds))
+                if rec.timestamp_s:
+                    m.FROM_PUBLISH.observe(max(0.0, now_s - rec.timestamp_s))
+                    last_seen[result.source_org] = max(rec.timestamp_s, last_seen.get(result.source_org, 0.0))
             if new_keys:
                 pending_keys.append((group[-1], tag, group[0].message.offset, new_keys))
         await self._send(outgoing, dead)
@@ -98,15 +109,12 @@ class Ingest:
         for (topic, partition), group in group_by_partition(events).items():
             with current_event_of(stream, group[-1]):
                 self.index.expire(f"{topic}:{partition}", now_s)
+        for sector, n in sectors.items():
+            self._accepted[sector].inc(n)
+        for org, ts in last_seen.items():
+            m.LAST_EVENT.labels(org).set(ts)
         m.BATCH_SIZE.observe(len(events))
         m.BATCH_SECONDS.observe(time.perf_counter() - started)
-
-    def _observe(self, event: ing.AcceptedEvent, rec: RawRecord, now_s: float) -> None:
-        self._accepted[event.source_sector].inc()
-        m.FROM_EVENT.observe(max(0.0, now_s - event.event_time.seconds))
-        if rec.timestamp_s:
-            m.FROM_PUBLISH.observe(max(0.0, now_s - rec.timestamp_s))
-            m.LAST_EVENT.labels(event.source_org).set(rec.timestamp_s)
 
     async def _send(self, outgoing: dict[int, list[ing.AcceptedEvent]], dead: list[ing.DeadLetter]) -> None:
         futures = []
@@ -125,20 +133,19 @@ class Ingest:
 
 
 def _chunks(events: list[ing.AcceptedEvent], max_bytes: int) -> list[bytes]:
-    """Serialised AcceptedBatch records of at most ``max_bytes`` (a lone bigger event goes alone)."""
+    """Serialised AcceptedBatch records of about ``max_bytes`` at most (a lone bigger event goes alone)."""
     out: list[bytes] = []
-    batch = ing.AcceptedBatch()
+    chunk: list[bytes] = []
     size = 0
     for event in events:
-        n = event.ByteSize() + 6
-        if batch.events and size + n > max_bytes:
-            out.append(batch.SerializeToString())
-            batch = ing.AcceptedBatch()
-            size = 0
-        batch.events.append(event)
-        size += n
-    if batch.events:
-        out.append(batch.SerializeToString())
+        data = event.SerializeToString()
+        if chunk and size + len(data) + 6 > max_bytes:
+            out.append(repeated_field(BATCH_EVENTS_FIELD, chunk))
+            chunk, size = [], 0
+        chunk.append(data)
+        size += len(data) + 6
+    if chunk:
+        out.append(repeated_field(BATCH_EVENTS_FIELD, chunk))
     return out
 
 

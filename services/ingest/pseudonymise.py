@@ -23,6 +23,7 @@ from carehub.v1 import ingest_pb2 as ing
 BLOOM_BITS = 256
 BLOOM_HASHES = 10
 SHORT_HASH_BYTES = 8
+CACHE_SIZE = 200_000  # distinct identities whose encodings are kept; ~0.3 KB each
 
 _NON_LETTERS = re.compile(r"[^A-Z]")
 _POSTCODE = re.compile(r"^([A-Z]{1,2}[0-9][A-Z0-9]?)([0-9][A-Z]{2})$")
@@ -63,6 +64,7 @@ class Pseudonymiser:
 
         # bigram -> its Bloom bit mask; bigrams are few (~2k), so this bounds itself
         self._bigram_masks: dict[str, int] = {}
+        self._cache: dict[tuple[str, ...], bytes] = {}
 
     def _mac(self, purpose: str, field: str, value: str, size: int = 32) -> bytes:
         return hmac.digest(self._keys[purpose], f"{field}\x1f{value}".encode(), "sha256")[:size]
@@ -92,8 +94,26 @@ class Pseudonymiser:
         return bits.to_bytes(BLOOM_BITS // 8, "big")
 
     def encode(self, person: ce.Person, event_day: date) -> ing.PseudonymisedPerson:
-        """The pseudonymised form of an already validated person."""
+        """The pseudonymised form of an already validated person.
+
+        A person's events repeat the same identifiers, so the keyed encodings are cached
+        (in this process's memory only, bounded) by the raw values they replace.
+        """
         out = ing.PseudonymisedPerson(local_id=person.local_id, sex=person.sex, age_years=-1)
+        raw = (person.national_id, person.given_name, person.family_name, person.birth_date, person.postcode)
+        encoded = self._cache.get(raw)
+        if encoded is None:
+            encoded = self._encode_identifiers(person).SerializeToString()
+            if len(self._cache) >= CACHE_SIZE:
+                self._cache.pop(next(iter(self._cache)))  # oldest first: dicts keep insertion order
+            self._cache[raw] = encoded
+        out.MergeFromString(encoded)
+        if person.birth_date:
+            out.age_years = age_on(date.fromisoformat(person.birth_date), event_day)
+        return out
+
+    def _encode_identifiers(self, person: ce.Person) -> ing.PseudonymisedPerson:
+        out = ing.PseudonymisedPerson()
         if person.national_id:
             out.national_id_hash = self.national_id(person.national_id)
         for field, raw in (("given", person.given_name), ("family", person.family_name)):
@@ -112,7 +132,6 @@ class Pseudonymiser:
             out.birth_year_hash = self._mac("birth", "year", str(born.year), SHORT_HASH_BYTES)
             out.birth_month_hash = self._mac("birth", "month", str(born.month), SHORT_HASH_BYTES)
             out.birth_day_hash = self._mac("birth", "day", str(born.day), SHORT_HASH_BYTES)
-            out.age_years = age_on(born, event_day)
         if person.postcode:
             pc = normalise_postcode(person.postcode)
             out.postcode_hash = self._mac("postcode", "full", pc, SHORT_HASH_BYTES)

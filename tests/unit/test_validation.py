@@ -158,3 +158,6 @@ def test_bad_postcode_and_birth_date() -> None:
     assert reason_of(care_event(when=NOW, birth_date="2030-01-01").SerializeToString(), PROTOBUF) == (
         "REJECT_REASON_INVALID_FIELD"
     )
+    assert reason_of(care_event(when=NOW, birth_date="19410317").SerializeToString(), PROTOBUF) == (
+        "REJECT_REASON_INVALID_FIELD"
+    )
