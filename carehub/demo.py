@@ -77,7 +77,7 @@ def run_demo(people: int, seed: int) -> int:
             metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
             print(f"ingest worker pid {children[-1].pid}; log {ingest_log}; metrics {metrics_url}")
             sent = feed_region(bootstrap, settings, people, seed)
-            _watch(metrics_url, sent, children)
+            _watch(metrics_url, sent, children, bootstrap)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -86,7 +86,7 @@ def run_demo(people: int, seed: int) -> int:
     return 0
 
 
-def _watch(metrics_url: str, sent: int, children: list[subprocess.Popen[bytes]]) -> None:
+def _watch(metrics_url: str, sent: int, children: list[subprocess.Popen[bytes]], bootstrap: str) -> None:
     print("waiting for the ingest worker (Ctrl-C stops everything) ...", flush=True)
     steady = False
     last = ""
@@ -109,9 +109,10 @@ def _watch(metrics_url: str, sent: int, children: list[subprocess.Popen[bytes]])
             last = line
         if not steady and accepted + rejected + dups >= sent:
             steady = True
-            print(f"steady state: every published record is accepted, dead-lettered or dropped as a "
-                  f"duplicate. Metrics: {metrics_url}; dead letters: `carehub dlq list`. Ctrl-C to stop.",
-                  flush=True)
+            print("steady state: every published record is accepted, dead-lettered or dropped as a duplicate.\n"
+                  f"  metrics:      {metrics_url}\n"
+                  f"  dead letters: CAREHUB_KAFKA_BOOTSTRAP={bootstrap} .venv/bin/carehub dlq list\n"
+                  "Ctrl-C stops everything.", flush=True)
         time.sleep(2)
 
 
