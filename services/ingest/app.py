@@ -63,7 +63,6 @@ class Ingest:
             Limits(settings.max_future_skew, settings.earliest_event_year),
         )
         self.index = DedupeIndex(table, settings.dedupe_retention.total_seconds())
-        self._received = {t: m.RECEIVED.labels(t) for t in settings.source_topics}
         self._accepted = {v: m.ACCEPTED.labels(ce.Sector.Name(v)) for v in ce.Sector.values()}
 
     async def process_batch(self, stream: Any, events: list[Any]) -> None:
@@ -75,9 +74,10 @@ class Ingest:
         pending_keys: list[tuple[Any, str, int, list[str]]] = []
         sectors: Counter[ce.Sector.ValueType] = Counter()
         last_seen: dict[str, float] = {}
-        for (topic, partition), group in group_by_partition(events).items():
+        groups = group_by_partition(events)
+        for (topic, partition), group in groups.items():
             tag = f"{topic}:{partition}"
-            self._received[topic].inc(len(group)) if topic in self._received else None
+            m.RECEIVED.labels(topic).inc(len(group))
             new_keys: list[str] = []
             batch_keys: set[str] = set()
             for event in group:
@@ -106,7 +106,7 @@ class Ingest:
         for event, tag, first_offset, keys in pending_keys:
             with current_event_of(stream, event):
                 self.index.record(tag, first_offset, keys, now_s)
-        for (topic, partition), group in group_by_partition(events).items():
+        for (topic, partition), group in groups.items():
             with current_event_of(stream, group[-1]):
                 self.index.expire(f"{topic}:{partition}", now_s)
         for sector, n in sectors.items():
@@ -124,10 +124,9 @@ class Ingest:
                 futures.append(await self.accepted.send(value=chunk, partition=partition))
         for dl in dead:
             m.REJECTED.labels(ing.RejectReason.Name(dl.reason)).inc()
-            log.warning(
-                "rejected %s[%d]@%d: %s: %s", dl.source.topic, dl.source.partition, dl.source.offset,
-                ing.RejectReason.Name(dl.reason), dl.message,
-            )
+            # position and reason only: a message may quote a value, and raw values stay in the DLQ
+            log.warning("rejected %s[%d]@%d: %s", dl.source.topic, dl.source.partition, dl.source.offset,
+                        ing.RejectReason.Name(dl.reason))
             futures.append(await self.dlq.send(value=dl.SerializeToString(), key=dl.event_id.encode() or None))
         await asyncio.gather(*futures)
 

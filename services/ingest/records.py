@@ -93,7 +93,9 @@ class RecordProcessor:
                 span.set_status(Status(StatusCode.ERROR, ing.RejectReason.Name(rej.reason)))
             return self._dead_letter(rec, rej.reason, rej.message, rej.event, now)
         except Exception as exc:  # a poison record must never stop the stream
-            log.exception("unexpected error on %s[%d]@%d", rec.topic, rec.partition, rec.offset)
+            # the type only: an exception's text may quote a raw value (the DLQ keeps it)
+            log.error("unexpected %s on %s[%d]@%d", type(exc).__name__, rec.topic, rec.partition, rec.offset)
+            log.debug("traceback", exc_info=True)
             if span is not None:
                 span.record_exception(exc)
                 span.set_status(Status(StatusCode.ERROR, "processing error"))

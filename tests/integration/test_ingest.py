@@ -14,6 +14,8 @@ from kafka import KafkaAdminClient
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from carehub.broker import free_port
+from carehub.demo import scrape
 from carehub.sdk import Publisher
 from carehub.telemetry import setup_tracing
 from carehub.v1 import care_event_pb2 as ce
@@ -48,7 +50,8 @@ def people(n: int, tag: str) -> list[ce.CareEvent]:
 def test_accepts_pseudonymised_rejects_with_reasons_and_drops_duplicates(hub: Hub) -> None:
     memory = InMemorySpanExporter()
     setup_tracing("carehub-test-publisher", extra_processor=SimpleSpanProcessor(memory))
-    hub.start_ingest()
+    metrics_port = free_port()
+    hub.start_ingest(CAREHUB_METRICS_PORT=str(metrics_port))
     good = people(12, "p")
     future = care_event(when=datetime.now(UTC) + timedelta(days=3))
     bad_nhs = care_event(national_id="9434765918")
@@ -104,6 +107,14 @@ def test_accepts_pseudonymised_rejects_with_reasons_and_drops_duplicates(hub: Hu
             for value in raw:
                 assert value not in blob, f"{value!r} in clear on {topic}"
     assert VALID_NHS not in hub.log_text() and "Whitfield" not in hub.log_text()
+
+    # the worker's own metrics tell the same story
+    metrics = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
+    assert metrics["carehub_ingest_received_total"] == len(good) + 4 + len(bad_records)
+    assert metrics["carehub_ingest_accepted_total"] == len(good)
+    assert metrics["carehub_ingest_duplicates_total"] == 4
+    assert metrics["carehub_ingest_rejected_total"] == len(bad_records)
+    assert metrics["carehub_ingest_latency_from_publish_seconds_count"] == len(good)
 
 
 def test_restart_loses_nothing_and_reaccepts_nothing(hub: Hub) -> None:

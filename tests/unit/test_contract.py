@@ -66,3 +66,19 @@ def test_delimited_stream_round_trip() -> None:
 
     data = b"".join(encode_varint(len(p)) + p for p in payloads)
     assert list(iter_delimited(data)) == payloads
+
+
+def test_an_unexpected_error_becomes_a_dead_letter_not_a_crash() -> None:
+    class Failing(Pseudonymiser):
+        def encode(self, person: ce.Person, event_day: object) -> ing.PseudonymisedPerson:
+            raise RuntimeError("encoder broke on 9434765919")
+
+    processor = RecordProcessor(Failing(os.urandom(32)), Limits())
+    event = care_event()
+    rec = RawRecord("t", 0, 7, b"k", event.SerializeToString(), [("content-type", b"application/x-protobuf")])
+    out = processor.process(rec, datetime.now(UTC))
+    assert isinstance(out, ing.DeadLetter)
+    assert out.reason == ing.REJECT_REASON_PROCESSING_ERROR
+    assert out.original_value == event.SerializeToString() and out.source.offset == 7
+    ok = RecordProcessor(Pseudonymiser(os.urandom(32)), Limits()).process(rec, datetime.now(UTC))
+    assert isinstance(ok, ing.AcceptedEvent)
