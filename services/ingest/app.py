@@ -46,11 +46,10 @@ def target_partition(key: str, partitions: int) -> int:
 
 def _raw(event: Any) -> RawRecord:
     msg = event.message
-    headers = msg.headers.items() if isinstance(msg.headers, dict) else (msg.headers or [])
-    return RawRecord(
-        topic=msg.topic, partition=msg.partition, offset=msg.offset,
-        key=msg.key, value=msg.value, headers=list(headers), timestamp_s=msg.timestamp or 0.0,
-    )
+    headers = msg.headers
+    if not isinstance(headers, list):
+        headers = list(headers.items()) if isinstance(headers, dict) else list(headers or ())
+    return RawRecord(msg.topic, msg.partition, msg.offset, msg.key, msg.value, headers, msg.timestamp or 0.0)
 
 
 class Ingest:

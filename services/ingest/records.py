@@ -23,7 +23,7 @@ TRACE_HEADERS = ("traceparent", "tracestate")
 tracer = trace.get_tracer("carehub.ingest")
 
 
-@dataclass
+@dataclass(slots=True)
 class RawRecord:
     topic: str
     partition: int
@@ -34,8 +34,9 @@ class RawRecord:
     timestamp_s: float = 0.0
 
     def header(self, name: str) -> str | None:
+        """A header's value by lower-case name, whatever case the sender used."""
         for k, v in self.headers:
-            if k.lower() == name and v is not None:
+            if (k == name or k.lower() == name) and v is not None:
                 return v.decode("latin-1")
         return None
 

@@ -82,3 +82,9 @@ def test_an_unexpected_error_becomes_a_dead_letter_not_a_crash() -> None:
     assert out.original_value == event.SerializeToString() and out.source.offset == 7
     ok = RecordProcessor(Pseudonymiser(os.urandom(32)), Limits()).process(rec, datetime.now(UTC))
     assert isinstance(ok, ing.AcceptedEvent)
+
+
+def test_header_names_in_any_case() -> None:
+    rec = RawRecord("t", 0, 0, None, b"", [("Content-Type", b"application/json")])
+    assert rec.header("content-type") == "application/json"
+    assert rec.header("traceparent") is None
