@@ -32,7 +32,7 @@ def care_event(
         event_type=event_type,
         person=ce.Person(
             local_id=local_id, national_id=national_id, given_name=given, family_name=family,
-            birth_date=birth_date, sex=ce.SEX_FEMALE, postcode=postcode,
+            birth_date=birth_date, sex=ce.SEX_FEMALE, postcode=postcode, address_line="12 Pinkerton Circuit",
         ),
         clinical=ce.ClinicalDetail(
             spell_id="S-1", admission_method=ce.ADMISSION_METHOD_EMERGENCY, admission_source="19",

@@ -25,33 +25,33 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63\x61rehub/v1/care_event.proto\x12\ncarehub.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9c\x01\n\x06Person\x12\x10\n\x08local_id\x18\x01 \x01(\t\x12\x13\n\x0bnational_id\x18\x02 \x01(\t\x12\x12\n\ngiven_name\x18\x03 \x01(\t\x12\x13\n\x0b\x66\x61mily_name\x18\x04 \x01(\t\x12\x12\n\nbirth_date\x18\x05 \x01(\t\x12\x1c\n\x03sex\x18\x06 \x01(\x0e\x32\x0f.carehub.v1.Sex\x12\x10\n\x08postcode\x18\x07 \x01(\t\"@\n\tDiagnosis\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\r\x12\x13\n\x0bprovisional\x18\x03 \x01(\x08\"+\n\tProcedure\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\r\"\x92\x02\n\x0e\x43linicalDetail\x12\x10\n\x08spell_id\x18\x01 \x01(\t\x12\x35\n\x10\x61\x64mission_method\x18\x02 \x01(\x0e\x32\x1b.carehub.v1.AdmissionMethod\x12\x18\n\x10\x61\x64mission_source\x18\x03 \x01(\t\x12(\n\tdiagnoses\x18\x04 \x03(\x0b\x32\x15.carehub.v1.Diagnosis\x12)\n\nprocedures\x18\x05 \x03(\x0b\x32\x15.carehub.v1.Procedure\x12\x1d\n\x15\x64ischarge_destination\x18\x06 \x01(\t\x12\x10\n\x08location\x18\x07 \x01(\t\x12\x17\n\x0freferred_to_org\x18\x08 \x01(\t\"F\n\rConsentChange\x12\x1b\n\x13\x64irect_care_opt_out\x18\x01 \x01(\x08\x12\x18\n\x10planning_opt_out\x18\x02 \x01(\x08\"8\n\rIdentityMerge\x12\x16\n\x0eprior_local_id\x18\x01 \x01(\t\x12\x0f\n\x07unmerge\x18\x02 \x01(\x08\"\xf2\x03\n\tCareEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x16\n\x0eschema_version\x18\x02 \x01(\r\x12\x12\n\nsource_org\x18\x03 \x01(\t\x12)\n\rsource_sector\x18\x04 \x01(\x0e\x32\x12.carehub.v1.Sector\x12)\n\nevent_type\x18\x05 \x01(\x0e\x32\x15.carehub.v1.EventType\x12.\n\nevent_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rrecorded_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x06person\x18\x08 \x01(\x0b\x32\x12.carehub.v1.Person\x12,\n\x08\x63linical\x18\t \x01(\x0b\x32\x1a.carehub.v1.ClinicalDetail\x12\x1b\n\x13registered_practice\x18\n \x01(\t\x12\x10\n\x08locality\x18\x0b \x01(\t\x12\x17\n\x0ftarget_event_id\x18\x0c \x01(\t\x12*\n\x07\x63onsent\x18\r \x01(\x0b\x32\x19.carehub.v1.ConsentChange\x12(\n\x05merge\x18\x0e \x01(\x0b\x32\x19.carehub.v1.IdentityMerge*\xfc\x01\n\x06Sector\x12\x16\n\x12SECTOR_UNSPECIFIED\x10\x00\x12\x17\n\x13SECTOR_PRIMARY_CARE\x10\x01\x12\x10\n\x0cSECTOR_ACUTE\x10\x02\x12\x14\n\x10SECTOR_EMERGENCY\x10\x03\x12\x18\n\x14SECTOR_MENTAL_HEALTH\x10\x04\x12\x14\n\x10SECTOR_COMMUNITY\x10\x05\x12\x16\n\x12SECTOR_SOCIAL_CARE\x10\x06\x12\x14\n\x10SECTOR_AMBULANCE\x10\x07\x12\x13\n\x0fSECTOR_PHARMACY\x10\x08\x12\x14\n\x10SECTOR_CARE_HOME\x10\t\x12\x10\n\x0cSECTOR_OTHER\x10\n*\xd9\x03\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45VENT_TYPE_REGISTRATION\x10\x01\x12\x19\n\x15\x45VENT_TYPE_GP_CONTACT\x10\x02\x12\x1c\n\x18\x45VENT_TYPE_ED_ATTENDANCE\x10\x03\x12\x18\n\x14\x45VENT_TYPE_ADMISSION\x10\x04\x12\x17\n\x13\x45VENT_TYPE_TRANSFER\x10\x05\x12\x18\n\x14\x45VENT_TYPE_DISCHARGE\x10\x06\x12\x1b\n\x17\x45VENT_TYPE_CANCELLATION\x10\x07\x12\x1e\n\x1a\x45VENT_TYPE_DIAGNOSIS_CODED\x10\x08\x12\x17\n\x13\x45VENT_TYPE_REFERRAL\x10\t\x12%\n!EVENT_TYPE_SOCIAL_CARE_ASSESSMENT\x10\n\x12\x18\n\x14\x45VENT_TYPE_CARE_PLAN\x10\x0b\x12\"\n\x1e\x45VENT_TYPE_CARE_HOME_ADMISSION\x10\x0c\x12\x14\n\x10\x45VENT_TYPE_DEATH\x10\r\x12\x1d\n\x19\x45VENT_TYPE_CONSENT_CHANGE\x10\x0e\x12\x1d\n\x19\x45VENT_TYPE_IDENTITY_MERGE\x10\x0f*X\n\x03Sex\x12\x13\n\x0fSEX_UNSPECIFIED\x10\x00\x12\x0c\n\x08SEX_MALE\x10\x01\x12\x0e\n\nSEX_FEMALE\x10\x02\x12\r\n\tSEX_OTHER\x10\x03\x12\x0f\n\x0bSEX_UNKNOWN\x10\x04*\xb1\x01\n\x0f\x41\x64missionMethod\x12 \n\x1c\x41\x44MISSION_METHOD_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x41\x44MISSION_METHOD_EMERGENCY\x10\x01\x12\x1d\n\x19\x41\x44MISSION_METHOD_ELECTIVE\x10\x02\x12\x1e\n\x1a\x41\x44MISSION_METHOD_MATERNITY\x10\x03\x12\x1d\n\x19\x41\x44MISSION_METHOD_TRANSFER\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63\x61rehub/v1/care_event.proto\x12\ncarehub.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb2\x01\n\x06Person\x12\x10\n\x08local_id\x18\x01 \x01(\t\x12\x13\n\x0bnational_id\x18\x02 \x01(\t\x12\x12\n\ngiven_name\x18\x03 \x01(\t\x12\x13\n\x0b\x66\x61mily_name\x18\x04 \x01(\t\x12\x12\n\nbirth_date\x18\x05 \x01(\t\x12\x1c\n\x03sex\x18\x06 \x01(\x0e\x32\x0f.carehub.v1.Sex\x12\x10\n\x08postcode\x18\x07 \x01(\t\x12\x14\n\x0c\x61\x64\x64ress_line\x18\x08 \x01(\t\"@\n\tDiagnosis\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\r\x12\x13\n\x0bprovisional\x18\x03 \x01(\x08\"+\n\tProcedure\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x10\n\x08position\x18\x02 \x01(\r\"\x92\x02\n\x0e\x43linicalDetail\x12\x10\n\x08spell_id\x18\x01 \x01(\t\x12\x35\n\x10\x61\x64mission_method\x18\x02 \x01(\x0e\x32\x1b.carehub.v1.AdmissionMethod\x12\x18\n\x10\x61\x64mission_source\x18\x03 \x01(\t\x12(\n\tdiagnoses\x18\x04 \x03(\x0b\x32\x15.carehub.v1.Diagnosis\x12)\n\nprocedures\x18\x05 \x03(\x0b\x32\x15.carehub.v1.Procedure\x12\x1d\n\x15\x64ischarge_destination\x18\x06 \x01(\t\x12\x10\n\x08location\x18\x07 \x01(\t\x12\x17\n\x0freferred_to_org\x18\x08 \x01(\t\"F\n\rConsentChange\x12\x1b\n\x13\x64irect_care_opt_out\x18\x01 \x01(\x08\x12\x18\n\x10planning_opt_out\x18\x02 \x01(\x08\"8\n\rIdentityMerge\x12\x16\n\x0eprior_local_id\x18\x01 \x01(\t\x12\x0f\n\x07unmerge\x18\x02 \x01(\x08\"\xf2\x03\n\tCareEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x16\n\x0eschema_version\x18\x02 \x01(\r\x12\x12\n\nsource_org\x18\x03 \x01(\t\x12)\n\rsource_sector\x18\x04 \x01(\x0e\x32\x12.carehub.v1.Sector\x12)\n\nevent_type\x18\x05 \x01(\x0e\x32\x15.carehub.v1.EventType\x12.\n\nevent_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rrecorded_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x06person\x18\x08 \x01(\x0b\x32\x12.carehub.v1.Person\x12,\n\x08\x63linical\x18\t \x01(\x0b\x32\x1a.carehub.v1.ClinicalDetail\x12\x1b\n\x13registered_practice\x18\n \x01(\t\x12\x10\n\x08locality\x18\x0b \x01(\t\x12\x17\n\x0ftarget_event_id\x18\x0c \x01(\t\x12*\n\x07\x63onsent\x18\r \x01(\x0b\x32\x19.carehub.v1.ConsentChange\x12(\n\x05merge\x18\x0e \x01(\x0b\x32\x19.carehub.v1.IdentityMerge*\xfc\x01\n\x06Sector\x12\x16\n\x12SECTOR_UNSPECIFIED\x10\x00\x12\x17\n\x13SECTOR_PRIMARY_CARE\x10\x01\x12\x10\n\x0cSECTOR_ACUTE\x10\x02\x12\x14\n\x10SECTOR_EMERGENCY\x10\x03\x12\x18\n\x14SECTOR_MENTAL_HEALTH\x10\x04\x12\x14\n\x10SECTOR_COMMUNITY\x10\x05\x12\x16\n\x12SECTOR_SOCIAL_CARE\x10\x06\x12\x14\n\x10SECTOR_AMBULANCE\x10\x07\x12\x13\n\x0fSECTOR_PHARMACY\x10\x08\x12\x14\n\x10SECTOR_CARE_HOME\x10\t\x12\x10\n\x0cSECTOR_OTHER\x10\n*\xd9\x03\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x45VENT_TYPE_REGISTRATION\x10\x01\x12\x19\n\x15\x45VENT_TYPE_GP_CONTACT\x10\x02\x12\x1c\n\x18\x45VENT_TYPE_ED_ATTENDANCE\x10\x03\x12\x18\n\x14\x45VENT_TYPE_ADMISSION\x10\x04\x12\x17\n\x13\x45VENT_TYPE_TRANSFER\x10\x05\x12\x18\n\x14\x45VENT_TYPE_DISCHARGE\x10\x06\x12\x1b\n\x17\x45VENT_TYPE_CANCELLATION\x10\x07\x12\x1e\n\x1a\x45VENT_TYPE_DIAGNOSIS_CODED\x10\x08\x12\x17\n\x13\x45VENT_TYPE_REFERRAL\x10\t\x12%\n!EVENT_TYPE_SOCIAL_CARE_ASSESSMENT\x10\n\x12\x18\n\x14\x45VENT_TYPE_CARE_PLAN\x10\x0b\x12\"\n\x1e\x45VENT_TYPE_CARE_HOME_ADMISSION\x10\x0c\x12\x14\n\x10\x45VENT_TYPE_DEATH\x10\r\x12\x1d\n\x19\x45VENT_TYPE_CONSENT_CHANGE\x10\x0e\x12\x1d\n\x19\x45VENT_TYPE_IDENTITY_MERGE\x10\x0f*X\n\x03Sex\x12\x13\n\x0fSEX_UNSPECIFIED\x10\x00\x12\x0c\n\x08SEX_MALE\x10\x01\x12\x0e\n\nSEX_FEMALE\x10\x02\x12\r\n\tSEX_OTHER\x10\x03\x12\x0f\n\x0bSEX_UNKNOWN\x10\x04*\xb1\x01\n\x0f\x41\x64missionMethod\x12 \n\x1c\x41\x44MISSION_METHOD_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x41\x44MISSION_METHOD_EMERGENCY\x10\x01\x12\x1d\n\x19\x41\x44MISSION_METHOD_ELECTIVE\x10\x02\x12\x1e\n\x1a\x41\x44MISSION_METHOD_MATERNITY\x10\x03\x12\x1d\n\x19\x41\x44MISSION_METHOD_TRANSFER\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'carehub.v1.care_event_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SECTOR']._serialized_start=1255
-  _globals['_SECTOR']._serialized_end=1507
-  _globals['_EVENTTYPE']._serialized_start=1510
-  _globals['_EVENTTYPE']._serialized_end=1983
-  _globals['_SEX']._serialized_start=1985
-  _globals['_SEX']._serialized_end=2073
-  _globals['_ADMISSIONMETHOD']._serialized_start=2076
-  _globals['_ADMISSIONMETHOD']._serialized_end=2253
+  _globals['_SECTOR']._serialized_start=1277
+  _globals['_SECTOR']._serialized_end=1529
+  _globals['_EVENTTYPE']._serialized_start=1532
+  _globals['_EVENTTYPE']._serialized_end=2005
+  _globals['_SEX']._serialized_start=2007
+  _globals['_SEX']._serialized_end=2095
+  _globals['_ADMISSIONMETHOD']._serialized_start=2098
+  _globals['_ADMISSIONMETHOD']._serialized_end=2275
   _globals['_PERSON']._serialized_start=77
-  _globals['_PERSON']._serialized_end=233
-  _globals['_DIAGNOSIS']._serialized_start=235
-  _globals['_DIAGNOSIS']._serialized_end=299
-  _globals['_PROCEDURE']._serialized_start=301
-  _globals['_PROCEDURE']._serialized_end=344
-  _globals['_CLINICALDETAIL']._serialized_start=347
-  _globals['_CLINICALDETAIL']._serialized_end=621
-  _globals['_CONSENTCHANGE']._serialized_start=623
-  _globals['_CONSENTCHANGE']._serialized_end=693
-  _globals['_IDENTITYMERGE']._serialized_start=695
-  _globals['_IDENTITYMERGE']._serialized_end=751
-  _globals['_CAREEVENT']._serialized_start=754
-  _globals['_CAREEVENT']._serialized_end=1252
+  _globals['_PERSON']._serialized_end=255
+  _globals['_DIAGNOSIS']._serialized_start=257
+  _globals['_DIAGNOSIS']._serialized_end=321
+  _globals['_PROCEDURE']._serialized_start=323
+  _globals['_PROCEDURE']._serialized_end=366
+  _globals['_CLINICALDETAIL']._serialized_start=369
+  _globals['_CLINICALDETAIL']._serialized_end=643
+  _globals['_CONSENTCHANGE']._serialized_start=645
+  _globals['_CONSENTCHANGE']._serialized_end=715
+  _globals['_IDENTITYMERGE']._serialized_start=717
+  _globals['_IDENTITYMERGE']._serialized_end=773
+  _globals['_CAREEVENT']._serialized_start=776
+  _globals['_CAREEVENT']._serialized_end=1274
 # @@protoc_insertion_point(module_scope)

@@ -197,6 +197,7 @@ class Person(_message.Message):
     BIRTH_DATE_FIELD_NUMBER: _builtins.int
     SEX_FIELD_NUMBER: _builtins.int
     POSTCODE_FIELD_NUMBER: _builtins.int
+    ADDRESS_LINE_FIELD_NUMBER: _builtins.int
     local_id: _builtins.str
     """The source's own record id (MRN, practice record number, client number). Required."""
     national_id: _builtins.str
@@ -208,6 +209,8 @@ class Person(_message.Message):
     sex: Global___Sex.ValueType
     postcode: _builtins.str
     """UK postcode, any spacing or case, e.g. "LS1 4AP"."""
+    address_line: _builtins.str
+    """First line of the address (house number and street), e.g. "12 Pinkerton Circuit"."""
     def __init__(
         self,
         *,
@@ -218,10 +221,11 @@ class Person(_message.Message):
         birth_date: _builtins.str = ...,
         sex: Global___Sex.ValueType = ...,
         postcode: _builtins.str = ...,
+        address_line: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["birth_date", b"birth_date", "family_name", b"family_name", "given_name", b"given_name", "local_id", b"local_id", "national_id", b"national_id", "postcode", b"postcode", "sex", b"sex"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address_line", b"address_line", "birth_date", b"birth_date", "family_name", b"family_name", "given_name", b"given_name", "local_id", b"local_id", "national_id", b"national_id", "postcode", b"postcode", "sex", b"sex"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

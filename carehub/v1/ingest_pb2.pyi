@@ -106,6 +106,7 @@ class PseudonymisedPerson(_message.Message):
     POSTCODE_BLOOM_FIELD_NUMBER: _builtins.int
     AGE_YEARS_FIELD_NUMBER: _builtins.int
     SEX_FIELD_NUMBER: _builtins.int
+    ADDRESS_BLOOM_FIELD_NUMBER: _builtins.int
     local_id: _builtins.str
     """The source organisation's own record id, kept so alerts can name the person in
     that organisation's terms (it means nothing outside the organisation).
@@ -139,6 +140,8 @@ class PseudonymisedPerson(_message.Message):
     age in whole years at the event time (-1 when the birth date is unknown), and sex.
     """
     sex: _care_event_pb2.Sex.ValueType
+    address_bloom: _builtins.bytes
+    """Keyed Bloom filter (1024 bits) of the address line's bigrams (letters and digits kept)."""
     def __init__(
         self,
         *,
@@ -158,10 +161,11 @@ class PseudonymisedPerson(_message.Message):
         postcode_bloom: _builtins.bytes = ...,
         age_years: _builtins.int = ...,
         sex: _care_event_pb2.Sex.ValueType = ...,
+        address_bloom: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["age_years", b"age_years", "birth_date_hash", b"birth_date_hash", "birth_day_hash", b"birth_day_hash", "birth_month_hash", b"birth_month_hash", "birth_year_hash", b"birth_year_hash", "family_name_bloom", b"family_name_bloom", "family_name_phonetic", b"family_name_phonetic", "given_name_bloom", b"given_name_bloom", "given_name_phonetic", b"given_name_phonetic", "local_id", b"local_id", "national_id_hash", b"national_id_hash", "postcode_bloom", b"postcode_bloom", "postcode_district_hash", b"postcode_district_hash", "postcode_hash", b"postcode_hash", "postcode_sector_hash", b"postcode_sector_hash", "sex", b"sex"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address_bloom", b"address_bloom", "age_years", b"age_years", "birth_date_hash", b"birth_date_hash", "birth_day_hash", b"birth_day_hash", "birth_month_hash", b"birth_month_hash", "birth_year_hash", b"birth_year_hash", "family_name_bloom", b"family_name_bloom", "family_name_phonetic", b"family_name_phonetic", "given_name_bloom", b"given_name_bloom", "given_name_phonetic", b"given_name_phonetic", "local_id", b"local_id", "national_id_hash", b"national_id_hash", "postcode_bloom", b"postcode_bloom", "postcode_district_hash", b"postcode_district_hash", "postcode_hash", b"postcode_hash", "postcode_sector_hash", b"postcode_sector_hash", "sex", b"sex"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -20,12 +20,14 @@ import jellyfish
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import ingest_pb2 as ing
 
-BLOOM_BITS = 256
+BLOOM_BITS = 256  # names and postcodes: ~8 bigrams x 10 bits fill about a quarter
+BLOOM_BITS_BY_FIELD = {"address": 1024}  # ~20 bigrams would saturate 256 bits
 BLOOM_HASHES = 10
 SHORT_HASH_BYTES = 8
 CACHE_SIZE = 200_000  # distinct identities whose encodings are kept; ~0.3 KB each
 
 _NON_LETTERS = re.compile(r"[^A-Z]")
+_NON_ALNUM = re.compile(r"[^A-Z0-9]")
 _POSTCODE = re.compile(r"^([A-Z]{1,2}[0-9][A-Z0-9]?)([0-9][A-Z]{2})$")
 
 
@@ -33,6 +35,12 @@ def normalise_name(value: str) -> str:
     """Upper-case ASCII letters only: 'O'Brien-Smith ' and 'obrien smith' encode alike."""
     ascii_only = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode()
     return _NON_LETTERS.sub("", ascii_only.upper())
+
+
+def normalise_address(value: str) -> str:
+    """Upper-case letters and digits: '12, Pinkerton Circuit' and '12 pinkerton circuit' encode alike."""
+    ascii_only = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode()
+    return _NON_ALNUM.sub("", ascii_only.upper())
 
 
 def normalise_postcode(value: str) -> str:
@@ -69,7 +77,7 @@ class Pseudonymiser:
     def _mac(self, purpose: str, field: str, value: str, size: int = 32) -> bytes:
         return hmac.digest(self._keys[purpose], f"{field}\x1f{value}".encode(), "sha256")[:size]
 
-    def _bigram_mask(self, field: str, bigram: str) -> int:
+    def _bigram_mask(self, field: str, bigram: str, size: int) -> int:
         tag = f"{field}\x1f{bigram}"
         mask = self._bigram_masks.get(tag)
         if mask is None:
@@ -78,7 +86,7 @@ class Pseudonymiser:
             h2 = int.from_bytes(d[8:16], "big") | 1
             mask = 0
             for k in range(BLOOM_HASHES):
-                mask |= 1 << ((h1 + k * h2) % BLOOM_BITS)
+                mask |= 1 << ((h1 + k * h2) % size)
             self._bigram_masks[tag] = mask
         return mask
 
@@ -87,11 +95,12 @@ class Pseudonymiser:
 
     def bloom(self, field: str, normalised: str) -> bytes:
         """Field-level Bloom filter of padded bigrams, bit positions from a keyed double hash."""
+        size = BLOOM_BITS_BY_FIELD.get(field, BLOOM_BITS)
         bits = 0
         padded = f"_{normalised}_"
         for i in range(len(padded) - 1):
-            bits |= self._bigram_mask(field, padded[i : i + 2])
-        return bits.to_bytes(BLOOM_BITS // 8, "big")
+            bits |= self._bigram_mask(field, padded[i : i + 2], size)
+        return bits.to_bytes(size // 8, "big")
 
     def encode(self, person: ce.Person, event_day: date) -> ing.PseudonymisedPerson:
         """The pseudonymised form of an already validated person.
@@ -100,7 +109,8 @@ class Pseudonymiser:
         (in this process's memory only, bounded) by the raw values they replace.
         """
         out = ing.PseudonymisedPerson(local_id=person.local_id, sex=person.sex, age_years=-1)
-        raw = (person.national_id, person.given_name, person.family_name, person.birth_date, person.postcode)
+        raw = (person.national_id, person.given_name, person.family_name, person.birth_date, person.postcode,
+               person.address_line)
         encoded = self._cache.get(raw)
         if encoded is None:
             encoded = self._encode_identifiers(person).SerializeToString()
@@ -132,6 +142,9 @@ class Pseudonymiser:
             out.birth_year_hash = self._mac("birth", "year", str(born.year), SHORT_HASH_BYTES)
             out.birth_month_hash = self._mac("birth", "month", str(born.month), SHORT_HASH_BYTES)
             out.birth_day_hash = self._mac("birth", "day", str(born.day), SHORT_HASH_BYTES)
+        address = normalise_address(person.address_line)
+        if address:
+            out.address_bloom = self.bloom("address", address)
         if person.postcode:
             pc = normalise_postcode(person.postcode)
             out.postcode_hash = self._mac("postcode", "full", pc, SHORT_HASH_BYTES)

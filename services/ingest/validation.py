@@ -172,6 +172,8 @@ def _check_person(event: ce.CareEvent, now: datetime) -> None:
             raise Rejection(R.REJECT_REASON_INVALID_FIELD, "person.birth_date is not YYYY-MM-DD", event) from None
         if born > now.date() or born.year < 1880:
             raise Rejection(R.REJECT_REASON_INVALID_FIELD, "person.birth_date is not a plausible birth date", event)
+    if len(person.address_line) > 200:
+        raise Rejection(R.REJECT_REASON_INVALID_FIELD, "person.address_line longer than 200", event)
     if person.postcode and not UK_POSTCODE.match(" ".join(person.postcode.split()).upper()):
         raise Rejection(R.REJECT_REASON_INVALID_FIELD, "person.postcode is not a UK postcode", event)
 

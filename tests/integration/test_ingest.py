@@ -101,7 +101,8 @@ def test_accepts_pseudonymised_rejects_with_reasons_and_drops_duplicates(hub: Hu
               and "provider" not in t]
     admin.close()
     assert any("changelog" in t for t in topics) and hub.topic("ingest.accepted") in topics
-    raw = [VALID_NHS.encode(), b"Whitfield", b"WHITFIELD", b"Givenp0", b"LS1 4AP", b"LS14AP", b"1941-03-17"]
+    raw = [VALID_NHS.encode(), b"Whitfield", b"WHITFIELD", b"Givenp0", b"LS1 4AP", b"LS14AP", b"1941-03-17",
+           b"Pinkerton", b"PINKERTON"]
     for topic, blobs in all_topic_bytes(hub.bootstrap, topics).items():
         for blob in blobs:
             for value in raw:

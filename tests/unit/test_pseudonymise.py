@@ -12,14 +12,15 @@ KEY = bytes(range(32))
 def person(**kw: object) -> ce.Person:
     base: dict[str, object] = dict(local_id="H-1", national_id="9434765919", given_name="Margaret",
                                    family_name="Whitfield", birth_date="1941-03-17", sex=ce.SEX_FEMALE,
-                                   postcode="LS1 4AP")
+                                   postcode="LS1 4AP", address_line="12 Pinkerton Circuit")
     base.update(kw)
     return ce.Person(**base)  # type: ignore[arg-type]
 
 
 def test_no_raw_value_survives() -> None:
     out = Pseudonymiser(KEY).encode(person(), date(2026, 1, 1)).SerializeToString()
-    for raw in (b"9434765919", b"Margaret", b"MARGARET", b"Whitfield", b"WHITFIELD", b"1941", b"LS1", b"4AP"):
+    for raw in (b"9434765919", b"Margaret", b"MARGARET", b"Whitfield", b"WHITFIELD", b"1941", b"LS1", b"4AP",
+                b"Pinkerton", b"PINKERTON"):
         assert raw not in out
 
 
@@ -44,6 +45,16 @@ def test_bloom_similarity_survives_typos_but_separates_names() -> None:
     assert dice(whitfield, p.bloom("family", "WHITFEILD")) > 0.7
     assert dice(whitfield, p.bloom("family", "WHITFIELD")) == 1.0
     assert dice(whitfield, p.bloom("family", "OKONKWO")) < 0.4
+
+
+def test_address_encoded_for_similarity() -> None:
+    p = Pseudonymiser(KEY)
+    a = p.encode(person(address_line="12 Pinkerton Circuit"), date(2026, 1, 1)).address_bloom
+    b = p.encode(person(address_line="12, pinkerton circuit"), date(2026, 1, 1)).address_bloom
+    c = p.encode(person(address_line="12 Pinkerton Circiut"), date(2026, 1, 1)).address_bloom
+    d = p.encode(person(address_line="7 Salkauskas Crescent"), date(2026, 1, 1)).address_bloom
+    assert a == b and len(a) == 128
+    assert dice(a, c) > 0.75 > 0.4 > dice(a, d)
 
 
 def test_names_normalised_before_encoding() -> None:
