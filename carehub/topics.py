@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from carehub.settings import Settings
 
 DAY_MS = 24 * 3600 * 1000
+# Linkage decides one record at a time against everyone known: one ordered log makes those
+# decisions deterministic and gives consent changes a well-defined "from the next event on".
+ACCEPTED_PARTITIONS = 1
 
 
 @dataclass(frozen=True)
@@ -30,11 +33,26 @@ def replayed_topic(settings: Settings) -> str:
     return settings.topic("ingest.deadletter.replayed")
 
 
+def linked_topic(settings: Settings) -> str:
+    return settings.topic("identity.linked")
+
+
+def review_topic(settings: Settings) -> str:
+    return settings.topic("identity.review")
+
+
+def registry_topic(settings: Settings) -> str:
+    return settings.topic("identity.registry")
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     p, r = settings.partitions, settings.topic_replication_factor
     specs = [TopicSpec(t, p, replication=r) for t in settings.source_topics]
     specs += [
-        TopicSpec(accepted_topic(settings), p, replication=r),
+        TopicSpec(accepted_topic(settings), ACCEPTED_PARTITIONS, replication=r),
+        TopicSpec(linked_topic(settings), p, replication=r),
+        TopicSpec(review_topic(settings), 1, replication=r),
+        TopicSpec(registry_topic(settings), 1, {"cleanup.policy": "compact"}, replication=r),
         # The one place raw input rests: bounded retention, see README "Dead letters".
         TopicSpec(
             deadletter_topic(settings),

@@ -33,7 +33,7 @@ class LocalRecord:
     local_id: str
     person: int
     message: pb.Person  # the demographics as this organisation holds them
-    typo: str  # which field was mistyped ("given_name", "family_name", "postcode") or ""
+    typo: str  # which field was mistyped ("given_name", "family_name", "postcode", "address_line") or ""
     duplicate: bool  # a second record the organisation created in error (later merged)
 
 
@@ -95,10 +95,11 @@ class Registry:
             birth_date=person.birth_date.isoformat(),
             sex=person.sex,
             postcode=person.postcode,
+            address_line=person.address_line,
         )
         typo = ""
         if rng.random() < self._config.typo_share:
-            typo = rng.choices(("given_name", "family_name", "postcode"), (4, 4, 2))[0]
+            typo = rng.choices(("given_name", "family_name", "postcode", "address_line"), (4, 4, 2, 2))[0]
             if typo == "postcode":
                 msg.postcode = postcode_typo(rng, msg.postcode)
             else:

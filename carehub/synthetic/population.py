@@ -60,6 +60,7 @@ class Person:
     practice: str
     hospital: str  # the acute trust they usually use
     frailty: float  # multiplies their use of urgent care; mean 1, long right tail
+    address_line: str = ""  # first line of the address, e.g. "12 Pinkerton Circuit"
     frequent_ed: bool = False
     care_home: str = ""  # care home they live in at the start of the window
     death_time: int | None = None  # epoch seconds, when they die inside the window
@@ -129,6 +130,9 @@ def build_population(config: RegionConfig, directory: Directory) -> list[Person]
     rng = random.Random(f"{config.seed}/population")
     fake = Faker("en_GB")
     fake.seed_instance(config.seed)
+    # Addresses come from a Faker of their own, so adding them left every name and postcode as it was.
+    streets = Faker("en_GB")
+    streets.seed_instance(f"{config.seed}/addresses")
     districts = _districts(fake, directory.localities)
     practices = {loc: directory.practices_in(loc) for loc in directory.localities}
     start = config.start_date
@@ -165,6 +169,7 @@ def build_population(config: RegionConfig, directory: Directory) -> list[Person]
                 hospital=hospital.code,
                 frailty=rng.gammavariate(0.8, 1 / 0.8),
                 frequent_ed=16 <= age <= 80 and rng.random() < 0.004,
+                address_line=str(streets.street_address()).split("\n")[0],
             )
         )
     _place_in_care_homes(config, directory, people, rng)

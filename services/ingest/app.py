@@ -10,23 +10,21 @@ downstream, never lose them.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections import Counter
 from typing import Any
 
 import faust
-from kafka.partitioner.default import murmur2
 from mode.types.signals import BaseSignalT
 
+from carehub.batching import batch_records, target_partition
 from carehub.faust_batches import current_event_of, group_by_partition
 from carehub.faust_profile import faust_app
 from carehub.settings import Settings
-from carehub.topics import accepted_topic, deadletter_topic
+from carehub.topics import ACCEPTED_PARTITIONS, accepted_topic, deadletter_topic
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import ingest_pb2 as ing
-from carehub.wire import repeated_field
 from services.ingest import metrics as m
 from services.ingest.dedupe import DedupeIndex
 from services.ingest.pseudonymise import Pseudonymiser
@@ -35,13 +33,6 @@ from services.ingest.validation import Limits
 
 log = logging.getLogger(__name__)
 APP_SUFFIX = "ingest"
-BATCH_EVENTS_FIELD = ing.AcceptedBatch.DESCRIPTOR.fields_by_name["events"].number
-
-
-@functools.lru_cache(maxsize=100_000)
-def target_partition(key: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner would choose for ``key`` (pure Python: cached)."""
-    return (int(murmur2(key.encode())) & 0x7FFFFFFF) % partitions
 
 
 def _raw(event: Any) -> RawRecord:
@@ -91,7 +82,7 @@ class Ingest:
                     continue
                 batch_keys.add(key)
                 new_keys.append(key)
-                p = target_partition(routing_key(result), self.settings.partitions)
+                p = target_partition(routing_key(result), ACCEPTED_PARTITIONS)
                 outgoing.setdefault(p, []).append(result)
                 sectors[result.source_sector] += 1
                 m.FROM_EVENT.observe(max(0.0, now_s - result.event_time.seconds))
@@ -119,7 +110,7 @@ class Ingest:
         futures = []
         limit = self.settings.ingest_max_batch_bytes
         for partition, batch in sorted(outgoing.items()):
-            for chunk in _chunks(batch, limit):
+            for chunk in batch_records(batch, limit):
                 futures.append(await self.accepted.send(value=chunk, partition=partition))
         for dl in dead:
             m.REJECTED.labels(ing.RejectReason.Name(dl.reason)).inc()
@@ -128,23 +119,6 @@ class Ingest:
                         ing.RejectReason.Name(dl.reason))
             futures.append(await self.dlq.send(value=dl.SerializeToString(), key=dl.event_id.encode() or None))
         await asyncio.gather(*futures)
-
-
-def _chunks(events: list[ing.AcceptedEvent], max_bytes: int) -> list[bytes]:
-    """Serialised AcceptedBatch records of about ``max_bytes`` at most (a lone bigger event goes alone)."""
-    out: list[bytes] = []
-    chunk: list[bytes] = []
-    size = 0
-    for event in events:
-        data = event.SerializeToString()
-        if chunk and size + len(data) + 6 > max_bytes:
-            out.append(repeated_field(BATCH_EVENTS_FIELD, chunk))
-            chunk, size = [], 0
-        chunk.append(data)
-        size += len(data) + 6
-    if chunk:
-        out.append(repeated_field(BATCH_EVENTS_FIELD, chunk))
-    return out
 
 
 def build_app(settings: Settings, bootstrap: str) -> faust.App:

@@ -88,3 +88,15 @@ def test_header_names_in_any_case() -> None:
     rec = RawRecord("t", 0, 0, None, b"", [("Content-Type", b"application/json")])
     assert rec.header("content-type") == "application/json"
     assert rec.header("traceparent") is None
+
+
+def test_batch_records_split_by_size_and_keep_order() -> None:
+    from carehub.batching import batch_records
+
+    events = [ing.AcceptedEvent(event_id=f"{i:04d}" + "x" * 1000) for i in range(50)]
+    records = batch_records(events, max_bytes=16 * 1024)
+    assert len(records) == 4 and all(len(r) <= 16 * 1024 for r in records)
+    back = [e for r in records for e in ing.AcceptedBatch.FromString(r).events]
+    assert back == events
+    huge = ing.AcceptedEvent(event_id="y" * 40_000)
+    assert [ing.AcceptedBatch.FromString(r).events[0] for r in batch_records([huge], 16 * 1024)] == [huge]

@@ -181,6 +181,17 @@ def test_local_ids_are_per_organisation_and_truth_is_consistent(region: Region, 
     assert 0.02 < typos < 0.09
 
 
+def test_addresses_are_present_and_mostly_as_the_person_has_them(region: Region, valid: list[pb.CareEvent]) -> None:
+    assert all(p.address_line and "\n" not in p.address_line for p in region.people)
+    assert len({p.address_line for p in region.people}) > len(region.people) / 2
+    exact = 0
+    for e in valid:
+        assert e.person.address_line and len(e.person.address_line) <= 200
+        exact += e.person.address_line == region.people[_person(region, e)].address_line
+    assert 0.9 < exact / len(valid) < 1.0  # a few carry a keying error, as names do
+    assert any(r.typo == "address_line" for r in region.local_records)
+
+
 def test_acsc_share_of_emergency_admissions_is_plausible(region: Region, valid: list[pb.CareEvent]) -> None:
     coded = [
         e
