@@ -12,7 +12,7 @@ help:
 	@echo "make run     - embedded broker + ingest + synthetic region (Ctrl-C stops everything)"
 	@echo "make test    - unit and integration tests (starts its own broker)"
 	@echo "make lint    - ruff, mypy, generated-code drift check"
-	@echo "make bench   - throughput figures (raw consume, faust baselines, carehub ingest)"
+	@echo "make bench   - ingest throughput vs faust baselines; linkage accuracy and latency"
 	@echo "make proto   - regenerate carehub/v1 from protos/"
 
 setup: $(STAMP)
@@ -45,7 +45,9 @@ proto: $(STAMP)
 	PATH=$(BIN):$$PATH $(BIN)/python tools/gen_protos.py
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/ingest_bench.py
+	$(BIN)/python bench/identity_accuracy.py
 
 clean:
 	rm -rf .carehub .pytest_cache .mypy_cache .ruff_cache build *.egg-info

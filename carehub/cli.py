@@ -83,6 +83,13 @@ def _records_from_file(path: Path, fmt: str) -> Iterator[tuple[bytes, str]]:
         raise SystemExit(f"carehub publish: {path} is not length-delimited protobuf ({exc})") from None
 
 
+def cmd_identity(args: argparse.Namespace) -> int:
+    from services.identity.worker import main
+
+    main()
+    return 0
+
+
 def _key_of(value: bytes, content_type: str) -> bytes | None:
     from carehub.v1 import care_event_pb2 as ce
 
@@ -205,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", help="run an ingest worker")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("identity", help="run the identity worker (one per deployment)")
+    p.set_defaults(func=cmd_identity)
 
     p = sub.add_parser("publish", help="publish care events from a file")
     p.add_argument("file", help="JSON lines (one CareEvent per line) or length-delimited protobuf (.pb)")

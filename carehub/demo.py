@@ -21,7 +21,7 @@ from carehub.broker import kafka_for
 from carehub.sdk import Publisher
 from carehub.settings import Settings, load_settings
 
-INGEST_METRICS_PORT = 9464
+FIRST_METRICS_PORT = 9464  # ingest; identity on the next port
 
 
 def feed_region(bootstrap: str, settings: Settings, people: int, seed: int) -> int:
@@ -51,6 +51,9 @@ def scrape(url: str) -> dict[str, float]:
     return totals
 
 
+SERVICES = ("ingest", "identity")
+
+
 def run_demo(people: int, seed: int) -> int:
     settings = load_settings(profile=os.environ.get("CAREHUB_PROFILE", "demo"))
     logs = settings.data_dir / "logs"
@@ -66,18 +69,19 @@ def run_demo(people: int, seed: int) -> int:
         with kafka_for(settings, log_path=logs / "broker.log") as bootstrap:
             embedded = not settings.kafka_bootstrap
             print(f"kafka: {bootstrap}{' (embedded Tansu broker, memory storage)' if embedded else ''}")
-            metrics_port = settings.metrics_port if "CAREHUB_METRICS_PORT" in os.environ else INGEST_METRICS_PORT
-            env = dict(os.environ, CAREHUB_KAFKA_BOOTSTRAP=bootstrap, CAREHUB_PROFILE=settings.profile.value,
-                       CAREHUB_METRICS_PORT=str(metrics_port), CAREHUB_DATA_DIR=str(settings.data_dir))
-            ingest_log = logs / "ingest.log"
-            children.append(subprocess.Popen(
-                [sys.executable, "-m", "services.ingest"], env=env,
-                stdout=ingest_log.open("ab"), stderr=subprocess.STDOUT,
-            ))
-            metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-            print(f"ingest worker pid {children[-1].pid}; log {ingest_log}; metrics {metrics_url}")
+            urls: dict[str, str] = {}
+            for i, service in enumerate(SERVICES):
+                port = FIRST_METRICS_PORT + i
+                env = dict(os.environ, CAREHUB_KAFKA_BOOTSTRAP=bootstrap, CAREHUB_PROFILE=settings.profile.value,
+                           CAREHUB_METRICS_PORT=str(port), CAREHUB_DATA_DIR=str(settings.data_dir),
+                           CAREHUB_WEB_PORT=str(settings.web_port + i), CAREHUB_WORKER_NAME=f"demo-{service}")
+                log = logs / f"{service}.log"
+                children.append(subprocess.Popen([sys.executable, "-m", f"services.{service}"], env=env,
+                                                 stdout=log.open("ab"), stderr=subprocess.STDOUT))
+                urls[service] = f"http://127.0.0.1:{port}/metrics"
+                print(f"{service:8} worker pid {children[-1].pid}; log {log}; metrics {urls[service]}")
             sent = feed_region(bootstrap, settings, people, seed)
-            _watch(metrics_url, sent, children, bootstrap)
+            _watch(urls, sent, children, bootstrap)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -86,8 +90,8 @@ def run_demo(people: int, seed: int) -> int:
     return 0
 
 
-def _watch(metrics_url: str, sent: int, children: list[subprocess.Popen[bytes]], bootstrap: str) -> None:
-    print("waiting for the ingest worker (Ctrl-C stops everything) ...", flush=True)
+def _watch(urls: dict[str, str], sent: int, children: list[subprocess.Popen[bytes]], bootstrap: str) -> None:
+    print("waiting for the workers (Ctrl-C stops everything) ...", flush=True)
     steady = False
     last = ""
     while True:
@@ -95,22 +99,24 @@ def _watch(metrics_url: str, sent: int, children: list[subprocess.Popen[bytes]],
             if child.poll() is not None:
                 raise SystemExit(f"a service exited with code {child.returncode}; see the logs under .carehub/logs")
         try:
-            m = scrape(metrics_url)
+            m = scrape(urls["ingest"]) | scrape(urls["identity"])
         except OSError:
             time.sleep(1)
             continue
         accepted = m.get("carehub_ingest_accepted_total", 0)
         rejected = m.get("carehub_ingest_rejected_total", 0)
         dups = m.get("carehub_ingest_duplicates_total", 0)
-        line = (f"processed {int(accepted + rejected + dups)}/{sent}: accepted {int(accepted)}, "
-                f"dead-lettered {int(rejected)}, duplicates dropped {int(dups)}")
+        linked = m.get("carehub_identity_linked_total", 0)
+        line = (f"ingested {int(accepted + rejected + dups)}/{sent}: accepted {int(accepted)}, "
+                f"dead-lettered {int(rejected)}, duplicates dropped {int(dups)}; linked {int(linked)}")
         if line != last:
             print(line, flush=True)
             last = line
-        if not steady and accepted + rejected + dups >= sent:
+        if not steady and accepted + rejected + dups >= sent and linked >= accepted:
             steady = True
-            print("steady state: every published record is accepted, dead-lettered or dropped as a duplicate.\n"
-                  f"  metrics:      {metrics_url}\n"
+            print("steady state: every published record is accepted, dead-lettered or dropped as a duplicate,\n"
+                  "and every accepted event is joined to a hub person.\n"
+                  f"  metrics:      {', '.join(urls.values())}\n"
                   f"  dead letters: CAREHUB_KAFKA_BOOTSTRAP={bootstrap} .venv/bin/carehub dlq list\n"
                   "Ctrl-C stops everything.", flush=True)
         time.sleep(2)

@@ -60,14 +60,18 @@ class Hub:
     def topic(self, name: str) -> str:
         return f"{self.prefix}.{name}"
 
-    def start_ingest(self, **extra_env: str) -> subprocess.Popen[bytes]:
+    def start(self, service: str, **extra_env: str) -> subprocess.Popen[bytes]:
+        """Start ``services.<service>`` as a worker process of this hub."""
         n = len(self.workers) + 1
-        log = (self.data_dir / f"ingest-{n}.log").open("ab")
-        env = dict(self.env, CAREHUB_WORKER_NAME=f"w{n}", **extra_env)
-        proc = subprocess.Popen([sys.executable, "-m", "services.ingest"], cwd=ROOT, env=env,
+        log = (self.data_dir / f"{service}-{n}.log").open("ab")
+        env = dict(self.env, CAREHUB_WORKER_NAME=f"w{n}", CAREHUB_WEB_PORT=str(6100 + n), **extra_env)
+        proc = subprocess.Popen([sys.executable, "-m", f"services.{service}"], cwd=ROOT, env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
         self.workers.append(proc)
         return proc
+
+    def start_ingest(self, **extra_env: str) -> subprocess.Popen[bytes]:
+        return self.start("ingest", **extra_env)
 
     def stop(self, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
         if proc.poll() is None:
@@ -79,7 +83,7 @@ class Hub:
                 proc.wait()
 
     def log_text(self) -> str:
-        return "\n".join(p.read_text(errors="replace") for p in sorted(self.data_dir.glob("ingest-*.log")))
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.data_dir.glob("*-*.log")))
 
 
 @pytest.fixture

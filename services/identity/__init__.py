@@ -1,0 +1,1 @@
+"""Identity: link each pseudonymised person to one hub-wide person across organisations."""

@@ -1,0 +1,167 @@
+"""The identity worker: the linkage log in; events joined to hub persons out.
+
+It reads ``carehub.ingest.accepted`` (one partition: one total order of decisions), and
+for each event finds its person: the known (organisation, local id), else a Fellegi-Sunter
+decision over keyed encodings (services/identity/linkage). It writes LinkedBatch records
+keyed by person to ``carehub.identity.linked``, near misses to ``carehub.identity.review``,
+and each new (organisation, local id) -> person mapping to the compacted registry topic.
+
+New person ids are surrogates computed from the event's position in the linkage log under
+a key derived from the hub key: not from any identifier, unguessable without the key, and
+the same when a crash makes the worker decide the same event again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+import uuid
+from typing import Any
+
+import faust
+from mode.types.signals import BaseSignalT
+
+from carehub.batching import batch_records, target_partition
+from carehub.faust_batches import current_event_of
+from carehub.faust_profile import faust_app
+from carehub.settings import Settings
+from carehub.topics import accepted_topic, linked_topic, registry_topic, review_topic
+from carehub.v1 import identity_pb2 as idn
+from carehub.v1 import ingest_pb2 as ing
+from services.identity import metrics as m
+from services.identity.linkage import Decision, Linker, Outcome, load_model
+from services.identity.table_store import TableStore
+from services.ingest.dedupe import DedupeIndex
+
+log = logging.getLogger(__name__)
+APP_SUFFIX = "identity"
+OUTCOMES = {
+    Outcome.LINK: idn.LINK_OUTCOME_LINKED,
+    Outcome.NEW: idn.LINK_OUTCOME_NEW_PERSON,
+    Outcome.REVIEW: idn.LINK_OUTCOME_UNCERTAIN,
+}
+MAX_EVENTS_PER_RECORD = 1 << 16  # link_sequence = offset * this + position in the record
+
+
+class Identity:
+    def __init__(self, settings: Settings, tables: dict[str, Any], linked: Any, review: Any, registry: Any,
+                 model_version: str = "v1") -> None:
+        self.settings = settings
+        self.store = TableStore(tables["local"], tables["blocks"], tables["profiles"])
+        self.linker = Linker(load_model(model_version), self.store)
+        self.index = DedupeIndex(tables["dedupe"], settings.dedupe_retention.total_seconds())
+        self.linked, self.review, self.registry = linked, review, registry
+        self._id_key = hmac.digest(settings.pseudonym_key_bytes(), b"carehub person id", "sha256")
+
+    def new_person_id(self, offset: int, position: int) -> str:
+        digest = hmac.digest(self._id_key, f"{offset}:{position}".encode(), hashlib.sha256)
+        return str(uuid.UUID(bytes=digest[:16], version=4))
+
+    def link_one(self, event: ing.AcceptedEvent, sequence: int, offset: int, position: int,
+                 ) -> tuple[idn.LinkedEvent, idn.ReviewItem | None, idn.RegistryEntry | None]:
+        org, person = event.source_org, event.person
+        known = self.store.local_person(org, person.local_id)
+        review: idn.ReviewItem | None = None
+        registry: idn.RegistryEntry | None = None
+        if known is not None:
+            person_id, outcome, score = known, idn.LINK_OUTCOME_KNOWN_RECORD, 0.0
+        else:
+            decision: Decision = self.linker.decide(org, person)
+            if decision.outcome is Outcome.LINK and decision.person_id:
+                person_id = decision.person_id
+            else:
+                person_id = self.new_person_id(offset, position)
+            outcome, score = OUTCOMES[decision.outcome], decision.score
+            m.DECISIONS.labels(decision.outcome.value).inc()
+            if decision.outcome is Outcome.REVIEW:
+                review = idn.ReviewItem(
+                    review_id=f"{offset}:{position}", person_id=person_id,
+                    candidate_person_id=decision.person_id or "", score=decision.score, reason=decision.reason,
+                    source_org=org, local_id=person.local_id, event_id=event.event_id,
+                )
+                review.created_time.GetCurrentTime()
+            registry = idn.RegistryEntry(source_org=org, local_id=person.local_id, person_id=person_id)
+            registry.updated_time.GetCurrentTime()
+        self.linker.remember(org, person, person_id)
+        linked = idn.LinkedEvent(person_id=person_id, outcome=outcome, score=score, link_sequence=sequence)
+        linked.event.CopyFrom(event)
+        return linked, review, registry
+
+    async def process_batch(self, stream: Any, events: list[Any]) -> None:
+        started = time.perf_counter()
+        now_s = time.time()
+        outgoing: dict[int, list[idn.LinkedEvent]] = {}
+        reviews: list[idn.ReviewItem] = []
+        registry: list[idn.RegistryEntry] = []
+        new_keys: list[str] = []
+        tag = ""
+        for record in events:
+            msg = record.message
+            tag = f"{msg.topic}:{msg.partition}"
+            batch = ing.AcceptedBatch.FromString(msg.value)
+            for position, event in enumerate(batch.events):
+                key = f"{event.source_org}/{event.event_id}"
+                if key in new_keys or self.index.seen(tag, key):
+                    m.DUPLICATES.inc()
+                    continue
+                new_keys.append(key)
+                linked, review, entry = self.link_one(
+                    event, msg.offset * MAX_EVENTS_PER_RECORD + position, msg.offset, position
+                )
+                outgoing.setdefault(target_partition(linked.person_id, self.settings.partitions), []).append(linked)
+                if review is not None:
+                    reviews.append(review)
+                if entry is not None:
+                    registry.append(entry)
+        await self._send(outgoing, reviews, registry)
+        if events:
+            with current_event_of(stream, events[-1]):
+                m.TABLE_WRITES.inc(self.store.flush())
+                if new_keys:
+                    self.index.record(tag, events[0].message.offset, new_keys, now_s)
+                self.index.expire(tag, now_s)
+        m.LINKED.inc(sum(len(v) for v in outgoing.values()))
+        m.BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    async def _send(self, outgoing: dict[int, list[idn.LinkedEvent]], reviews: list[idn.ReviewItem],
+                    registry: list[idn.RegistryEntry]) -> None:
+        futures = []
+        for partition, linked in sorted(outgoing.items()):
+            for chunk in batch_records(linked, self.settings.ingest_max_batch_bytes):
+                futures.append(await self.linked.send(value=chunk, partition=partition))
+        for item in reviews:
+            futures.append(await self.review.send(key=item.review_id.encode(), value=item.SerializeToString()))
+        for entry in registry:
+            key = f"{entry.source_org}/{entry.local_id}".encode()
+            futures.append(await self.registry.send(key=key, value=entry.SerializeToString()))
+        for future in futures:
+            await future
+
+
+def build_app(settings: Settings, bootstrap: str) -> faust.App:
+    app = faust_app(settings.topic(APP_SUFFIX).replace(".", "-"), settings, bootstrap)
+    raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+    source = app.topic(accepted_topic(settings), **raw)
+    tables = {
+        "local": app.Table("identity-local", default=None, partitions=1, key_type=str, value_type=str),
+        "blocks": app.Table("identity-blocks", default=None, partitions=1, key_type=str),
+        "profiles": app.Table("identity-profiles", default=None, partitions=1, key_type=str, value_type=bytes),
+        "dedupe": app.Table("identity-dedupe", default=None, partitions=1, key_type=str),
+    }
+    identity = Identity(settings, tables, app.topic(linked_topic(settings), **raw),
+                        app.topic(review_topic(settings), **raw), app.topic(registry_topic(settings), **raw))
+
+    @app.agent(source, name="identity")
+    async def identity_agent(stream: Any) -> None:
+        async for events in stream.take_events(settings.ingest_batch_size, settings.ingest_batch_within_s):
+            await identity.process_batch(stream, list(events))
+
+    @app.on_partitions_revoked.connect
+    def on_revoked(sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any) -> None:
+        revoked = args[0] if args else kwargs.get("revoked", set())
+        identity.index.forget_partitions({f"{tp.topic}:{tp.partition}" for tp in revoked})
+
+    app.carehub_identity = identity  # type: ignore[attr-defined]
+    return app

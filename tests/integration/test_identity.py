@@ -1,0 +1,77 @@
+"""Identity linkage through the real broker: ingest and identity workers as processes."""
+
+from __future__ import annotations
+
+import pytest
+from kafka import KafkaAdminClient
+
+from carehub.sdk import Publisher
+from carehub.v1 import care_event_pb2 as ce
+from carehub.v1 import identity_pb2 as idn
+from tests.factories import VALID_NHS, care_event
+from tests.integration.conftest import Hub, all_topic_bytes, consume
+
+pytestmark = pytest.mark.integration
+
+
+def linked(values: list[bytes]) -> list[idn.LinkedEvent]:
+    return [e for v in values for e in idn.LinkedBatch.FromString(v).events]
+
+
+def test_one_person_across_three_organisations_and_two_namesakes_apart(hub: Hub) -> None:
+    hub.start("ingest")
+    hub.start("identity")
+    margaret = [
+        care_event(ce.EVENT_TYPE_REGISTRATION, source_org="B86001", local_id="P-4471"),
+        care_event(ce.EVENT_TYPE_ADMISSION, source_org="RR8", local_id="H-99812", given="Margret"),
+        care_event(ce.EVENT_TYPE_SOCIAL_CARE_ASSESSMENT, source_org="LA01", local_id="C-7730", national_id=""),
+    ]
+    margaret[1].person.postcode = "LS1 4AQ"  # a typo in the hospital's copy
+    margaret[2].source_sector = ce.SECTOR_SOCIAL_CARE
+    namesakes = [
+        care_event(ce.EVENT_TYPE_GP_CONTACT, source_org="B86002", local_id="P-1", national_id="", given="John",
+                   family="Smith", birth_date="1960-05-01", postcode="M1 1AE"),
+        care_event(ce.EVENT_TYPE_GP_CONTACT, source_org="B86003", local_id="P-2", national_id="", given="John",
+                   family="Smith", birth_date="1960-05-01", postcode="BS1 4DJ"),
+    ]
+    namesakes[0].person.address_line = "4 Canal Street"
+    namesakes[1].person.address_line = "71 Whiteladies Road"
+    again = care_event(ce.EVENT_TYPE_DISCHARGE, source_org="LA01", local_id="C-7730", national_id="")
+    events = [*margaret, *namesakes, again]
+    with Publisher(hub.bootstrap, topic=hub.topic("provider.events")) as pub:
+        for event in events:
+            pub.publish(event)
+
+    got = linked(consume(hub.bootstrap, hub.topic("identity.linked"),
+                         lambda vs: len(linked(vs)) >= len(events), timeout_s=120))
+    person = {e.event.event_id: e.person_id for e in got}
+    assert set(person) == {e.event_id for e in events}, hub.log_text()[-3000:]
+    ids = [person[e.event_id] for e in margaret]
+    assert len(set(ids)) == 1
+    assert person[again.event_id] == ids[0]
+    john_a, john_b = (person[e.event_id] for e in namesakes)
+    assert john_a != john_b and ids[0] not in (john_a, john_b)
+    outcomes = {e.event.event_id: e.outcome for e in got}
+    assert outcomes[again.event_id] == idn.LINK_OUTCOME_KNOWN_RECORD
+    sequences = [e.link_sequence for e in got]
+    assert len(set(sequences)) == len(sequences)
+
+    entries = [idn.RegistryEntry.FromString(v) for v in
+               consume(hub.bootstrap, hub.topic("identity.registry"), lambda vs: len(vs) >= 5)]
+    assert {(e.source_org, e.local_id): e.person_id for e in entries} == {
+        ("B86001", "P-4471"): ids[0], ("RR8", "H-99812"): ids[0], ("LA01", "C-7730"): ids[0],
+        ("B86002", "P-1"): john_a, ("B86003", "P-2"): john_b,
+    }
+
+    # nothing in clear downstream of ingest, the identity service's tables included
+    admin = KafkaAdminClient(bootstrap_servers=hub.bootstrap)
+    topics = [t for t in admin.list_topics() if t.startswith(hub.prefix) and "deadletter" not in t
+              and "provider" not in t]
+    admin.close()
+    assert sum("identity" in t and "changelog" in t for t in topics) >= 3
+    raw = [VALID_NHS.encode(), b"Whitfield", b"WHITFIELD", b"Margaret", b"Smith", b"SMITH", b"LS1 4AP",
+           b"M1 1AE", b"1941-03-17", b"1960-05-01", b"Canal", b"CANAL"]
+    for topic, blobs in all_topic_bytes(hub.bootstrap, topics).items():
+        for blob in blobs:
+            for value in raw:
+                assert value not in blob, f"{value!r} in clear on {topic}"
