@@ -119,6 +119,8 @@ class Identity:
         if events:
             with current_event_of(stream, events[-1]):
                 m.TABLE_WRITES.inc(self.store.flush())
+                m.FULL_BLOCKS.inc(self.store.full_blocks)
+                self.store.full_blocks = 0
                 if new_keys:
                     self.index.record(tag, events[0].message.offset, new_keys, now_s)
                 self.index.expire(tag, now_s)

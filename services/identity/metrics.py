@@ -8,6 +8,8 @@ LINKED = Counter("carehub_identity_linked_total", "Events joined to a hub person
 DECISIONS = Counter("carehub_identity_decisions_total", "Linkage decisions for unknown local records",
                     ["outcome"])
 DUPLICATES = Counter("carehub_identity_duplicates_total", "Events seen before (repeated after a restart)")
+FULL_BLOCKS = Counter("carehub_identity_full_block_total",
+                      "Blocking-index additions refused because the key already had too many people")
 TABLE_WRITES = Counter("carehub_identity_table_writes_total", "Table keys written (one changelog record each)")
 BATCH_SECONDS = Histogram(
     "carehub_identity_batch_seconds", "Processing time of one batch",

@@ -14,6 +14,9 @@ from typing import Any
 from services.identity.linkage import Profile
 
 _MISSING = object()
+# A blocking key shared by this many people no longer narrows anything down, and its table
+# value (~40 bytes a member) must stay under Kafka's 1 MB record limit: stop growing it.
+MAX_BLOCK_MEMBERS = 5000
 
 
 class TableStore:
@@ -23,6 +26,7 @@ class TableStore:
                  profiles: MutableMapping[str, Any]) -> None:
         self._tables = {"local": local, "blocks": blocks, "profiles": profiles}
         self._dirty: dict[tuple[str, str], Any] = {}
+        self.full_blocks = 0  # additions refused because a block was full
 
     def _get(self, table: str, key: str) -> Any:
         value = self._dirty.get((table, key), _MISSING)
@@ -42,9 +46,13 @@ class TableStore:
 
     def add_to_block(self, key: str, person_id: str) -> None:
         members = self.block(key)
-        if person_id not in members:
-            members.append(person_id)
-            self._dirty[("blocks", key)] = members
+        if person_id in members:
+            return
+        if len(members) >= MAX_BLOCK_MEMBERS:
+            self.full_blocks += 1
+            return
+        members.append(person_id)
+        self._dirty[("blocks", key)] = members
 
     def profile(self, person_id: str) -> Profile | None:
         value = self._get("profiles", person_id)

@@ -15,6 +15,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 Row = dict[str, Any]  # {"t": accepted epoch seconds, "k": [dedupe keys]}
+ROW_KEYS = 4000  # keys per row: ~200 KB, well under Kafka's default 1 MB record limit
 
 
 class DedupeIndex:
@@ -45,9 +46,10 @@ class DedupeIndex:
     def record(self, tag: str, first_offset: int, keys: list[str], now_s: float) -> None:
         """Remember keys accepted by one batch; must run with a current event of that partition."""
         seen = self._load(tag)
-        row_key = f"{tag}|{first_offset}"
-        self.table[row_key] = {"t": now_s, "k": keys}
-        self._rows[tag].append((now_s, row_key))
+        for start in range(0, len(keys), ROW_KEYS):
+            row_key = f"{tag}|{first_offset}" if start == 0 else f"{tag}|{first_offset}+{start}"
+            self.table[row_key] = {"t": now_s, "k": keys[start:start + ROW_KEYS]}
+            self._rows[tag].append((now_s, row_key))
         for k in keys:
             seen[k] = now_s
 

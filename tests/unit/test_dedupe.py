@@ -15,6 +15,19 @@ def test_seen_after_record_and_per_partition() -> None:
     assert len(table) == 1  # one row per batch, not one per event
 
 
+def test_large_batches_are_split_into_bounded_rows() -> None:
+    from services.ingest.dedupe import ROW_KEYS
+
+    table: dict[str, Row | None] = {}
+    index = DedupeIndex(table, retention_s=7 * DAY)
+    keys = [f"RR8/e{i}" for i in range(ROW_KEYS * 2 + 5)]
+    index.record("t:0", 10, keys, now_s=1000.0)
+    assert len(table) == 3 and all(row and len(row["k"]) <= ROW_KEYS for row in table.values())
+    fresh = DedupeIndex(table, retention_s=7 * DAY)
+    assert all(fresh.seen("t:0", k) for k in keys)
+    assert fresh.expire("t:0", now_s=1000.0 + 8 * DAY) == len(keys) and not table
+
+
 def test_rebuilt_from_table_after_revocation() -> None:
     table: dict[str, Row | None] = {}
     index = DedupeIndex(table, retention_s=7 * DAY)
