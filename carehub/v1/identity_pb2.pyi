@@ -64,6 +64,7 @@ class LinkedEvent(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     SCORE_FIELD_NUMBER: _builtins.int
     LINK_SEQUENCE_FIELD_NUMBER: _builtins.int
+    MERGE_FIELD_NUMBER: _builtins.int
     person_id: _builtins.str
     """The hub person id: a random surrogate, not derived from any identifier."""
     outcome: Global___LinkOutcome.ValueType
@@ -73,6 +74,12 @@ class LinkedEvent(_message.Message):
     """Position in the identity service's single, total order of decisions."""
     @_builtins.property
     def event(self) -> _ingest_pb2.AcceptedEvent: ...
+    @_builtins.property
+    def merge(self) -> Global___PersonMerge:
+        """Set on an identity-merge event whose persons were joined or separated; that event is sent
+        to both persons (person_id says which copy this is), so each one's history can follow.
+        """
+
     def __init__(
         self,
         *,
@@ -81,14 +88,73 @@ class LinkedEvent(_message.Message):
         outcome: Global___LinkOutcome.ValueType = ...,
         score: _builtins.float = ...,
         link_sequence: _builtins.int = ...,
+        merge: Global___PersonMerge | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "merge", b"merge"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "link_sequence", b"link_sequence", "outcome", b"outcome", "person_id", b"person_id", "score", b"score"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "link_sequence", b"link_sequence", "merge", b"merge", "outcome", b"outcome", "person_id", b"person_id", "score", b"score"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LinkedEvent: _TypeAlias = LinkedEvent  # noqa: Y015
+
+@_typing.final
+class LocalRecord(_message.Message):
+    """A local record: an organisation and its own record id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_ORG_FIELD_NUMBER: _builtins.int
+    LOCAL_ID_FIELD_NUMBER: _builtins.int
+    source_org: _builtins.str
+    local_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        source_org: _builtins.str = ...,
+        local_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["local_id", b"local_id", "source_org", b"source_org"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LocalRecord: _TypeAlias = LocalRecord  # noqa: Y015
+
+@_typing.final
+class PersonMerge(_message.Message):
+    """Two hub persons found to be one (an HL7 A40 merge at one organisation), or separated again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_PERSON_ID_FIELD_NUMBER: _builtins.int
+    INTO_PERSON_ID_FIELD_NUMBER: _builtins.int
+    UNMERGE_FIELD_NUMBER: _builtins.int
+    MOVED_RECORDS_FIELD_NUMBER: _builtins.int
+    from_person_id: _builtins.str
+    """The person absorbed (for an un-merge: the person restored) and the person that remains."""
+    into_person_id: _builtins.str
+    unmerge: _builtins.bool
+    @_builtins.property
+    def moved_records(self) -> _containers.RepeatedCompositeFieldContainer[Global___LocalRecord]:
+        """The local records that moved from -> into (for an un-merge: back from into -> from)."""
+
+    def __init__(
+        self,
+        *,
+        from_person_id: _builtins.str = ...,
+        into_person_id: _builtins.str = ...,
+        unmerge: _builtins.bool = ...,
+        moved_records: _abc.Iterable[Global___LocalRecord] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_person_id", b"from_person_id", "into_person_id", b"into_person_id", "moved_records", b"moved_records", "unmerge", b"unmerge"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PersonMerge: _TypeAlias = PersonMerge  # noqa: Y015
 
 @_typing.final
 class LinkedBatch(_message.Message):

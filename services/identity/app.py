@@ -28,11 +28,13 @@ from carehub.faust_batches import current_event_of
 from carehub.faust_profile import faust_app
 from carehub.settings import Settings
 from carehub.topics import accepted_topic, linked_topic, registry_topic, review_topic
+from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import identity_pb2 as idn
 from carehub.v1 import ingest_pb2 as ing
 from services.identity import metrics as m
 from services.identity.linkage import Decision, Linker, Outcome, load_model
-from services.identity.table_store import TableStore
+from services.identity.merges import merge, unmerge
+from services.identity.table_store import TABLES, TableStore
 from services.ingest.dedupe import DedupeIndex
 
 log = logging.getLogger(__name__)
@@ -49,7 +51,7 @@ class Identity:
     def __init__(self, settings: Settings, tables: dict[str, Any], linked: Any, review: Any, registry: Any,
                  model_version: str = "v1") -> None:
         self.settings = settings
-        self.store = TableStore(tables["local"], tables["blocks"], tables["profiles"])
+        self.store = TableStore({name: tables[name] for name in TABLES})
         self.linker = Linker(load_model(model_version), self.store)
         self.index = DedupeIndex(tables["dedupe"], settings.dedupe_retention.total_seconds())
         self.linked, self.review, self.registry = linked, review, registry
@@ -60,11 +62,11 @@ class Identity:
         return str(uuid.UUID(bytes=digest[:16], version=4))
 
     def link_one(self, event: ing.AcceptedEvent, sequence: int, offset: int, position: int,
-                 ) -> tuple[idn.LinkedEvent, idn.ReviewItem | None, idn.RegistryEntry | None]:
+                 ) -> tuple[list[idn.LinkedEvent], idn.ReviewItem | None, list[idn.RegistryEntry]]:
         org, person = event.source_org, event.person
         known = self.store.local_person(org, person.local_id)
         review: idn.ReviewItem | None = None
-        registry: idn.RegistryEntry | None = None
+        registry: list[idn.RegistryEntry] = []
         if known is not None:
             person_id, outcome, score = known, idn.LINK_OUTCOME_KNOWN_RECORD, 0.0
         else:
@@ -82,12 +84,23 @@ class Identity:
                     source_org=org, local_id=person.local_id, event_id=event.event_id,
                 )
                 review.created_time.GetCurrentTime()
-            registry = idn.RegistryEntry(source_org=org, local_id=person.local_id, person_id=person_id)
-            registry.updated_time.GetCurrentTime()
+            registry.append(_entry(org, person.local_id, person_id))
         self.linker.remember(org, person, person_id)
         linked = idn.LinkedEvent(person_id=person_id, outcome=outcome, score=score, link_sequence=sequence)
         linked.event.CopyFrom(event)
-        return linked, review, registry
+        out = [linked]
+        if event.event_type == ce.EVENT_TYPE_IDENTITY_MERGE:
+            act = unmerge if event.merge.unmerge else merge
+            result = act(self.store, org, person_id, event.merge.prior_local_id)
+            registry += [_entry(*moved) for moved in result.registry]
+            if result.merge is not None:
+                m.MERGES.labels("unmerge" if result.merge.unmerge else "merge").inc()
+                linked.merge.CopyFrom(result.merge)
+                other = idn.LinkedEvent()
+                other.CopyFrom(linked)
+                other.person_id = result.merge.from_person_id
+                out.append(other)
+        return out, review, registry
 
     async def process_batch(self, stream: Any, events: list[Any]) -> None:
         started = time.perf_counter()
@@ -107,14 +120,15 @@ class Identity:
                     m.DUPLICATES.inc()
                     continue
                 new_keys.append(key)
-                linked, review, entry = self.link_one(
+                linked_events, review, entries = self.link_one(
                     event, msg.offset * MAX_EVENTS_PER_RECORD + position, msg.offset, position
                 )
-                outgoing.setdefault(target_partition(linked.person_id, self.settings.partitions), []).append(linked)
+                for linked in linked_events:
+                    partition = target_partition(linked.person_id, self.settings.partitions)
+                    outgoing.setdefault(partition, []).append(linked)
                 if review is not None:
                     reviews.append(review)
-                if entry is not None:
-                    registry.append(entry)
+                registry += entries
         await self._send(outgoing, reviews, registry)
         if events:
             with current_event_of(stream, events[-1]):
@@ -142,6 +156,12 @@ class Identity:
             await future
 
 
+def _entry(org: str, local_id: str, person_id: str) -> idn.RegistryEntry:
+    entry = idn.RegistryEntry(source_org=org, local_id=local_id, person_id=person_id)
+    entry.updated_time.GetCurrentTime()
+    return entry
+
+
 def build_app(settings: Settings, bootstrap: str) -> faust.App:
     app = faust_app(settings.topic(APP_SUFFIX).replace(".", "-"), settings, bootstrap)
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
@@ -150,6 +170,9 @@ def build_app(settings: Settings, bootstrap: str) -> faust.App:
         "local": app.Table("identity-local", default=None, partitions=1, key_type=str, value_type=str),
         "blocks": app.Table("identity-blocks", default=None, partitions=1, key_type=str),
         "profiles": app.Table("identity-profiles", default=None, partitions=1, key_type=str, value_type=bytes),
+        "members": app.Table("identity-members", default=None, partitions=1, key_type=str),
+        "redirects": app.Table("identity-redirects", default=None, partitions=1, key_type=str, value_type=str),
+        "merges": app.Table("identity-merges", default=None, partitions=1, key_type=str),
         "dedupe": app.Table("identity-dedupe", default=None, partitions=1, key_type=str),
     }
     identity = Identity(settings, tables, app.topic(linked_topic(settings), **raw),

@@ -4,6 +4,10 @@ The linker reads and writes its store many times per event (local record map, bl
 keys, profiles). Writing a table key sends a changelog record, and on the embedded broker
 each record is a produce request; so writes go to a cache and ``flush`` writes each touched
 key once, with the current event set so the changelog stays on the source partition.
+
+Besides what the linker needs (``IdentityStore``) it keeps what merges need: the local
+records of each person, redirects from merged-away persons to the person they joined, and
+one record per merge so that it can be undone.
 """
 
 from __future__ import annotations
@@ -17,14 +21,19 @@ _MISSING = object()
 # A blocking key shared by this many people no longer narrows anything down, and its table
 # value (~40 bytes a member) must stay under Kafka's 1 MB record limit: stop growing it.
 MAX_BLOCK_MEMBERS = 5000
+MAX_REDIRECTS = 32  # merge chains are short; a longer one means a cycle
+
+TABLES = ("local", "blocks", "profiles", "members", "redirects", "merges")
 
 
 class TableStore:
-    """An ``IdentityStore`` over three faust tables (or any mutable mappings, in tests)."""
+    """An ``IdentityStore`` over faust tables (or any mutable mappings, in tests)."""
 
-    def __init__(self, local: MutableMapping[str, Any], blocks: MutableMapping[str, Any],
-                 profiles: MutableMapping[str, Any]) -> None:
-        self._tables = {"local": local, "blocks": blocks, "profiles": profiles}
+    def __init__(self, tables: dict[str, MutableMapping[str, Any]]) -> None:
+        missing = set(TABLES) - set(tables)
+        if missing:
+            raise ValueError(f"missing tables: {sorted(missing)}")
+        self._tables = tables
         self._dirty: dict[tuple[str, str], Any] = {}
         self.full_blocks = 0  # additions refused because a block was full
 
@@ -34,25 +43,43 @@ class TableStore:
             value = self._tables[table].get(key)
         return value
 
+    def _set(self, table: str, key: str, value: Any) -> None:
+        self._dirty[(table, key)] = value
+
+    # -- IdentityStore ---------------------------------------------------------------------
+
     def local_person(self, org: str, local_id: str) -> str | None:
         value = self._get("local", f"{org}/{local_id}")
         return str(value) if value else None
 
     def set_local_person(self, org: str, local_id: str, person_id: str) -> None:
-        self._dirty[("local", f"{org}/{local_id}")] = person_id
+        record = f"{org}/{local_id}"
+        previous = self.local_person(org, local_id)
+        if previous == person_id:
+            return
+        self._set("local", record, person_id)
+        if previous is not None:
+            self._set("members", previous, [r for r in self.members(previous) if r != record])
+        self._set("members", person_id, [*self.members(person_id), record])
 
     def block(self, key: str) -> list[str]:
-        return list(self._get("blocks", key) or ())
+        """The people under a blocking key, merged-away persons replaced by whom they joined."""
+        out: list[str] = []
+        for person_id in self._get("blocks", key) or ():
+            resolved = self.resolve(person_id)
+            if resolved not in out:
+                out.append(resolved)
+        return out
 
     def add_to_block(self, key: str, person_id: str) -> None:
-        members = self.block(key)
+        members = list(self._get("blocks", key) or ())
         if person_id in members:
             return
         if len(members) >= MAX_BLOCK_MEMBERS:
             self.full_blocks += 1
             return
         members.append(person_id)
-        self._dirty[("blocks", key)] = members
+        self._set("blocks", key, members)
 
     def profile(self, person_id: str) -> Profile | None:
         value = self._get("profiles", person_id)
@@ -61,12 +88,43 @@ class TableStore:
         return value if isinstance(value, Profile) else Profile.from_bytes(value)
 
     def set_profile(self, person_id: str, profile: Profile) -> None:
-        self._dirty[("profiles", person_id)] = profile
+        self._set("profiles", person_id, profile)
+
+    # -- for merges ------------------------------------------------------------------------
+
+    def members(self, person_id: str) -> list[str]:
+        """The person's local records, as "org/local_id"."""
+        return list(self._get("members", person_id) or ())
+
+    def resolve(self, person_id: str) -> str:
+        for _ in range(MAX_REDIRECTS):
+            into = self._get("redirects", person_id)
+            if not into:
+                return person_id
+            person_id = str(into)
+        raise RuntimeError("merge redirects form a cycle")
+
+    def set_redirect(self, from_person: str, into_person: str | None) -> None:
+        self._set("redirects", from_person, into_person)
+
+    def merge_record(self, key: str) -> dict[str, Any] | None:
+        value = self._get("merges", key)
+        return dict(value) if value else None
+
+    def set_merge_record(self, key: str, record: dict[str, Any] | None) -> None:
+        self._set("merges", key, record)
+
+    # -- write-back ------------------------------------------------------------------------
 
     def flush(self) -> int:
         """Write every touched key once; returns how many keys were written."""
         for (table, key), value in self._dirty.items():
-            self._tables[table][key] = value.to_bytes() if isinstance(value, Profile) else value
+            target = self._tables[table]
+            if value is None:
+                if key in target:
+                    del target[key]
+            else:
+                target[key] = value.to_bytes() if isinstance(value, Profile) else value
         n = len(self._dirty)
         self._dirty.clear()
         return n

@@ -75,3 +75,47 @@ def test_one_person_across_three_organisations_and_two_namesakes_apart(hub: Hub)
         for blob in blobs:
             for value in raw:
                 assert value not in blob, f"{value!r} in clear on {topic}"
+
+
+def test_merge_joins_two_persons_and_unmerge_separates_them(hub: Hub) -> None:
+    hub.start("ingest")
+    hub.start("identity")
+    first = care_event(ce.EVENT_TYPE_ADMISSION, source_org="RR8", local_id="H-1", national_id="")
+    # the same patient registered again at the same hospital with other details: a second person
+    dup = care_event(ce.EVENT_TYPE_ED_ATTENDANCE, source_org="RR8", local_id="H-2", national_id="",
+                     given="Peggy", birth_date="1941-07-03", postcode="LS6 2AA")
+    dup_gp = care_event(ce.EVENT_TYPE_GP_CONTACT, source_org="B86001", local_id="P-2", national_id="",
+                        given="Peggy", birth_date="1941-07-03", postcode="LS6 2AA")
+    a40 = care_event(ce.EVENT_TYPE_IDENTITY_MERGE, source_org="RR8", local_id="H-1", national_id="")
+    a40.merge.prior_local_id = "H-2"
+    after = care_event(ce.EVENT_TYPE_GP_CONTACT, source_org="B86001", local_id="P-2", national_id="",
+                       given="Peggy", birth_date="1941-07-03", postcode="LS6 2AA")
+    undo = care_event(ce.EVENT_TYPE_IDENTITY_MERGE, source_org="RR8", local_id="H-1", national_id="")
+    undo.merge.prior_local_id, undo.merge.unmerge = "H-2", True
+    last = care_event(ce.EVENT_TYPE_GP_CONTACT, source_org="B86001", local_id="P-2", national_id="",
+                      given="Peggy", birth_date="1941-07-03", postcode="LS6 2AA")
+    events = [first, dup, dup_gp, a40, after, undo, last]
+    with Publisher(hub.bootstrap, topic=hub.topic("provider.events")) as pub:
+        for event in events:
+            pub.publish(event)
+            pub.flush()  # one provider's order; the sequence matters here
+
+    got = linked(consume(hub.bootstrap, hub.topic("identity.linked"),
+                         lambda vs: len(linked(vs)) >= len(events) + 2, timeout_s=120))
+    by_id: dict[str, list[idn.LinkedEvent]] = {}
+    for e in got:
+        by_id.setdefault(e.event.event_id, []).append(e)
+    survivor, absorbed = by_id[first.event_id][0].person_id, by_id[dup.event_id][0].person_id
+    assert survivor != absorbed and by_id[dup_gp.event_id][0].person_id == absorbed
+    copies = by_id[a40.event_id]
+    assert sorted(c.person_id for c in copies) == sorted([survivor, absorbed])
+    assert all(c.merge.from_person_id == absorbed and c.merge.into_person_id == survivor for c in copies)
+    assert {(r.source_org, r.local_id) for r in copies[0].merge.moved_records} == {("RR8", "H-2"), ("B86001", "P-2")}
+    assert by_id[after.event_id][0].person_id == survivor
+    assert all(c.merge.unmerge for c in by_id[undo.event_id])
+    assert by_id[last.event_id][0].person_id == absorbed
+
+    entries = [idn.RegistryEntry.FromString(v) for v in
+               consume(hub.bootstrap, hub.topic("identity.registry"), lambda vs: len(vs) >= 7)]
+    latest = {(e.source_org, e.local_id): e.person_id for e in entries}
+    assert latest == {("RR8", "H-1"): survivor, ("RR8", "H-2"): absorbed, ("B86001", "P-2"): absorbed}

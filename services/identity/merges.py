@@ -1,0 +1,79 @@
+"""HL7 A40-style merges ("these two local records are one person") and their undoing.
+
+A merge at one organisation joins the two hub persons its records belong to, whole: every
+local record of the absorbed person moves to the one that remains, and the absorbed id
+redirects there (so blocking-index entries under it still find the right person). What moved,
+and both profiles as they were, are kept under the prior record, so an un-merge of the same
+pair puts everything back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from carehub.v1 import identity_pb2 as idn
+from services.identity.linkage import Profile
+from services.identity.table_store import TableStore
+
+
+@dataclass
+class MergeResult:
+    merge: idn.PersonMerge | None  # None: nothing to join or separate
+    registry: list[tuple[str, str, str]] = field(default_factory=list)  # (org, local_id, person_id)
+
+
+def _split(record: str) -> tuple[str, str]:
+    org, _, local_id = record.partition("/")
+    return org, local_id
+
+
+def merge(store: TableStore, org: str, survivor: str, prior_local_id: str) -> MergeResult:
+    """Join the person of (org, prior_local_id) into ``survivor`` (the person of the surviving record)."""
+    absorbed = store.local_person(org, prior_local_id)
+    if absorbed is None:  # the prior record was never seen: from now on it is the survivor's
+        store.set_local_person(org, prior_local_id, survivor)
+        return MergeResult(None, [(org, prior_local_id, survivor)])
+    absorbed = store.resolve(absorbed)
+    if absorbed == survivor:
+        return MergeResult(None)
+    moved = store.members(absorbed)
+    absorbed_profile, survivor_profile = store.profile(absorbed), store.profile(survivor)
+    store.set_merge_record(f"{org}/{prior_local_id}", {
+        "from": absorbed, "into": survivor, "moved": moved,
+        "from_profile": absorbed_profile.to_bytes().hex() if absorbed_profile else "",
+        "into_profile": survivor_profile.to_bytes().hex() if survivor_profile else "",
+    })
+    for record in moved:
+        store.set_local_person(*_split(record), survivor)
+    if absorbed_profile is not None:
+        joined = survivor_profile or Profile()
+        for variant in absorbed_profile.variants:
+            joined = joined.with_variant(variant)
+        store.set_profile(survivor, joined)
+    store.set_redirect(absorbed, survivor)
+    return MergeResult(_message(absorbed, survivor, False, moved), [(*_split(r), survivor) for r in moved])
+
+
+def unmerge(store: TableStore, org: str, survivor: str, prior_local_id: str) -> MergeResult:
+    """Undo the merge that joined (org, prior_local_id)'s person into ``survivor``."""
+    key = f"{org}/{prior_local_id}"
+    record = store.merge_record(key)
+    if record is None or store.resolve(record["into"]) != survivor:
+        return MergeResult(None)
+    absorbed, moved = record["from"], list(record["moved"])
+    store.set_redirect(absorbed, None)
+    for local in moved:
+        store.set_local_person(*_split(local), absorbed)
+    if record["from_profile"]:
+        store.set_profile(absorbed, Profile.from_bytes(bytes.fromhex(record["from_profile"])))
+    if record["into_profile"]:
+        store.set_profile(survivor, Profile.from_bytes(bytes.fromhex(record["into_profile"])))
+    store.set_merge_record(key, None)
+    return MergeResult(_message(absorbed, survivor, True, moved), [(*_split(r), absorbed) for r in moved])
+
+
+def _message(absorbed: str, survivor: str, unmerge_: bool, moved: list[str]) -> idn.PersonMerge:
+    return idn.PersonMerge(
+        from_person_id=absorbed, into_person_id=survivor, unmerge=unmerge_,
+        moved_records=[idn.LocalRecord(source_org=org, local_id=local) for org, local in map(_split, moved)],
+    )
