@@ -2,8 +2,9 @@
 
 Prints events/s for: raw aiokafka consume, a do-nothing faust agent (faust's ceiling
 here), the same taking events in batches as ingest does, a naive faust agent (one await
-and one table update per event), and carehub ingest; and each one's ratio to the
-do-nothing agent (carehub ingest / do-nothing faust is the figure we steer by: aim >= 0.5).
+and one table update per event), carehub ingest, and carehub identity over what ingest
+accepted; and each one's ratio to the do-nothing agent (carehub ingest / do-nothing faust
+is the figure we steer by: aim >= 0.5).
 Each variant runs in its own process with a fresh consumer group over the same topic;
 the clock runs from its first event to its last, so start-up and group joins are out.
 
@@ -29,11 +30,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-VARIANTS = ("raw-aiokafka", "faust-do-nothing", "faust-take-nothing", "faust-naive", "carehub-ingest")
+VARIANTS = ("raw-aiokafka", "faust-do-nothing", "faust-take-nothing", "faust-naive", "carehub-ingest",
+            "carehub-identity")
 
 
-def make_events(n: int, seed: int) -> list[tuple[bytes, bytes, str]]:
-    """(key, value, content type) of ``n`` provider records from the synthetic region."""
+def make_events(n: int, seed: int) -> list[tuple[bytes, bytes, str, str]]:
+    """(key, value, content type, kind) of ``n`` provider records from the synthetic region."""
     from carehub.synthetic import RegionConfig, generate_region
 
     people = 1000
@@ -41,10 +43,10 @@ def make_events(n: int, seed: int) -> list[tuple[bytes, bytes, str]]:
     while len(records) < n:
         people *= 2
         records = list(generate_region(RegionConfig(people=people, seed=seed)).records)
-    return [(r.key, r.value, r.content_type) for r in records[:n]]
+    return [(r.key, r.value, r.content_type, r.kind) for r in records[:n]]
 
 
-async def publish(bootstrap: str, topic: str, events: list[tuple[bytes, bytes, str]]) -> float:
+async def publish(bootstrap: str, topic: str, events: list[tuple[bytes, bytes, str, str]]) -> float:
     from aiokafka import AIOKafkaProducer
 
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024)
@@ -53,7 +55,7 @@ async def publish(bootstrap: str, topic: str, events: list[tuple[bytes, bytes, s
     try:
         futures = [
             await producer.send(topic, value=v, key=k, headers=[("content-type", ct.encode())])
-            for k, v, ct in events
+            for k, v, ct, _ in events
         ]
         await asyncio.gather(*futures)
     finally:
@@ -116,25 +118,40 @@ def run_faust_variant(variant: str, bootstrap: str, topic: str, clock: Clock, pr
     def stop() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
-    if variant == "carehub-ingest":
+    if variant in ("carehub-ingest", "carehub-identity"):
         from carehub.broker import create_topics
         from carehub.topics import topic_specs
-        from services.ingest.app import build_app
+        from carehub.v1 import ingest_pb2 as ing
 
         source_prefix, _, source_name = topic.partition(".")
         settings = settings.model_copy(update={"topic_prefix": source_prefix, "provider_topics": [source_name]})
         create_topics(bootstrap, topic_specs(settings))
-        app = build_app(settings, bootstrap)
-        ingest = app.carehub_ingest  # type: ignore[attr-defined]
-        inner = ingest.process_batch
+        if variant == "carehub-ingest":
+            from services.ingest.app import build_app as build_ingest
+
+            app = build_ingest(settings, bootstrap)
+            stage = app.carehub_ingest  # type: ignore[attr-defined]
+
+            def count(events: list[Any]) -> int:
+                return len(events)
+        else:  # reads what the carehub-ingest variant accepted, so it runs after it
+            from services.identity.app import build_app as build_identity
+
+            app = build_identity(settings, bootstrap)
+            stage = app.carehub_identity  # type: ignore[attr-defined]
+
+            def count(events: list[Any]) -> int:
+                return sum(len(ing.AcceptedBatch.FromString(e.message.value).events) for e in events)
+
+        inner = stage.process_batch
 
         async def timed(stream: Any, events: list[Any]) -> None:
             clock.start()
             await inner(stream, events)
-            if clock.tick(len(events)):
+            if clock.tick(count(events)):
                 stop()
 
-        ingest.process_batch = timed
+        stage.process_batch = timed
     else:
         app = faust_app(f"{prefix}-{variant}", settings, bootstrap)
         source = app.topic(topic, key_serializer="raw", value_serializer="raw")
@@ -191,8 +208,10 @@ def parent(args: argparse.Namespace) -> None:
               f"{args.partitions} partitions, {os.cpu_count()} cores", flush=True)
         t = time.perf_counter()
         events = make_events(args.events, args.seed)
+        accepted = sum(kind == "valid" for *_, kind in events)
         print(f"generated {len(events)} synthetic-region records in {time.perf_counter() - t:.1f}s "
-              f"(avg {sum(len(v) for _, v, _ in events) / len(events):.0f} bytes)", flush=True)
+              f"(avg {sum(len(v) for _, v, _, _ in events) / len(events):.0f} bytes; {accepted} valid, "
+              "the rest duplicates or malformed)", flush=True)
         rate = asyncio.run(publish(bootstrap, topic, events))
         print(f"published at {rate:,.0f} records/s (aiokafka)", flush=True)
         results: dict[str, float] = {}
@@ -201,8 +220,9 @@ def parent(args: argparse.Namespace) -> None:
             out.parent.mkdir(parents=True, exist_ok=True)
             env = dict(os.environ, CAREHUB_PSEUDONYM_KEY=secrets.token_hex(32),
                        CAREHUB_PARTITIONS=str(args.partitions), CAREHUB_KAFKA_BOOTSTRAP=bootstrap)
+            target = accepted if variant == "carehub-identity" else args.events
             cmd = [sys.executable, __file__, "--variant", variant, "--bootstrap", bootstrap, "--topic", topic,
-                   "--events", str(args.events), "--out", str(out), "--prefix", f"{prefix}{variant[:5]}"]
+                   "--events", str(target), "--out", str(out), "--prefix", f"{prefix}{variant[:5]}"]
             proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             try:
                 _, err = proc.communicate(timeout=args.timeout)

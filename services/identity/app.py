@@ -109,6 +109,7 @@ class Identity:
         reviews: list[idn.ReviewItem] = []
         registry: list[idn.RegistryEntry] = []
         new_keys: list[str] = []
+        batch_keys: set[str] = set()
         tag = ""
         for record in events:
             msg = record.message
@@ -116,9 +117,10 @@ class Identity:
             batch = ing.AcceptedBatch.FromString(msg.value)
             for position, event in enumerate(batch.events):
                 key = f"{event.source_org}/{event.event_id}"
-                if key in new_keys or self.index.seen(tag, key):
+                if key in batch_keys or self.index.seen(tag, key):
                     m.DUPLICATES.inc()
                     continue
+                batch_keys.add(key)
                 new_keys.append(key)
                 linked_events, review, entries = self.link_one(
                     event, msg.offset * MAX_EVENTS_PER_RECORD + position, msg.offset, position

@@ -22,6 +22,7 @@ _MISSING = object()
 # value (~40 bytes a member) must stay under Kafka's 1 MB record limit: stop growing it.
 MAX_BLOCK_MEMBERS = 5000
 MAX_REDIRECTS = 32  # merge chains are short; a longer one means a cycle
+PROFILE_CACHE = 100_000  # decoded profiles kept, so a person's every event does not decode theirs
 
 TABLES = ("local", "blocks", "profiles", "members", "redirects", "merges")
 
@@ -35,6 +36,7 @@ class TableStore:
             raise ValueError(f"missing tables: {sorted(missing)}")
         self._tables = tables
         self._dirty: dict[tuple[str, str], Any] = {}
+        self._profiles: dict[str, Profile] = {}  # decoded, oldest first
         self.full_blocks = 0  # additions refused because a block was full
 
     def _get(self, table: str, key: str) -> Any:
@@ -82,13 +84,24 @@ class TableStore:
         self._set("blocks", key, members)
 
     def profile(self, person_id: str) -> Profile | None:
+        cached = self._profiles.get(person_id)
+        if cached is not None:
+            return cached
         value = self._get("profiles", person_id)
         if value is None:
             return None
-        return value if isinstance(value, Profile) else Profile.from_bytes(value)
+        profile = value if isinstance(value, Profile) else Profile.from_bytes(value)
+        self._cache_profile(person_id, profile)
+        return profile
 
     def set_profile(self, person_id: str, profile: Profile) -> None:
         self._set("profiles", person_id, profile)
+        self._cache_profile(person_id, profile)
+
+    def _cache_profile(self, person_id: str, profile: Profile) -> None:
+        if person_id not in self._profiles and len(self._profiles) >= PROFILE_CACHE:
+            del self._profiles[next(iter(self._profiles))]
+        self._profiles[person_id] = profile
 
     # -- for merges ------------------------------------------------------------------------
 
