@@ -90,6 +90,13 @@ def cmd_identity(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_timeline(args: argparse.Namespace) -> int:
+    from services.timeline.worker import main
+
+    main()
+    return 0
+
+
 def _key_of(value: bytes, content_type: str) -> bytes | None:
     from carehub.v1 import care_event_pb2 as ce
 
@@ -215,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("identity", help="run the identity worker (one per deployment)")
     p.set_defaults(func=cmd_identity)
+
+    p = sub.add_parser("timeline", help="run a person-timeline worker")
+    p.set_defaults(func=cmd_timeline)
 
     p = sub.add_parser("publish", help="publish care events from a file")
     p.add_argument("file", help="JSON lines (one CareEvent per line) or length-delimited protobuf (.pb)")

@@ -45,6 +45,10 @@ def registry_topic(settings: Settings) -> str:
     return settings.topic("identity.registry")
 
 
+def timeline_topic(settings: Settings) -> str:
+    return settings.topic("timeline.events")
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     p, r = settings.partitions, settings.topic_replication_factor
     specs = [TopicSpec(t, p, replication=r) for t in settings.source_topics]
@@ -53,6 +57,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(linked_topic(settings), p, replication=r),
         TopicSpec(review_topic(settings), 1, replication=r),
         TopicSpec(registry_topic(settings), 1, {"cleanup.policy": "compact"}, replication=r),
+        TopicSpec(timeline_topic(settings), p, replication=r),
         # The one place raw input rests: bounded retention, see README "Dead letters".
         TopicSpec(
             deadletter_topic(settings),

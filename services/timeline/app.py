@@ -1,0 +1,129 @@
+"""The timeline worker: linked events in; each person's timeline kept; enriched events out.
+
+It reads ``carehub.identity.linked`` (LinkedBatch records, partitioned by person id), applies
+each event to its person's ``PersonTimeline`` (services/timeline/state.py) and writes
+``TimelineBatch`` records to ``carehub.timeline.events``, on the same partition (by person
+id), one record per target partition per batch.
+
+The timelines live in the faust table ``timeline-persons`` (serialised ``PersonTimeline`` by
+person id), co-partitioned with the source. A batch reads each person once, and writes each
+touched person once, after the batch's output is on Kafka, with the current event set to an
+event of that person's source partition so the changelog stays co-partitioned. A crash before
+the write repeats the batch's output downstream but never applies an event twice to the state.
+
+Logs carry counts and positions only, never a person id or local record id.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import MutableMapping
+from typing import Any
+
+import faust
+
+from carehub.batching import batch_records, target_partition
+from carehub.faust_batches import current_event_of
+from carehub.faust_profile import faust_app
+from carehub.settings import Settings
+from carehub.topics import linked_topic, timeline_topic
+from carehub.v1 import identity_pb2 as idn
+from carehub.v1 import timeline_pb2 as tl
+from services.timeline import metrics as m
+from services.timeline.state import PersonState, apply
+
+log = logging.getLogger(__name__)
+APP_SUFFIX = "timeline"
+TABLE = "timeline-persons"
+
+
+class Timeline:
+    def __init__(self, settings: Settings, persons: MutableMapping[str, Any], out: Any) -> None:
+        self.settings = settings
+        self.persons = persons
+        self.out = out
+
+    def load(self, person_id: str) -> PersonState:
+        raw = self.persons.get(person_id)
+        return PersonState.from_bytes(raw) if raw else PersonState.new(person_id)
+
+    def apply_records(self, values: list[tuple[Any, bytes]],
+                      ) -> tuple[dict[int, list[tl.TimelineEvent]], dict[Any, dict[str, PersonState]]]:
+        """Apply each (source tag, LinkedBatch bytes) in order.
+
+        Returns the enriched events by target partition, and the changed timelines by source tag.
+        """
+        cache: dict[str, PersonState] = {}
+        changed: dict[str, Any] = {}
+        outgoing: dict[int, list[tl.TimelineEvent]] = {}
+        duplicates = late = 0
+        for tag, value in values:
+            for linked in idn.LinkedBatch.FromString(value).events:
+                person_id = linked.person_id
+                state = cache.get(person_id)
+                if state is None:
+                    state = cache[person_id] = self.load(person_id)
+                enriched = apply(state, linked)
+                if enriched is None:
+                    duplicates += 1
+                    continue
+                late += enriched.view.is_late
+                changed[person_id] = tag
+                outgoing.setdefault(target_partition(person_id, self.settings.partitions), []).append(enriched)
+        by_tag: dict[Any, dict[str, PersonState]] = {}
+        for person_id, tag in changed.items():
+            by_tag.setdefault(tag, {})[person_id] = cache[person_id]
+        m.DUPLICATES.inc(duplicates)
+        m.LATE.inc(late)
+        return outgoing, by_tag
+
+    def write(self, states: dict[str, PersonState]) -> int:
+        for person_id, state in states.items():
+            self.persons[person_id] = state.to_bytes()
+        return len(states)
+
+    async def process_batch(self, stream: Any, events: list[Any]) -> None:
+        started = time.perf_counter()
+        last_of: dict[Any, Any] = {}
+        values: list[tuple[Any, bytes]] = []
+        for record in events:
+            msg = record.message
+            tag = (msg.topic, msg.partition)
+            last_of[tag] = record
+            values.append((tag, msg.value))
+        outgoing, by_tag = self.apply_records(values)
+        await self._send(outgoing)
+        written = 0
+        for tag, timelines in by_tag.items():
+            with current_event_of(stream, last_of[tag]):
+                written += self.write(timelines)
+        sent = sum(len(v) for v in outgoing.values())
+        m.EVENTS.inc(sent)
+        m.PERSONS_WRITTEN.observe(written)
+        m.BATCH_SECONDS.observe(time.perf_counter() - started)
+        log.debug("timeline batch: %d records, %d events, %d persons written", len(events), sent, written)
+
+    async def _send(self, outgoing: dict[int, list[tl.TimelineEvent]]) -> None:
+        futures = []
+        for partition, enriched in sorted(outgoing.items()):
+            for chunk in batch_records(enriched, self.settings.ingest_max_batch_bytes):
+                futures.append(await self.out.send(value=chunk, partition=partition))
+        for future in futures:
+            await future
+
+
+def build_app(settings: Settings, bootstrap: str) -> faust.App:
+    app = faust_app(settings.topic(APP_SUFFIX).replace(".", "-"), settings, bootstrap)
+    raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+    source = app.topic(linked_topic(settings), **raw)
+    persons = app.Table(TABLE, default=None, partitions=settings.partitions, key_type=str, value_type=bytes)
+    timeline = Timeline(settings, persons, app.topic(timeline_topic(settings), **raw))
+
+    @app.agent(source, name="timeline")
+    async def timeline_agent(stream: Any) -> None:
+        async for events in stream.take_events(settings.ingest_batch_size, settings.ingest_batch_within_s):
+            await timeline.process_batch(stream, list(events))
+
+    app.carehub_timeline = timeline  # type: ignore[attr-defined]
+    return app

@@ -1,0 +1,385 @@
+"""A person's timeline: apply one linked event, and derive the view that travels with it.
+
+Pure functions over protobuf messages; no Kafka. ``apply`` changes the person's
+``PersonTimeline`` (held in a ``PersonState``) and returns the enriched ``TimelineEvent``, or
+None for an event already applied.
+
+Events arrive in link order (``LinkedEvent.link_sequence``), which is not event-time order:
+- spells are keyed by (organisation, spell id), so a discharge that arrives before its
+  admission creates the spell (CLOSED, admission unknown) and a late discharge closes the
+  spell it names, whatever came in between;
+- "prior" and "previous" questions (ED attendances, the previous discharge) use event time;
+- consent is the one thing that follows link order: a change applies from itself on.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from carehub.v1 import care_event_pb2 as ce
+from carehub.v1 import identity_pb2 as idn
+from carehub.v1 import ingest_pb2 as ing
+from carehub.v1 import timeline_pb2 as tl
+
+MAX_APPLIED = 2000  # events remembered to ignore repeats
+DIGEST = 8  # bytes of each remembered event's digest
+MAX_CANCELLED = 2000  # cancellations that named an event not seen (yet)
+MAX_SPELLS = 200  # beyond this the oldest closed or cancelled spells are dropped
+DAY_NS = 86_400 * 10**9
+ED_WINDOW_NS = 365 * DAY_NS
+CARE_HOME_CODES = frozenset({"54", "65", "85"})  # source of admission / discharge destination
+DIED = "79"  # discharge destination: not discharged, died
+
+
+def ns(ts: Timestamp) -> int:
+    return ts.seconds * 10**9 + ts.nanos
+
+
+def utc_date(t_ns: int) -> date:
+    return datetime.fromtimestamp(t_ns // 10**9, UTC).date()
+
+
+def event_key(org: str, event_id: str) -> str:
+    return f"{org}/{event_id}"
+
+
+@dataclass
+class PersonState:
+    """A ``PersonTimeline`` being worked on, with its applied-event digests unpacked for lookups.
+
+    (Re-setting the packed ``applied_events`` bytes field after every event would cost more
+    than the rest of ``apply``; ``to_bytes`` packs it once.)
+    """
+
+    timeline: tl.PersonTimeline
+    applied: dict[bytes, None] = field(default_factory=dict)  # digests, oldest first
+
+    @classmethod
+    def new(cls, person_id: str) -> PersonState:
+        return cls(tl.PersonTimeline(person_id=person_id))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> PersonState:
+        timeline = tl.PersonTimeline.FromString(data)
+        packed = timeline.applied_events
+        return cls(timeline, dict.fromkeys(packed[i:i + DIGEST] for i in range(0, len(packed), DIGEST)))
+
+    def to_bytes(self) -> bytes:
+        self.timeline.applied_events = b"".join(self.applied)
+        return self.timeline.SerializeToString()
+
+
+def apply(state: PersonState, linked: idn.LinkedEvent) -> tl.TimelineEvent | None:
+    """Apply ``linked`` to the person (in place); its enriched event, or None if applied before."""
+    event = linked.event
+    key = event_key(event.source_org, event.event_id)
+    digest = hashlib.blake2b(key.encode(), digest_size=DIGEST).digest()
+    if digest in state.applied:
+        return None
+    timeline = state.timeline
+    if not timeline.person_id:
+        timeline.person_id = linked.person_id
+    when = event.event_time
+    t = ns(when)
+    view = tl.TimelineView(
+        age_years=event.person.age_years, sex=event.person.sex, days_since_previous_discharge=-1,
+        prior_ed_attendances_365d=-1,
+        is_late=timeline.HasField("newest_event_at") and t < ns(timeline.newest_event_at),
+    )
+    _note_record(timeline, event.source_org, event.person.local_id)
+    _note_involvement(timeline, event.source_org, event.source_sector, when)
+    if event.registered_practice:
+        _note_registration(timeline, event.registered_practice, event.locality, when)
+
+    spell: tl.Spell | None = None
+    kind = event.event_type
+    if kind == ce.EVENT_TYPE_ADMISSION:
+        spell = _admit(timeline, event, key)
+        view.days_since_previous_discharge = days_since_previous_discharge(timeline, spell)
+    elif kind == ce.EVENT_TYPE_TRANSFER:
+        spell = _transfer(timeline, event)
+    elif kind == ce.EVENT_TYPE_DISCHARGE:
+        spell = _discharge(timeline, event, key)
+    elif kind == ce.EVENT_TYPE_DIAGNOSIS_CODED:
+        spell = _code(timeline, event)
+    elif kind == ce.EVENT_TYPE_CANCELLATION:
+        spell = _cancel(timeline, event.source_org, event.target_event_id)
+    elif kind == ce.EVENT_TYPE_ED_ATTENDANCE:
+        view.prior_ed_attendances_365d = _attend(timeline, event.source_org, event.event_id, when,
+                                                 counted=key not in timeline.cancelled_event_keys)
+    elif kind == ce.EVENT_TYPE_GP_CONTACT:
+        if not timeline.HasField("last_gp_contact_at") or t > ns(timeline.last_gp_contact_at):
+            timeline.last_gp_contact_at.CopyFrom(when)
+    elif kind == ce.EVENT_TYPE_CARE_HOME_ADMISSION:
+        _note_care_home(timeline, event.source_org, when)
+    elif kind == ce.EVENT_TYPE_DEATH:
+        _die(timeline, when, key)
+    elif kind == ce.EVENT_TYPE_CONSENT_CHANGE:
+        consent = timeline.consent
+        if linked.link_sequence >= consent.changed_at_sequence:
+            consent.direct_care_opt_out = event.consent.direct_care_opt_out
+            consent.planning_opt_out = event.consent.planning_opt_out
+            consent.changed_at_sequence = linked.link_sequence
+    # EVENT_TYPE_IDENTITY_MERGE and the rest: recorded (ids, involvement) and passed on with a view.
+    if spell is not None:
+        view.spell.CopyFrom(spell_view(spell))  # before pruning, which may drop an old spell
+
+    if not timeline.HasField("newest_event_at") or t > ns(timeline.newest_event_at):
+        timeline.newest_event_at.CopyFrom(when)
+    _prune_ed(timeline)
+    _prune_spells(timeline)
+    state.applied[digest] = None
+    if len(state.applied) > MAX_APPLIED:
+        del state.applied[next(iter(state.applied))]
+    timeline.last_link_sequence = max(timeline.last_link_sequence, linked.link_sequence)
+
+    view.registered_practice = timeline.registered_practice
+    view.locality = timeline.locality
+    view.care_home_resident = timeline.HasField("care_home")
+    view.direct_care_opt_out = timeline.consent.direct_care_opt_out
+    view.planning_opt_out = timeline.consent.planning_opt_out
+    view.deceased = timeline.HasField("died_at")
+    out = tl.TimelineEvent(view=view)
+    out.linked.CopyFrom(linked)
+    return out
+
+
+def spell_view(spell: tl.Spell) -> tl.SpellView:
+    view = tl.SpellView(
+        org=spell.org, spell_id=spell.spell_id, status=spell.status, admission_method=spell.admission_method,
+        admission_source=spell.admission_source, discharge_destination=spell.discharge_destination,
+        transfer_count=spell.transfer_count, last_location=spell.last_location,
+    )
+    if spell.HasField("admitted_at"):
+        view.admitted_at.CopyFrom(spell.admitted_at)
+    if spell.HasField("discharged_at"):
+        view.discharged_at.CopyFrom(spell.discharged_at)
+    primary = _primary(spell.coded_diagnoses)
+    if primary:
+        view.primary_diagnosis = primary
+    else:
+        view.primary_diagnosis = _primary(spell.provisional_diagnoses)
+        view.primary_diagnosis_provisional = bool(view.primary_diagnosis)
+    return view
+
+
+def days_since_previous_discharge(timeline: tl.PersonTimeline, spell: tl.Spell) -> int:
+    """Calendar days (UTC) from the latest discharge at or before ``spell``'s admission, -1 if none.
+
+    Only closed spells that were not cancelled count, at any organisation; ``spell`` itself does not.
+    """
+    if not spell.HasField("admitted_at") or spell.status == tl.SPELL_STATUS_CANCELLED:
+        return -1
+    admitted = ns(spell.admitted_at)
+    best = -1
+    for other in timeline.spells:
+        if (other.org, other.spell_id) == (spell.org, spell.spell_id):
+            continue
+        if other.status != tl.SPELL_STATUS_CLOSED or not other.HasField("discharged_at"):
+            continue
+        discharged = ns(other.discharged_at)
+        if best < discharged <= admitted:
+            best = discharged
+    if best < 0:
+        return -1
+    return (utc_date(admitted) - utc_date(best)).days
+
+
+def prior_ed_attendances(timeline: tl.PersonTimeline, t_ns: int) -> int:
+    """ED attendances in the 365 days before ``t_ns`` (not counting one at that very time)."""
+    return sum(1 for a in timeline.ed_attendances if t_ns - ED_WINDOW_NS <= ns(a.at) < t_ns)
+
+
+def _primary(diagnoses: Iterable[ce.Diagnosis]) -> str:
+    best: ce.Diagnosis | None = None
+    for d in diagnoses:
+        if best is None or (d.position or 1 << 30) < (best.position or 1 << 30):
+            best = d
+    return best.code if best is not None else ""
+
+
+def _find_spell(timeline: tl.PersonTimeline, org: str, spell_id: str) -> tl.Spell:
+    for spell in timeline.spells:
+        if spell.org == org and spell.spell_id == spell_id:
+            return spell
+    return timeline.spells.add(org=org, spell_id=spell_id)
+
+
+def _admit(timeline: tl.PersonTimeline, event: ing.AcceptedEvent, key: str) -> tl.Spell:
+    clinical = event.clinical
+    when: Timestamp = event.event_time
+    spell = _find_spell(timeline, event.source_org, clinical.spell_id)
+    spell.admission_event_id = event.event_id
+    spell.admitted_at.CopyFrom(when)
+    spell.admission_method = clinical.admission_method
+    spell.admission_source = clinical.admission_source
+    del spell.provisional_diagnoses[:]
+    spell.provisional_diagnoses.extend(clinical.diagnoses)
+    if key in timeline.cancelled_event_keys:  # its cancellation came first
+        spell.status = tl.SPELL_STATUS_CANCELLED
+    elif spell.status == tl.SPELL_STATUS_UNSPECIFIED:
+        spell.status = tl.SPELL_STATUS_OPEN
+    # CLOSED (the discharge came first), OPEN (a transfer did) and CANCELLED stay as they are
+    if clinical.admission_source in CARE_HOME_CODES and spell.status != tl.SPELL_STATUS_CANCELLED:
+        _note_care_home(timeline, "", when)
+    return spell
+
+
+def _transfer(timeline: tl.PersonTimeline, event: ing.AcceptedEvent) -> tl.Spell:
+    clinical = event.clinical
+    when: Timestamp = event.event_time
+    spell = _find_spell(timeline, event.source_org, clinical.spell_id)
+    if spell.status == tl.SPELL_STATUS_UNSPECIFIED:
+        spell.status = tl.SPELL_STATUS_OPEN
+    spell.transfer_count += 1
+    if clinical.location and (not spell.HasField("last_transfer_at") or ns(when) >= ns(spell.last_transfer_at)):
+        spell.last_location = clinical.location
+        spell.last_transfer_at.CopyFrom(when)
+    return spell
+
+
+def _discharge(timeline: tl.PersonTimeline, event: ing.AcceptedEvent, key: str) -> tl.Spell:
+    clinical = event.clinical
+    when: Timestamp = event.event_time
+    spell = _find_spell(timeline, event.source_org, clinical.spell_id)
+    if key in timeline.cancelled_event_keys:  # its cancellation (A13) came first
+        if spell.status == tl.SPELL_STATUS_UNSPECIFIED:
+            spell.status = tl.SPELL_STATUS_OPEN
+        return spell
+    if spell.status != tl.SPELL_STATUS_CANCELLED:
+        spell.status = tl.SPELL_STATUS_CLOSED
+    spell.discharge_event_id = event.event_id
+    spell.discharged_at.CopyFrom(when)
+    spell.discharge_destination = clinical.discharge_destination
+    if spell.status != tl.SPELL_STATUS_CANCELLED:
+        if clinical.discharge_destination == DIED:
+            _die(timeline, when, key)
+        elif clinical.discharge_destination in CARE_HOME_CODES:
+            _note_care_home(timeline, "", when)
+    return spell
+
+
+def _code(timeline: tl.PersonTimeline, event: ing.AcceptedEvent) -> tl.Spell:
+    clinical = event.clinical
+    when: Timestamp = event.event_time
+    spell = _find_spell(timeline, event.source_org, clinical.spell_id)
+    # a spell known only from its coding keeps status UNSPECIFIED until its admission or discharge
+    if not spell.HasField("coded_at") or ns(when) >= ns(spell.coded_at):
+        del spell.coded_diagnoses[:]
+        spell.coded_diagnoses.extend(clinical.diagnoses)
+        spell.coded_at.CopyFrom(when)
+    return spell
+
+
+def _cancel(timeline: tl.PersonTimeline, org: str, target_event_id: str) -> tl.Spell | None:
+    target = event_key(org, target_event_id)
+    found: tl.Spell | None = None
+    for spell in timeline.spells:
+        if spell.org != org:
+            continue
+        if spell.admission_event_id == target_event_id:  # A11: cancel admit
+            spell.status = tl.SPELL_STATUS_CANCELLED
+            found = spell
+            break
+        if spell.discharge_event_id == target_event_id:  # A13: cancel discharge, the spell reopens
+            if spell.status != tl.SPELL_STATUS_CANCELLED:
+                spell.status = tl.SPELL_STATUS_OPEN
+            spell.discharge_event_id = ""
+            spell.discharge_destination = ""
+            spell.ClearField("discharged_at")
+            found = spell
+            break
+    attended = [i for i, a in enumerate(timeline.ed_attendances) if (a.org, a.event_id) == (org, target_event_id)]
+    for i in reversed(attended):
+        del timeline.ed_attendances[i]
+    if timeline.died_event_key == target:
+        timeline.ClearField("died_at")
+        timeline.died_event_key = ""
+    elif found is None and not attended:
+        timeline.cancelled_event_keys.append(target)
+        if len(timeline.cancelled_event_keys) > MAX_CANCELLED:
+            del timeline.cancelled_event_keys[: len(timeline.cancelled_event_keys) - MAX_CANCELLED]
+    return found
+
+
+def _attend(timeline: tl.PersonTimeline, org: str, event_id: str, when: Timestamp, counted: bool) -> int:
+    t = ns(when)
+    prior = prior_ed_attendances(timeline, t)
+    if counted:  # not cancelled before it came
+        times = [ns(a.at) for a in timeline.ed_attendances]
+        at = bisect.bisect_right(times, t)
+        timeline.ed_attendances.insert(at, tl.EdAttendance(event_id=event_id, at=when, org=org))
+    return prior
+
+
+def _die(timeline: tl.PersonTimeline, when: Timestamp, key: str) -> None:
+    if not timeline.HasField("died_at") or ns(when) < ns(timeline.died_at):
+        timeline.died_at.CopyFrom(when)
+        timeline.died_event_key = key
+
+
+def _note_record(timeline: tl.PersonTimeline, org: str, local_id: str) -> None:
+    if not local_id:
+        return
+    for record in timeline.local_records:
+        if record.org == org and record.local_id == local_id:
+            return
+    timeline.local_records.add(org=org, local_id=local_id)
+
+
+def _note_involvement(timeline: tl.PersonTimeline, org: str, sector: ce.Sector.ValueType, when: Timestamp) -> None:
+    involvement = timeline.involvement[org]
+    if not involvement.HasField("last_event_at") or ns(when) >= ns(involvement.last_event_at):
+        involvement.last_event_at.CopyFrom(when)
+        involvement.sector = sector
+
+
+def _note_registration(timeline: tl.PersonTimeline, practice: str, locality: str, when: Timestamp) -> None:
+    if timeline.HasField("registration_at") and ns(when) < ns(timeline.registration_at):
+        return
+    if locality:
+        timeline.locality = locality
+    elif practice != timeline.registered_practice:
+        timeline.locality = ""
+    timeline.registered_practice = practice
+    timeline.registration_at.CopyFrom(when)
+
+
+def _note_care_home(timeline: tl.PersonTimeline, org: str, when: Timestamp) -> None:
+    home = timeline.care_home
+    if timeline.HasField("care_home") and ns(when) < ns(home.since):
+        return
+    home.org = org
+    home.since.CopyFrom(when)
+
+
+def _prune_ed(timeline: tl.PersonTimeline) -> None:
+    horizon = ns(timeline.newest_event_at) - ED_WINDOW_NS
+    drop = 0
+    for attendance in timeline.ed_attendances:
+        if ns(attendance.at) >= horizon:
+            break
+        drop += 1
+    if drop:
+        del timeline.ed_attendances[:drop]
+
+
+def _prune_spells(timeline: tl.PersonTimeline) -> None:
+    excess = len(timeline.spells) - MAX_SPELLS
+    if excess <= 0:
+        return
+
+    def age(i: int) -> int:
+        spell = timeline.spells[i]
+        at = spell.discharged_at if spell.HasField("discharged_at") else spell.admitted_at
+        return ns(at)
+
+    done = [i for i, s in enumerate(timeline.spells) if s.status != tl.SPELL_STATUS_OPEN]
+    for i in sorted(sorted(done, key=age)[:excess], reverse=True):
+        del timeline.spells[i]
