@@ -1,6 +1,6 @@
 """The ingest worker: provider topics in; accepted batches and dead letters out.
 
-Per batch from ``take_events``: decode and validate every record, pseudonymise the
+Per batch from ``take_events``, in arrival order: decode and validate every record, pseudonymise the
 accepted ones, drop duplicates by (source_org, event_id), send accepted events in
 AcceptedBatch records (one per target partition), wait for those sends, then record the
 batch's keys in the dedupe table. A crash between the two can only repeat events
@@ -61,41 +61,42 @@ class Ingest:
         now_s = now.timestamp()
         outgoing: dict[int, list[ing.AcceptedEvent]] = {}
         dead: list[ing.DeadLetter] = []
-        pending_keys: list[tuple[Any, str, int, list[str]]] = []
         sectors: Counter[ce.Sector.ValueType] = Counter()
         last_seen: dict[str, float] = {}
         groups = group_by_partition(events)
-        for (topic, partition), group in groups.items():
-            tag = f"{topic}:{partition}"
+        new_keys: dict[str, list[str]] = {f"{t}:{p}": [] for t, p in groups}
+        batch_keys: set[str] = set()
+        for (topic, _), group in groups.items():
             m.RECEIVED.labels(topic).inc(len(group))
-            new_keys: list[str] = []
-            batch_keys: set[str] = set()
-            for event in group:
-                rec = _raw(event)
-                result = self.processor.process(rec, now)
-                if isinstance(result, ing.DeadLetter):
-                    dead.append(result)
-                    continue
-                key = dedupe_key(result)
-                if key in batch_keys or self.index.seen(tag, key):
-                    m.DUPLICATES.inc()
-                    continue
-                batch_keys.add(key)
-                new_keys.append(key)
-                p = target_partition(routing_key(result), ACCEPTED_PARTITIONS)
-                outgoing.setdefault(p, []).append(result)
-                sectors[result.source_sector] += 1
-                m.FROM_EVENT.observe(max(0.0, now_s - result.event_time.seconds))
-                if rec.timestamp_s:
-                    m.FROM_PUBLISH.observe(max(0.0, now_s - rec.timestamp_s))
-                    last_seen[result.source_org] = max(rec.timestamp_s, last_seen.get(result.source_org, 0.0))
-            if new_keys:
-                pending_keys.append((group[-1], tag, group[0].message.offset, new_keys))
+        # In arrival order, not partition by partition: the accepted topic is the linkage log,
+        # and its order is the order the identity stage decides in.
+        for event in events:
+            rec = _raw(event)
+            tag = f"{rec.topic}:{rec.partition}"
+            result = self.processor.process(rec, now)
+            if isinstance(result, ing.DeadLetter):
+                dead.append(result)
+                continue
+            key = dedupe_key(result)
+            if key in batch_keys or self.index.seen(tag, key):
+                m.DUPLICATES.inc()
+                continue
+            batch_keys.add(key)
+            new_keys[tag].append(key)
+            p = target_partition(routing_key(result), ACCEPTED_PARTITIONS)
+            outgoing.setdefault(p, []).append(result)
+            sectors[result.source_sector] += 1
+            m.FROM_EVENT.observe(max(0.0, now_s - result.event_time.seconds))
+            if rec.timestamp_s:
+                m.FROM_PUBLISH.observe(max(0.0, now_s - rec.timestamp_s))
+                last_seen[result.source_org] = max(rec.timestamp_s, last_seen.get(result.source_org, 0.0))
         await self._send(outgoing, dead)
         # Only now that the events are in the accepted topic may they count as seen.
-        for event, tag, first_offset, keys in pending_keys:
-            with current_event_of(stream, event):
-                self.index.record(tag, first_offset, keys, now_s)
+        for (topic, partition), group in groups.items():
+            keys = new_keys[f"{topic}:{partition}"]
+            if keys:
+                with current_event_of(stream, group[-1]):
+                    self.index.record(f"{topic}:{partition}", group[0].message.offset, keys, now_s)
         for (topic, partition), group in groups.items():
             with current_event_of(stream, group[-1]):
                 self.index.expire(f"{topic}:{partition}", now_s)
