@@ -49,6 +49,11 @@ def timeline_topic(settings: Settings) -> str:
     return settings.topic("timeline.events")
 
 
+def timeline_handover_topic(settings: Settings) -> str:
+    """A merged-away person's timeline, on its way to the person it joined (or back)."""
+    return settings.topic("timeline.handover")
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     p, r = settings.partitions, settings.topic_replication_factor
     specs = [TopicSpec(t, p, replication=r) for t in settings.source_topics]
@@ -58,6 +63,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(review_topic(settings), 1, replication=r),
         TopicSpec(registry_topic(settings), 1, {"cleanup.policy": "compact"}, replication=r),
         TopicSpec(timeline_topic(settings), p, replication=r),
+        TopicSpec(timeline_handover_topic(settings), p, replication=r),
         # The one place raw input rests: bounded retention, see README "Dead letters".
         TopicSpec(
             deadletter_topic(settings),

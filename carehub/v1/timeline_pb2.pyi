@@ -286,6 +286,27 @@ class PersonTimeline(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class AbsorbedEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___AbsorbedPerson: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___AbsorbedPerson | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     PERSON_ID_FIELD_NUMBER: _builtins.int
     LOCAL_RECORDS_FIELD_NUMBER: _builtins.int
     REGISTERED_PRACTICE_FIELD_NUMBER: _builtins.int
@@ -303,6 +324,8 @@ class PersonTimeline(_message.Message):
     CANCELLED_EVENT_KEYS_FIELD_NUMBER: _builtins.int
     NEWEST_EVENT_AT_FIELD_NUMBER: _builtins.int
     LAST_LINK_SEQUENCE_FIELD_NUMBER: _builtins.int
+    MERGED_INTO_FIELD_NUMBER: _builtins.int
+    ABSORBED_FIELD_NUMBER: _builtins.int
     person_id: _builtins.str
     registered_practice: _builtins.str
     locality: _builtins.str
@@ -313,6 +336,10 @@ class PersonTimeline(_message.Message):
     "org/event_id", concatenated, oldest first.
     """
     last_link_sequence: _builtins.int
+    merged_into: _builtins.str
+    """Set when this person was absorbed by an identity merge: its history now lives with
+    that person (until an un-merge hands it back); nothing else but the applied digests is kept.
+    """
     @_builtins.property
     def local_records(self) -> _containers.RepeatedCompositeFieldContainer[Global___SeenRecord]: ...
     @_builtins.property
@@ -343,6 +370,12 @@ class PersonTimeline(_message.Message):
 
     @_builtins.property
     def newest_event_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def absorbed(self) -> _containers.MessageMap[_builtins.str, Global___AbsorbedPerson]:
+        """The persons absorbed by merges still in force, by their person id: what is needed to
+        separate them again on an un-merge.
+        """
+
     def __init__(
         self,
         *,
@@ -363,14 +396,125 @@ class PersonTimeline(_message.Message):
         cancelled_event_keys: _abc.Iterable[_builtins.str] | None = ...,
         newest_event_at: _timestamp_pb2.Timestamp | None = ...,
         last_link_sequence: _builtins.int = ...,
+        merged_into: _builtins.str = ...,
+        absorbed: _abc.Mapping[_builtins.str, Global___AbsorbedPerson] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["care_home", b"care_home", "consent", b"consent", "died_at", b"died_at", "last_gp_contact_at", b"last_gp_contact_at", "newest_event_at", b"newest_event_at", "registration_at", b"registration_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_events", b"applied_events", "cancelled_event_keys", b"cancelled_event_keys", "care_home", b"care_home", "consent", b"consent", "died_at", b"died_at", "died_event_key", b"died_event_key", "ed_attendances", b"ed_attendances", "involvement", b"involvement", "last_gp_contact_at", b"last_gp_contact_at", "last_link_sequence", b"last_link_sequence", "local_records", b"local_records", "locality", b"locality", "newest_event_at", b"newest_event_at", "person_id", b"person_id", "registered_practice", b"registered_practice", "registration_at", b"registration_at", "spells", b"spells"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["absorbed", b"absorbed", "applied_events", b"applied_events", "cancelled_event_keys", b"cancelled_event_keys", "care_home", b"care_home", "consent", b"consent", "died_at", b"died_at", "died_event_key", b"died_event_key", "ed_attendances", b"ed_attendances", "involvement", b"involvement", "last_gp_contact_at", b"last_gp_contact_at", "last_link_sequence", b"last_link_sequence", "local_records", b"local_records", "locality", b"locality", "merged_into", b"merged_into", "newest_event_at", b"newest_event_at", "person_id", b"person_id", "registered_practice", b"registered_practice", "registration_at", b"registration_at", "spells", b"spells"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PersonTimeline: _TypeAlias = PersonTimeline  # noqa: Y015
+
+@_typing.final
+class AbsorbedPerson(_message.Message):
+    """A person absorbed into this one by a merge, kept so that an un-merge can split them again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    SURVIVOR_BEFORE_FIELD_NUMBER: _builtins.int
+    MOVED_RECORDS_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    SINCE_TRUNCATED_FIELD_NUMBER: _builtins.int
+    state: _builtins.bytes
+    """the absorbed person's PersonTimeline at the merge"""
+    survivor_before: _builtins.bytes
+    """this person's PersonTimeline just before the merge"""
+    since_truncated: _builtins.bool
+    @_builtins.property
+    def moved_records(self) -> _containers.RepeatedCompositeFieldContainer[_identity_pb2.LocalRecord]: ...
+    @_builtins.property
+    def since(self) -> _containers.RepeatedCompositeFieldContainer[Global___SinceMerge]:
+        """What this person applied since the merge, in order (bounded; since_truncated when not all)."""
+
+    def __init__(
+        self,
+        *,
+        state: _builtins.bytes = ...,
+        survivor_before: _builtins.bytes = ...,
+        moved_records: _abc.Iterable[_identity_pb2.LocalRecord] | None = ...,
+        since: _abc.Iterable[Global___SinceMerge] | None = ...,
+        since_truncated: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["moved_records", b"moved_records", "since", b"since", "since_truncated", b"since_truncated", "state", b"state", "survivor_before", b"survivor_before"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AbsorbedPerson: _TypeAlias = AbsorbedPerson  # noqa: Y015
+
+@_typing.final
+class SinceMerge(_message.Message):
+    """One thing applied to a survivor after a merge: a linked event, or another person absorbed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_FIELD_NUMBER: _builtins.int
+    HANDOVER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event(self) -> _identity_pb2.LinkedEvent: ...
+    @_builtins.property
+    def handover(self) -> Global___TimelineHandover: ...
+    def __init__(
+        self,
+        *,
+        event: _identity_pb2.LinkedEvent | None = ...,
+        handover: Global___TimelineHandover | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "handover", b"handover", "item", b"item"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "handover", b"handover", "item", b"item"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_item: _TypeAlias = _typing.Literal["event", "handover"]  # noqa: Y015
+    _WhichOneofArgType_item: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_item) -> _WhichOneofReturnType_item | None: ...
+
+Global___SinceMerge: _TypeAlias = SinceMerge  # noqa: Y015
+
+@_typing.final
+class TimelineHandover(_message.Message):
+    """A person's state sent from one timeline partition to another (topic carehub.timeline.handover,
+    partitioned by the receiving person: into_person_id for a merge, from_person_id for an un-merge).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INTO_PERSON_ID_FIELD_NUMBER: _builtins.int
+    FROM_PERSON_ID_FIELD_NUMBER: _builtins.int
+    UNMERGE_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    MERGE_EVENT_ID_FIELD_NUMBER: _builtins.int
+    LINKED_FIELD_NUMBER: _builtins.int
+    into_person_id: _builtins.str
+    from_person_id: _builtins.str
+    unmerge: _builtins.bool
+    state: _builtins.bytes
+    """serialised PersonTimeline: the absorbed person (merge) or the restored one (un-merge)"""
+    merge_event_id: _builtins.str
+    @_builtins.property
+    def linked(self) -> _identity_pb2.LinkedEvent:
+        """the identity-merge event, applied (and its view sent) by the receiver"""
+
+    def __init__(
+        self,
+        *,
+        into_person_id: _builtins.str = ...,
+        from_person_id: _builtins.str = ...,
+        unmerge: _builtins.bool = ...,
+        state: _builtins.bytes = ...,
+        merge_event_id: _builtins.str = ...,
+        linked: _identity_pb2.LinkedEvent | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["linked", b"linked"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from_person_id", b"from_person_id", "into_person_id", b"into_person_id", "linked", b"linked", "merge_event_id", b"merge_event_id", "state", b"state", "unmerge", b"unmerge"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TimelineHandover: _TypeAlias = TimelineHandover  # noqa: Y015
 
 @_typing.final
 class SpellView(_message.Message):

@@ -11,6 +11,12 @@ touched person once, after the batch's output is on Kafka, with the current even
 event of that person's source partition so the changelog stays co-partitioned. A crash before
 the write repeats the batch's output downstream but never applies an event twice to the state.
 
+Identity merges: the absorbed person's timeline is handed to the survivor (and on an
+un-merge, the split-off part back to the restored person) as a ``TimelineHandover`` on the
+internal topic ``carehub.timeline.handover``, partitioned by the receiving person like the
+linked topic; this worker consumes it as a second source topic (services/timeline/state.py).
+A handover is sent, like the enriched events, before the sender's state is written.
+
 Logs carry counts and positions only, never a person id or local record id.
 """
 
@@ -18,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import MutableMapping
+from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 import faust
@@ -27,11 +33,11 @@ from carehub.batching import batch_records, target_partition
 from carehub.faust_batches import current_event_of
 from carehub.faust_profile import faust_app
 from carehub.settings import Settings
-from carehub.topics import linked_topic, timeline_topic
+from carehub.topics import linked_topic, timeline_handover_topic, timeline_topic
 from carehub.v1 import identity_pb2 as idn
 from carehub.v1 import timeline_pb2 as tl
 from services.timeline import metrics as m
-from services.timeline.state import PersonState, apply
+from services.timeline.state import PersonState, Step, is_merge, receive, recipient, step
 
 log = logging.getLogger(__name__)
 APP_SUFFIX = "timeline"
@@ -39,44 +45,66 @@ TABLE = "timeline-persons"
 
 
 class Timeline:
-    def __init__(self, settings: Settings, persons: MutableMapping[str, Any], out: Any) -> None:
+    def __init__(self, settings: Settings, persons: MutableMapping[str, Any], out: Any,
+                 handovers: Any = None) -> None:
         self.settings = settings
         self.persons = persons
         self.out = out
+        self.handovers = handovers
+        self.handover_topic = timeline_handover_topic(settings)
 
     def load(self, person_id: str) -> PersonState:
         raw = self.persons.get(person_id)
         return PersonState.from_bytes(raw) if raw else PersonState.new(person_id)
 
     def apply_records(self, values: list[tuple[Any, bytes]],
-                      ) -> tuple[dict[int, list[tl.TimelineEvent]], dict[Any, dict[str, PersonState]]]:
-        """Apply each (source tag, LinkedBatch bytes) in order.
+                      ) -> tuple[dict[int, list[tl.TimelineEvent]], dict[Any, dict[str, PersonState]],
+                                 list[tl.TimelineHandover]]:
+        """Apply each (source tag, LinkedBatch or TimelineHandover bytes) in order.
 
-        Returns the enriched events by target partition, and the changed timelines by source tag.
+        A tag is (topic, partition); records of the handover topic are handovers. Returns the
+        enriched events by target partition, the changed timelines by source tag, and the
+        handovers to send.
         """
         cache: dict[str, PersonState] = {}
         changed: dict[str, Any] = {}
         outgoing: dict[int, list[tl.TimelineEvent]] = {}
+        handovers: list[tl.TimelineHandover] = []
         duplicates = late = 0
-        for tag, value in values:
-            for linked in idn.LinkedBatch.FromString(value).events:
-                person_id = linked.person_id
-                state = cache.get(person_id)
-                if state is None:
-                    state = cache[person_id] = self.load(person_id)
-                enriched = apply(state, linked)
-                if enriched is None:
-                    duplicates += 1
-                    continue
-                late += enriched.view.is_late
+
+        def state_of(person_id: str) -> PersonState:
+            state = cache.get(person_id)
+            if state is None:
+                state = cache[person_id] = self.load(person_id)
+            return state
+
+        def note(person_id: str, tag: Any, done: Step) -> None:
+            nonlocal late
+            if done.handover is not None:
+                handovers.append(done.handover)
+            if done.event is not None:
+                late += done.event.view.is_late
+                outgoing.setdefault(target_partition(person_id, self.settings.partitions), []).append(done.event)
+            if done.event is not None or done.handover is not None:
                 changed[person_id] = tag
-                outgoing.setdefault(target_partition(person_id, self.settings.partitions), []).append(enriched)
+
+        for tag, value in values:
+            if tag[0] == self.handover_topic:
+                handover = tl.TimelineHandover.FromString(value)
+                person_id = recipient(handover)
+                note(person_id, tag, receive(state_of(person_id), handover))
+                continue
+            for linked in idn.LinkedBatch.FromString(value).events:
+                done = step(state_of(linked.person_id), linked)
+                if done.event is None and not is_merge(linked):
+                    duplicates += 1
+                note(linked.person_id, tag, done)
         by_tag: dict[Any, dict[str, PersonState]] = {}
         for person_id, tag in changed.items():
             by_tag.setdefault(tag, {})[person_id] = cache[person_id]
         m.DUPLICATES.inc(duplicates)
         m.LATE.inc(late)
-        return outgoing, by_tag
+        return outgoing, by_tag, handovers
 
     def write(self, states: dict[str, PersonState]) -> int:
         for person_id, state in states.items():
@@ -92,8 +120,8 @@ class Timeline:
             tag = (msg.topic, msg.partition)
             last_of[tag] = record
             values.append((tag, msg.value))
-        outgoing, by_tag = self.apply_records(values)
-        await self._send(outgoing)
+        outgoing, by_tag, handovers = self.apply_records(values)
+        await self._send(outgoing, handovers)
         written = 0
         for tag, timelines in by_tag.items():
             with current_event_of(stream, last_of[tag]):
@@ -104,11 +132,15 @@ class Timeline:
         m.BATCH_SECONDS.observe(time.perf_counter() - started)
         log.debug("timeline batch: %d records, %d events, %d persons written", len(events), sent, written)
 
-    async def _send(self, outgoing: dict[int, list[tl.TimelineEvent]]) -> None:
+    async def _send(self, outgoing: dict[int, list[tl.TimelineEvent]],
+                    handovers: Sequence[tl.TimelineHandover] = ()) -> None:
         futures = []
         for partition, enriched in sorted(outgoing.items()):
             for chunk in batch_records(enriched, self.settings.ingest_max_batch_bytes):
                 futures.append(await self.out.send(value=chunk, partition=partition))
+        for handover in handovers:
+            partition = target_partition(recipient(handover), self.settings.partitions)
+            futures.append(await self.handovers.send(value=handover.SerializeToString(), partition=partition))
         for future in futures:
             await future
 
@@ -116,9 +148,12 @@ class Timeline:
 def build_app(settings: Settings, bootstrap: str) -> faust.App:
     app = faust_app(settings.topic(APP_SUFFIX).replace(".", "-"), settings, bootstrap)
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
-    source = app.topic(linked_topic(settings), **raw)
+    # carehub/topics.py does not list the handover topic (yet): made here, before faust subscribes
+    # two source topics, both partitioned by person id with settings.partitions partitions
+    source = app.topic(linked_topic(settings), timeline_handover_topic(settings), **raw)
     persons = app.Table(TABLE, default=None, partitions=settings.partitions, key_type=str, value_type=bytes)
-    timeline = Timeline(settings, persons, app.topic(timeline_topic(settings), **raw))
+    timeline = Timeline(settings, persons, app.topic(timeline_topic(settings), **raw),
+                        app.topic(timeline_handover_topic(settings), **raw))
 
     @app.agent(source, name="timeline")
     async def timeline_agent(stream: Any) -> None:

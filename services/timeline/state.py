@@ -10,6 +10,12 @@ Events arrive in link order (``LinkedEvent.link_sequence``), which is not event-
   spell it names, whatever came in between;
 - "prior" and "previous" questions (ED attendances, the previous discharge) use event time;
 - consent is the one thing that follows link order: a change applies from itself on.
+
+Identity merges (``LinkedEvent.merge``) come as two copies of one event, one per person.
+``step`` acts on the copy of the person that gives its history away: the absorbed person
+(merge) hands its whole state to the survivor, and the survivor (un-merge) splits off what
+came from the moved records; ``receive`` takes that ``TimelineHandover`` in on the other side
+and applies the merge event there. The other copy does nothing by itself.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ MAX_APPLIED = 2000  # events remembered to ignore repeats
 DIGEST = 8  # bytes of each remembered event's digest
 MAX_CANCELLED = 2000  # cancellations that named an event not seen (yet)
 MAX_SPELLS = 200  # beyond this the oldest closed or cancelled spells are dropped
+MAX_SINCE_MERGE = 500  # events kept per merge to split them again on an un-merge (bounds the state size)
 DAY_NS = 86_400 * 10**9
 ED_WINDOW_NS = 365 * DAY_NS
 CARE_HOME_CODES = frozenset({"54", "65", "85"})  # source of admission / discharge destination
@@ -75,13 +82,18 @@ class PersonState:
         return self.timeline.SerializeToString()
 
 
+def event_digest(event: ing.AcceptedEvent) -> bytes:
+    return hashlib.blake2b(event_key(event.source_org, event.event_id).encode(), digest_size=DIGEST).digest()
+
+
 def apply(state: PersonState, linked: idn.LinkedEvent) -> tl.TimelineEvent | None:
     """Apply ``linked`` to the person (in place); its enriched event, or None if applied before."""
     event = linked.event
     key = event_key(event.source_org, event.event_id)
-    digest = hashlib.blake2b(key.encode(), digest_size=DIGEST).digest()
+    digest = event_digest(event)
     if digest in state.applied:
         return None
+    _log_since_merges(state.timeline, tl.SinceMerge(event=linked))
     timeline = state.timeline
     if not timeline.person_id:
         timeline.person_id = linked.person_id
@@ -383,3 +395,213 @@ def _prune_spells(timeline: tl.PersonTimeline) -> None:
     done = [i for i, s in enumerate(timeline.spells) if s.status != tl.SPELL_STATUS_OPEN]
     for i in sorted(sorted(done, key=age)[:excess], reverse=True):
         del timeline.spells[i]
+
+
+# --- identity merges and un-merges -------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    """What one linked event or handover gave: the enriched event to send, a handover to send."""
+
+    event: tl.TimelineEvent | None = None
+    handover: tl.TimelineHandover | None = None
+
+
+def is_merge(linked: idn.LinkedEvent) -> bool:
+    return linked.event.event_type == ce.EVENT_TYPE_IDENTITY_MERGE and linked.HasField("merge")
+
+
+def recipient(handover: tl.TimelineHandover) -> str:
+    """The person a handover is for (its partition key)."""
+    return handover.from_person_id if handover.unmerge else handover.into_person_id
+
+
+def step(state: PersonState, linked: idn.LinkedEvent) -> Step:
+    """Apply one linked event, acting on a merge or un-merge copy as described in the module doc."""
+    if not is_merge(linked):
+        return Step(apply(state, linked))
+    merge = linked.merge
+    if not merge.unmerge and linked.person_id == merge.from_person_id:
+        return hand_over(state, linked)
+    if merge.unmerge and linked.person_id == merge.into_person_id:
+        return split(state, linked)
+    return Step()  # the receiver's copy: applied, with its view, when the handover comes
+
+
+def _handover(linked: idn.LinkedEvent, state: bytes) -> tl.TimelineHandover:
+    merge = linked.merge
+    out = tl.TimelineHandover(into_person_id=merge.into_person_id, from_person_id=merge.from_person_id,
+                              unmerge=merge.unmerge, state=state, merge_event_id=linked.event.event_id)
+    out.linked.CopyFrom(linked)
+    return out
+
+
+def hand_over(state: PersonState, linked: idn.LinkedEvent) -> Step:
+    """The absorbed person's copy of a merge: send its whole state to the survivor, keep a shell."""
+    if event_digest(linked.event) in state.applied:
+        return Step()
+    handover = _handover(linked, state.to_bytes())  # without the merge event: the survivor applies it
+    out = apply(state, linked)
+    old = state.timeline
+    shell = tl.PersonTimeline(person_id=old.person_id or linked.person_id, merged_into=linked.merge.into_person_id,
+                              last_link_sequence=old.last_link_sequence)
+    if old.HasField("newest_event_at"):
+        shell.newest_event_at.CopyFrom(old.newest_event_at)
+    state.timeline = shell
+    return Step(out, handover)
+
+
+def receive(state: PersonState, handover: tl.TimelineHandover) -> Step:
+    """Take a handover in: absorb a person (merge) or get one's own history back (un-merge)."""
+    linked = idn.LinkedEvent()
+    linked.CopyFrom(handover.linked)
+    linked.person_id = recipient(handover)
+    if event_digest(linked.event) in state.applied:
+        return Step()  # taken in before
+    if handover.unmerge:
+        restored = PersonState.from_bytes(handover.state)
+        restored.timeline.person_id = linked.person_id
+        restored.timeline.merged_into = ""
+        for digest in state.applied:  # what the shell saw meanwhile, so repeats stay repeats
+            restored.applied.setdefault(digest, None)
+        _bound_applied(restored)
+        state.timeline, state.applied = restored.timeline, restored.applied
+    else:
+        absorb(state, handover)
+    return Step(apply(state, linked))
+
+
+def absorb(state: PersonState, handover: tl.TimelineHandover) -> None:
+    """Merge the handed-over person into ``state``, keeping what an un-merge needs."""
+    before = state.to_bytes()
+    _log_since_merges(state.timeline, tl.SinceMerge(handover=handover))
+    merge_states(state, PersonState.from_bytes(handover.state))
+    entry = state.timeline.absorbed[handover.from_person_id]
+    entry.Clear()
+    entry.state = handover.state
+    entry.survivor_before = before
+    entry.moved_records.extend(handover.linked.merge.moved_records)
+
+
+def split(state: PersonState, linked: idn.LinkedEvent) -> Step:
+    """The survivor's copy of an un-merge: keep its own history, hand the moved records' back.
+
+    The survivor is rebuilt from its state just before the merge by replaying what it applied
+    since, except the events from the moved records (local records of the un-merge), which are
+    replayed onto the absorbed person's state at the merge and handed back. Without that record
+    of the merge (or with too many events since it), the survivor keeps everything and the
+    absorbed person gets its state at the merge (or an empty one).
+    """
+    if event_digest(linked.event) in state.applied:
+        return Step()
+    merge = linked.merge
+    timeline = state.timeline
+    entry = timeline.absorbed.get(merge.from_person_id)
+    if entry is None:
+        given_back = PersonState.new(merge.from_person_id)
+    elif entry.since_truncated:
+        given_back = PersonState.from_bytes(entry.state)
+        del timeline.absorbed[merge.from_person_id]
+    else:
+        moved = {(r.source_org, r.local_id) for r in (*entry.moved_records, *merge.moved_records)}
+        survivor, given_back = PersonState.from_bytes(entry.survivor_before), PersonState.from_bytes(entry.state)
+        for item in entry.since:
+            if item.HasField("handover"):
+                absorb(survivor, item.handover)
+            elif (item.event.event.source_org, item.event.event.person.local_id) in moved:
+                apply(given_back, item.event)
+            else:
+                apply(survivor, item.event)
+        for digest in state.applied:  # everything seen stays a repeat for the survivor
+            survivor.applied.setdefault(digest, None)
+        _bound_applied(survivor)
+        state.timeline, state.applied = survivor.timeline, survivor.applied
+    given_back.timeline.person_id = merge.from_person_id
+    return Step(apply(state, linked), _handover(linked, given_back.to_bytes()))
+
+
+def merge_states(into: PersonState, other: PersonState) -> None:
+    """Join ``other``'s history into ``into`` (in place); ``into``'s own absorbed persons stay its own."""
+    a, b = into.timeline, other.timeline
+    for spell in b.spells:
+        _merge_spell(_find_spell(a, spell.org, spell.spell_id), spell)
+    seen = {(e.org, e.event_id) for e in a.ed_attendances}
+    joined = list(a.ed_attendances) + [e for e in b.ed_attendances if (e.org, e.event_id) not in seen]
+    joined.sort(key=lambda e: ns(e.at))
+    del a.ed_attendances[:]
+    a.ed_attendances.extend(joined)
+    for digest in other.applied:
+        into.applied.setdefault(digest, None)
+    _bound_applied(into)
+    for record in b.local_records:
+        _note_record(a, record.org, record.local_id)
+    for org, involvement in b.involvement.items():
+        _note_involvement(a, org, involvement.sector, involvement.last_event_at)
+    if b.HasField("registration_at") and (not a.HasField("registration_at")
+                                          or ns(b.registration_at) > ns(a.registration_at)):
+        a.registered_practice, a.locality = b.registered_practice, b.locality
+        a.registration_at.CopyFrom(b.registration_at)
+    if b.HasField("care_home"):
+        _note_care_home(a, b.care_home.org, b.care_home.since)
+    if b.HasField("died_at"):
+        _die(a, b.died_at, b.died_event_key)
+    if b.consent.changed_at_sequence > a.consent.changed_at_sequence:
+        a.consent.CopyFrom(b.consent)
+    for key in b.cancelled_event_keys:
+        if key not in a.cancelled_event_keys:
+            a.cancelled_event_keys.append(key)
+    if len(a.cancelled_event_keys) > MAX_CANCELLED:
+        del a.cancelled_event_keys[: len(a.cancelled_event_keys) - MAX_CANCELLED]
+    for name in ("last_gp_contact_at", "newest_event_at"):
+        if b.HasField(name) and (not a.HasField(name) or ns(getattr(b, name)) > ns(getattr(a, name))):
+            getattr(a, name).CopyFrom(getattr(b, name))
+    a.last_link_sequence = max(a.last_link_sequence, b.last_link_sequence)
+    if a.HasField("newest_event_at"):
+        _prune_ed(a)
+    _prune_spells(a)
+
+
+def _merge_spell(mine: tl.Spell, theirs: tl.Spell) -> None:
+    """One spell known to both persons (or only to ``theirs``, when ``mine`` is new): fill in the gaps."""
+    if not mine.HasField("admitted_at") and theirs.HasField("admitted_at"):
+        for name in ("admission_event_id", "admission_method", "admission_source"):
+            setattr(mine, name, getattr(theirs, name))
+        mine.admitted_at.CopyFrom(theirs.admitted_at)
+        del mine.provisional_diagnoses[:]
+        mine.provisional_diagnoses.extend(theirs.provisional_diagnoses)
+    if theirs.HasField("coded_at") and (not mine.HasField("coded_at") or ns(theirs.coded_at) > ns(mine.coded_at)):
+        del mine.coded_diagnoses[:]
+        mine.coded_diagnoses.extend(theirs.coded_diagnoses)
+        mine.coded_at.CopyFrom(theirs.coded_at)
+    mine.transfer_count += theirs.transfer_count
+    if theirs.HasField("last_transfer_at") and (not mine.HasField("last_transfer_at")
+                                                or ns(theirs.last_transfer_at) >= ns(mine.last_transfer_at)):
+        mine.last_location = theirs.last_location
+        mine.last_transfer_at.CopyFrom(theirs.last_transfer_at)
+    if not mine.HasField("discharged_at") and theirs.HasField("discharged_at"):
+        mine.discharge_event_id, mine.discharge_destination = theirs.discharge_event_id, theirs.discharge_destination
+        mine.discharged_at.CopyFrom(theirs.discharged_at)
+    if tl.SPELL_STATUS_CANCELLED in (mine.status, theirs.status):
+        mine.status = tl.SPELL_STATUS_CANCELLED
+    elif mine.HasField("discharged_at"):
+        mine.status = tl.SPELL_STATUS_CLOSED
+    elif tl.SPELL_STATUS_OPEN in (mine.status, theirs.status):
+        mine.status = tl.SPELL_STATUS_OPEN
+
+
+def _bound_applied(state: PersonState) -> None:
+    excess = len(state.applied) - MAX_APPLIED
+    for digest in list(state.applied)[:max(excess, 0)]:
+        del state.applied[digest]
+
+
+def _log_since_merges(timeline: tl.PersonTimeline, item: tl.SinceMerge) -> None:
+    for entry in timeline.absorbed.values():
+        if entry.since_truncated:
+            continue
+        if len(entry.since) >= MAX_SINCE_MERGE:
+            entry.since_truncated = True
+            del entry.since[:]
+        else:
+            entry.since.append(item)

@@ -104,3 +104,77 @@ def test_spells_consent_and_readmission_clock_across_organisations(hub: Hub) -> 
         for blob in blobs:
             for value in raw:
                 assert value not in blob, f"{value!r} in clear on {topic}"
+
+
+def test_timeline_follows_a_merge_and_an_unmerge(hub: Hub) -> None:
+    hub.start("ingest")
+    hub.start("identity")
+    hub.start("timeline")
+    peggy = {"national_id": "", "given": "Peggy", "birth_date": "1941-07-03", "postcode": "LS6 2AA"}
+    survivor_ed = care_event(ce.EVENT_TYPE_ED_ATTENDANCE, when=OCT - timedelta(days=60), source_org="RR8",
+                             local_id="H-1", national_id="")
+    # the same patient registered again at the same hospital with other details: a second person
+    dup_ed = care_event(ce.EVENT_TYPE_ED_ATTENDANCE, when=OCT - timedelta(days=30), source_org="RR8",
+                        local_id="H-2", **peggy)
+    dup_admission = care_event(ce.EVENT_TYPE_ADMISSION, when=OCT, source_org="RR8", local_id="H-2",
+                               **peggy)
+    dup_discharge = care_event(ce.EVENT_TYPE_DISCHARGE, when=OCT + timedelta(days=4), source_org="RR8",
+                               local_id="H-2", **peggy)
+    for event in (dup_admission, dup_discharge):
+        event.clinical.spell_id = "S-A"
+    dup_discharge.clinical.discharge_destination = "19"
+    a40 = care_event(ce.EVENT_TYPE_IDENTITY_MERGE, when=OCT + timedelta(days=5), source_org="RR8",
+                     local_id="H-1", national_id="")
+    a40.merge.prior_local_id = "H-2"
+    admission = care_event(ce.EVENT_TYPE_ADMISSION, when=OCT + timedelta(days=14), source_org="RR8",
+                           local_id="H-1", national_id="")
+    admission.clinical.spell_id = "S-B"
+    ed = care_event(ce.EVENT_TYPE_ED_ATTENDANCE, when=OCT + timedelta(days=15), source_org="RR8",
+                    local_id="H-1", national_id="")
+    undo = care_event(ce.EVENT_TYPE_IDENTITY_MERGE, when=OCT + timedelta(days=16), source_org="RR8",
+                      local_id="H-1", national_id="")
+    undo.merge.prior_local_id, undo.merge.unmerge = "H-2", True
+    readmission = care_event(ce.EVENT_TYPE_ADMISSION, when=OCT + timedelta(days=20), source_org="RR8",
+                             local_id="H-1", national_id="")
+    readmission.clinical.spell_id = "S-C"
+    dup_readmission = care_event(ce.EVENT_TYPE_ADMISSION, when=OCT + timedelta(days=21), source_org="RR8",
+                                 local_id="H-2", **peggy)
+    dup_readmission.clinical.spell_id = "S-D"
+
+    def copies(values: list[bytes]) -> dict[str, list[tl.TimelineEvent]]:
+        out: dict[str, list[tl.TimelineEvent]] = {}
+        for v in values:
+            for e in tl.TimelineBatch.FromString(v).events:
+                out.setdefault(e.linked.event.event_id, []).append(e)
+        return out
+
+    events = (survivor_ed, dup_ed, dup_admission, dup_discharge, a40, admission, ed, undo, readmission,
+              dup_readmission)
+    got: dict[str, list[tl.TimelineEvent]] = {}
+    with Publisher(hub.bootstrap, topic=hub.topic("provider.events")) as pub:
+        for event in events:  # one at a time; a merge's two views (one per person) before the next
+            want = 2 if event.event_type == ce.EVENT_TYPE_IDENTITY_MERGE else 1
+            pub.publish(event)
+            pub.flush()
+            values = consume(hub.bootstrap, hub.topic("timeline.events"),
+                             lambda vs, e=event, n=want: len(copies(vs).get(e.event_id, ())) >= n,  # type: ignore[misc]
+                             timeout_s=30)
+            got = copies(values)
+            assert len(got.get(event.event_id, ())) >= want, (event.event_id, hub.log_text()[-3000:])
+
+    survivor, absorbed = got[survivor_ed.event_id][0].linked.person_id, got[dup_ed.event_id][0].linked.person_id
+    assert survivor != absorbed and got[dup_discharge.event_id][0].linked.person_id == absorbed
+    assert sorted(e.linked.person_id for e in got[a40.event_id]) == sorted([survivor, absorbed])
+
+    view = got[admission.event_id][0].view
+    assert got[admission.event_id][0].linked.person_id == survivor
+    assert view.days_since_previous_discharge == 10  # from H-2's discharge on 5 Oct, admitted 15 Oct
+    assert got[ed.event_id][0].view.prior_ed_attendances_365d == 2  # one under each hospital record
+
+    assert sorted(e.linked.person_id for e in got[undo.event_id]) == sorted([survivor, absorbed])
+    view = got[readmission.event_id][0].view
+    assert got[readmission.event_id][0].linked.person_id == survivor
+    assert view.days_since_previous_discharge == -1  # the survivor alone: S-B still open, S-A gone back
+    assert got[dup_readmission.event_id][0].linked.person_id == absorbed
+    assert got[dup_readmission.event_id][0].view.days_since_previous_discharge == 17  # S-A is H-2's again
+    assert all(len(v) == (2 if k in (a40.event_id, undo.event_id) else 1) for k, v in got.items())

@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import itertools
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 from carehub.batching import target_partition
 from carehub.settings import Settings
+from carehub.topics import timeline_handover_topic as handover_topic
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import identity_pb2 as idn
 from carehub.v1 import ingest_pb2 as ing
 from carehub.v1 import timeline_pb2 as tl
 from services.timeline.app import Timeline
-from services.timeline.state import MAX_APPLIED, MAX_SPELLS, PersonState, apply
+from services.timeline.state import (
+    MAX_APPLIED,
+    MAX_SPELLS,
+    PersonState,
+    Step,
+    apply,
+    merge_states,
+    receive,
+    recipient,
+    split,
+    step,
+)
 
 OCT = datetime(2026, 10, 1, 10, 0, tzinfo=UTC)
 PERSON = "0b4c3a52-8f1e-4c2e-9a57-1d2f3e4a5b6c"
@@ -22,21 +35,26 @@ PERSON = "0b4c3a52-8f1e-4c2e-9a57-1d2f3e4a5b6c"
 class Feed:
     """One person's timeline, fed events in link order."""
 
-    def __init__(self) -> None:
-        self.state = PersonState.new(PERSON)
-        self.timeline = self.state.timeline
-        self.sequence = itertools.count(1)
+    def __init__(self, person_id: str = PERSON, local_id: str = "",
+                 sequence: Iterator[int] | None = None) -> None:
+        self.person_id, self.local_id = person_id, local_id
+        self.state = PersonState.new(person_id)
+        self.sequence = sequence or itertools.count(1)
+
+    @property
+    def timeline(self) -> tl.PersonTimeline:
+        return self.state.timeline  # replaced whole by a merge or an un-merge
 
     def linked(self, kind: ce.EventType.ValueType, when: datetime, *, org: str = "RR8", spell: str = "S-1",
                event_id: str | None = None, **clinical: object) -> idn.LinkedEvent:
         event = ing.AcceptedEvent(
             event_id=event_id or str(uuid.uuid4()), schema_version=1, source_org=org,
             source_sector=ce.SECTOR_ACUTE, event_type=kind,
-            person=ing.PseudonymisedPerson(local_id=f"L-{org}", age_years=85, sex=ce.SEX_FEMALE),
+            person=ing.PseudonymisedPerson(local_id=self.local_id or f"L-{org}", age_years=85, sex=ce.SEX_FEMALE),
             clinical=ce.ClinicalDetail(spell_id=spell, **clinical),  # type: ignore[arg-type]
         )
         event.event_time.FromDatetime(when)
-        return idn.LinkedEvent(person_id=PERSON, event=event, link_sequence=next(self.sequence))
+        return idn.LinkedEvent(person_id=self.person_id, event=event, link_sequence=next(self.sequence))
 
     def send(self, kind: ce.EventType.ValueType, when: datetime, **kw: object) -> tl.TimelineView:
         out = apply(self.state, self.linked(kind, when, **kw))  # type: ignore[arg-type]
@@ -230,7 +248,7 @@ def test_batch_writes_each_touched_person_once_and_routes_by_person() -> None:
     other = g.linked(ce.EVENT_TYPE_GP_CONTACT, OCT, org="B86001")
     other.person_id = "another-person"
     second = idn.LinkedBatch(events=[other, first.events[0]])  # the admission again: a repeat
-    outgoing, by_tag = timeline.apply_records([(("t", 0), first.SerializeToString()),
+    outgoing, by_tag, _ = timeline.apply_records([(("t", 0), first.SerializeToString()),
                                                (("t", 1), second.SerializeToString())])
     assert {tag: set(p) for tag, p in by_tag.items()} == {("t", 0): {PERSON}, ("t", 1): {"another-person"}}
     assert sum(len(v) for v in outgoing.values()) == 3
@@ -239,7 +257,7 @@ def test_batch_writes_each_touched_person_once_and_routes_by_person() -> None:
         timeline.write(timelines)
     stored = tl.PersonTimeline.FromString(table[PERSON])
     assert stored.spells[0].status == tl.SPELL_STATUS_CLOSED
-    outgoing, by_tag = timeline.apply_records([(("t", 0), first.SerializeToString())])  # replayed after a crash
+    outgoing, by_tag, _ = timeline.apply_records([(("t", 0), first.SerializeToString())])  # replayed after a crash
     assert outgoing == {} and by_tag == {}
 
 
@@ -252,3 +270,165 @@ def test_spells_kept_are_bounded_keeping_open_ones() -> None:
     assert v.spell.spell_id == f"S-{MAX_SPELLS + 4}" and v.spell.status == tl.SPELL_STATUS_CLOSED
     kept = {s.spell_id for s in f.timeline.spells}
     assert len(kept) == MAX_SPELLS and "OPEN" in kept and "S-0" not in kept
+
+
+SURVIVOR, ABSORBED = "person-a", "person-b"
+
+
+def merge_copies(f: Feed, when: datetime, unmerge: bool = False,
+                 moved: tuple[tuple[str, str], ...] = (("RR8", "H-2"),)) -> tuple[idn.LinkedEvent, idn.LinkedEvent]:
+    """The two copies identity sends of an A40 at RR8 under H-1 (the survivor's record): (into, from)."""
+    into = f.linked(ce.EVENT_TYPE_IDENTITY_MERGE, when, spell="")
+    into.event.merge.prior_local_id, into.event.merge.unmerge = "H-2", unmerge
+    into.person_id = SURVIVOR
+    into.merge.CopyFrom(idn.PersonMerge(
+        from_person_id=ABSORBED, into_person_id=SURVIVOR, unmerge=unmerge,
+        moved_records=[idn.LocalRecord(source_org=o, local_id=local) for o, local in moved]))
+    other = idn.LinkedEvent()
+    other.CopyFrom(into)
+    other.person_id = ABSORBED
+    return into, other
+
+
+def spell_ids(f: Feed) -> set[str]:
+    return {s.spell_id for s in f.timeline.spells}
+
+
+def test_merge_hands_the_history_over_and_unmerge_splits_it_again() -> None:
+    seq = itertools.count(1)
+    a, b = Feed(SURVIVOR, "H-1", seq), Feed(ABSORBED, "H-2", seq)
+    a.send(ce.EVENT_TYPE_ED_ATTENDANCE, OCT - timedelta(days=60))
+    b.send(ce.EVENT_TYPE_ED_ATTENDANCE, OCT - timedelta(days=30))
+    b.send(ce.EVENT_TYPE_ADMISSION, OCT, spell="S-A")
+    b.send(ce.EVENT_TYPE_DISCHARGE, OCT + timedelta(days=4), spell="S-A", discharge_destination="19")
+    consent = b.linked(ce.EVENT_TYPE_CONSENT_CHANGE, OCT + timedelta(days=4))
+    consent.event.consent.planning_opt_out = True
+    assert apply(b.state, consent) is not None
+
+    into, other = merge_copies(a, OCT + timedelta(days=5))
+    before = a.state.to_bytes()
+    assert step(a.state, into) == Step() and a.state.to_bytes() == before  # acted on when the handover comes
+    done = step(b.state, other)
+    assert done.event is not None and done.event.linked.person_id == ABSORBED
+    handover = done.handover
+    assert handover is not None and not handover.unmerge and recipient(handover) == SURVIVOR
+    assert handover.merge_event_id == into.event.event_id
+    assert b.timeline.merged_into == SURVIVOR and not b.timeline.spells and not b.timeline.ed_attendances
+    assert step(b.state, other) == Step()  # a repeat sends nothing again
+
+    got = receive(a.state, handover)
+    assert got.event is not None and got.handover is None and got.event.linked.person_id == SURVIVOR
+    assert got.event.view.planning_opt_out  # the absorbed person's consent came later in link order
+    assert receive(a.state, handover) == Step()  # a repeated handover changes nothing
+    assert step(a.state, into) == Step()
+    assert spell_ids(a) == {"S-A"} and {(r.org, r.local_id) for r in a.timeline.local_records} >= {("RR8", "H-2")}
+    assert set(a.timeline.absorbed) == {ABSORBED}
+
+    v = a.send(ce.EVENT_TYPE_ADMISSION, OCT + timedelta(days=14), spell="S-B")
+    assert v.days_since_previous_discharge == 10  # S-A's discharge, under the absorbed record
+    v = a.send(ce.EVENT_TYPE_ED_ATTENDANCE, OCT + timedelta(days=15))
+    assert v.prior_ed_attendances_365d == 2  # one under each record
+    moved_later = a.linked(ce.EVENT_TYPE_ADMISSION, OCT + timedelta(days=16), spell="S-D")
+    moved_later.event.person.local_id = "H-2"  # after the merge, H-2's events come to the survivor
+    assert apply(a.state, moved_later) is not None
+
+    into, other = merge_copies(a, OCT + timedelta(days=17), unmerge=True)
+    assert step(b.state, other) == Step()  # the restored person waits for its handover
+    done = step(a.state, into)
+    assert done.event is not None and done.handover is not None
+    assert done.handover.unmerge and recipient(done.handover) == ABSORBED
+    assert spell_ids(a) == {"S-B"} and not a.timeline.absorbed
+    assert len(a.timeline.ed_attendances) == 2 and not a.timeline.consent.planning_opt_out
+    assert ("RR8", "H-2") not in {(r.org, r.local_id) for r in a.timeline.local_records}
+    assert apply(a.state, moved_later) is None  # seen: still a repeat for the survivor
+
+    got = receive(b.state, done.handover)
+    assert got.event is not None and got.event.linked.person_id == ABSORBED and got.event.view.planning_opt_out
+    assert b.timeline.merged_into == "" and b.timeline.person_id == ABSORBED
+    assert spell_ids(b) == {"S-A", "S-D"} and len(b.timeline.ed_attendances) == 1
+    assert receive(b.state, done.handover) == Step()
+
+    assert a.send(ce.EVENT_TYPE_ADMISSION, OCT + timedelta(days=20), spell="S-C").days_since_previous_discharge == -1
+    b.send(ce.EVENT_TYPE_DISCHARGE, OCT + timedelta(days=18), spell="S-D")
+    assert b.send(ce.EVENT_TYPE_ADMISSION, OCT + timedelta(days=21), spell="S-E").days_since_previous_discharge == 3
+
+
+def test_merge_states_joins_both_histories() -> None:
+    seq = itertools.count(1)
+    a, b = Feed(SURVIVOR, "H-1", seq), Feed(ABSORBED, "H-2", seq)
+    a.send(ce.EVENT_TYPE_ADMISSION, OCT, spell="S-1", event_id="adm")
+    b.send(ce.EVENT_TYPE_DISCHARGE, OCT + timedelta(days=3), spell="S-1", event_id="dis")  # the same spell
+    for f, days in ((a, 10), (b, 5), (b, 10)):
+        f.send(ce.EVENT_TYPE_ED_ATTENDANCE, OCT - timedelta(days=days), org="RR8ED", event_id=f"ed{days}")
+    a.send(ce.EVENT_TYPE_ED_ATTENDANCE, OCT - timedelta(days=7), org="RR8ED", event_id="ed7")
+    reg = b.linked(ce.EVENT_TYPE_REGISTRATION, OCT + timedelta(days=1), org="B86001")
+    reg.event.registered_practice, reg.event.locality = "B86001", "Leeds North"
+    old = a.linked(ce.EVENT_TYPE_REGISTRATION, OCT - timedelta(days=100), org="B86099")
+    old.event.registered_practice = "B86099"
+    consent = a.linked(ce.EVENT_TYPE_CONSENT_CHANGE, OCT, org="B86001")
+    consent.event.consent.direct_care_opt_out = True
+    for state, linked in ((b.state, reg), (a.state, old), (a.state, consent)):
+        assert apply(state, linked) is not None
+    b.send(ce.EVENT_TYPE_DEATH, OCT + timedelta(days=30), org="B86001")
+    merge_states(a.state, b.state)
+
+    (spell,) = a.timeline.spells
+    assert spell.status == tl.SPELL_STATUS_CLOSED and dt(spell.admitted_at) == OCT
+    assert dt(spell.discharged_at) == OCT + timedelta(days=3) and spell.discharge_event_id == "dis"
+    assert [a.event_id for a in a.timeline.ed_attendances] == ["ed10", "ed7", "ed5"]  # deduped, by time
+    assert (a.timeline.registered_practice, a.timeline.locality) == ("B86001", "Leeds North")
+    assert a.timeline.consent.direct_care_opt_out  # the later change in link order
+    assert a.timeline.HasField("died_at") and dt(a.timeline.newest_event_at) == OCT + timedelta(days=30)
+    assert set(b.state.applied) <= set(a.state.applied)
+    assert dt(a.timeline.involvement["B86001"].last_event_at) == OCT + timedelta(days=30)
+    assert {r.local_id for r in a.timeline.local_records} == {"H-1", "H-2"}
+
+
+def test_unmerge_without_a_record_of_the_merge_keeps_the_survivor_whole() -> None:
+    a = Feed(SURVIVOR, "H-1")
+    a.send(ce.EVENT_TYPE_ADMISSION, OCT, spell="S-1")
+    into, _ = merge_copies(a, OCT + timedelta(days=1), unmerge=True)
+    done = split(a.state, into)
+    assert done.event is not None and done.handover is not None and spell_ids(a) == {"S-1"}
+    given = tl.PersonTimeline.FromString(done.handover.state)
+    assert given.person_id == ABSORBED and not given.spells
+
+
+def test_batch_routes_handovers_through_the_handover_topic() -> None:
+    settings = Settings(partitions=4)
+    table: dict[str, bytes] = {}
+    timeline = Timeline(settings, table, out=None)
+    seq = itertools.count(1)
+    a, b = Feed(SURVIVOR, "H-1", seq), Feed(ABSORBED, "H-2", seq)
+    admission = b.linked(ce.EVENT_TYPE_ADMISSION, OCT, spell="S-A")
+    discharge = b.linked(ce.EVENT_TYPE_DISCHARGE, OCT + timedelta(days=2), spell="S-A")
+    into, other = merge_copies(a, OCT + timedelta(days=3))
+    batch = idn.LinkedBatch(events=[admission, discharge, into, other])
+    outgoing, by_tag, handovers = timeline.apply_records([(("linked", 0), batch.SerializeToString())])
+    assert [e.linked.person_id for v in outgoing.values() for e in v] == [ABSORBED] * 3  # none yet for a
+    assert [h.into_person_id for h in handovers] == [SURVIVOR] and set(by_tag[("linked", 0)]) == {ABSORBED}
+    for timelines in by_tag.values():
+        timeline.write(timelines)
+    topic = handover_topic(settings)
+    outgoing, by_tag, handovers = timeline.apply_records([((topic, 1), handovers[0].SerializeToString())])
+    (event,) = [e for v in outgoing.values() for e in v]
+    assert event.linked.person_id == SURVIVOR and event.linked.event.event_id == into.event.event_id
+    assert set(by_tag[(topic, 1)]) == {SURVIVOR} and not handovers
+    timeline.write(by_tag[(topic, 1)])
+    assert [s.spell_id for s in tl.PersonTimeline.FromString(table[SURVIVOR]).spells] == ["S-A"]
+    assert tl.PersonTimeline.FromString(table[ABSORBED]).merged_into == SURVIVOR
+
+
+def test_unmerge_after_too_many_events_gives_back_the_state_at_the_merge() -> None:
+    seq = itertools.count(1)
+    a, b = Feed(SURVIVOR, "H-1", seq), Feed(ABSORBED, "H-2", seq)
+    b.send(ce.EVENT_TYPE_ADMISSION, OCT, spell="S-A")
+    into, other = merge_copies(a, OCT + timedelta(days=1))
+    handover = step(b.state, other).handover
+    assert handover is not None and receive(a.state, handover).event is not None
+    a.timeline.absorbed[ABSORBED].since_truncated = True  # as after MAX_SINCE_MERGE events
+    a.send(ce.EVENT_TYPE_ADMISSION, OCT + timedelta(days=2), spell="S-B")
+    into, _ = merge_copies(a, OCT + timedelta(days=3), unmerge=True)
+    done = split(a.state, into)
+    assert done.handover is not None and spell_ids(a) == {"S-A", "S-B"} and not a.timeline.absorbed
+    assert [s.spell_id for s in tl.PersonTimeline.FromString(done.handover.state).spells] == ["S-A"]
