@@ -14,6 +14,9 @@ import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import faust
+from mode.types.signals import BaseSignalT
+
 
 @contextlib.contextmanager
 def current_event_of(stream: Any, event: Any) -> Iterator[None]:
@@ -32,3 +35,22 @@ def group_by_partition(events: Sequence[Any]) -> dict[tuple[str, int], list[Any]
         tp = (event.message.topic, event.message.partition)
         groups.setdefault(tp, []).append(event)
     return groups
+
+
+def add_batch_agent(app: faust.App, source: Any, name: str, process_batch: Any, size: int, within_s: float,
+                    ) -> None:
+    """An agent that hands ``process_batch(stream, events)`` up to ``size`` events at a time."""
+
+    @app.agent(source, name=name)
+    async def agent(stream: Any) -> None:
+        async for events in stream.take_events(size, within_s):
+            await process_batch(stream, list(events))
+
+
+def forget_on_revoke(app: faust.App, index: Any) -> None:
+    """Drop ``index``'s in-memory view of partitions this worker no longer owns."""
+
+    @app.on_partitions_revoked.connect
+    def on_revoked(sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any) -> None:
+        revoked = args[0] if args else kwargs.get("revoked", set())
+        index.forget_partitions({f"{tp.topic}:{tp.partition}" for tp in revoked})

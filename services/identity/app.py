@@ -21,10 +21,9 @@ import uuid
 from typing import Any
 
 import faust
-from mode.types.signals import BaseSignalT
 
 from carehub.batching import batch_records, target_partition
-from carehub.faust_batches import current_event_of
+from carehub.faust_batches import add_batch_agent, current_event_of, forget_on_revoke
 from carehub.faust_profile import faust_app
 from carehub.settings import Settings
 from carehub.topics import accepted_topic, linked_topic, registry_topic, review_topic
@@ -180,15 +179,9 @@ def build_app(settings: Settings, bootstrap: str) -> faust.App:
     identity = Identity(settings, tables, app.topic(linked_topic(settings), **raw),
                         app.topic(review_topic(settings), **raw), app.topic(registry_topic(settings), **raw))
 
-    @app.agent(source, name="identity")
-    async def identity_agent(stream: Any) -> None:
-        async for events in stream.take_events(settings.ingest_batch_size, settings.ingest_batch_within_s):
-            await identity.process_batch(stream, list(events))
-
-    @app.on_partitions_revoked.connect
-    def on_revoked(sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any) -> None:
-        revoked = args[0] if args else kwargs.get("revoked", set())
-        identity.index.forget_partitions({f"{tp.topic}:{tp.partition}" for tp in revoked})
+    add_batch_agent(app, source, "identity", identity.process_batch, settings.ingest_batch_size,
+                    settings.ingest_batch_within_s)
+    forget_on_revoke(app, identity.index)
 
     app.carehub_identity = identity  # type: ignore[attr-defined]
     return app

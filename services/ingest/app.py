@@ -16,10 +16,9 @@ from collections import Counter
 from typing import Any
 
 import faust
-from mode.types.signals import BaseSignalT
 
 from carehub.batching import batch_records, target_partition
-from carehub.faust_batches import current_event_of, group_by_partition
+from carehub.faust_batches import add_batch_agent, current_event_of, forget_on_revoke, group_by_partition
 from carehub.faust_profile import faust_app
 from carehub.settings import Settings
 from carehub.topics import ACCEPTED_PARTITIONS, accepted_topic, deadletter_topic
@@ -130,15 +129,9 @@ def build_app(settings: Settings, bootstrap: str) -> faust.App:
     table = app.Table("ingest-dedupe", default=None, partitions=settings.partitions, key_type=str)
     ingest = Ingest(settings, accepted, dlq, table)
 
-    @app.agent(source, name="ingest")
-    async def ingest_agent(stream: Any) -> None:
-        async for events in stream.take_events(settings.ingest_batch_size, settings.ingest_batch_within_s):
-            await ingest.process_batch(stream, list(events))
-
-    @app.on_partitions_revoked.connect
-    def on_revoked(sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any) -> None:
-        revoked = args[0] if args else kwargs.get("revoked", set())
-        ingest.index.forget_partitions({f"{tp.topic}:{tp.partition}" for tp in revoked})
+    add_batch_agent(app, source, "ingest", ingest.process_batch, settings.ingest_batch_size,
+                    settings.ingest_batch_within_s)
+    forget_on_revoke(app, ingest.index)
 
     app.carehub_ingest = ingest  # type: ignore[attr-defined]
     return app

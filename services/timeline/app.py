@@ -30,7 +30,7 @@ from typing import Any
 import faust
 
 from carehub.batching import batch_records, target_partition
-from carehub.faust_batches import current_event_of
+from carehub.faust_batches import add_batch_agent, current_event_of
 from carehub.faust_profile import faust_app
 from carehub.settings import Settings
 from carehub.topics import linked_topic, timeline_handover_topic, timeline_topic
@@ -148,17 +148,14 @@ class Timeline:
 def build_app(settings: Settings, bootstrap: str) -> faust.App:
     app = faust_app(settings.topic(APP_SUFFIX).replace(".", "-"), settings, bootstrap)
     raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
-    # carehub/topics.py does not list the handover topic (yet): made here, before faust subscribes
     # two source topics, both partitioned by person id with settings.partitions partitions
     source = app.topic(linked_topic(settings), timeline_handover_topic(settings), **raw)
     persons = app.Table(TABLE, default=None, partitions=settings.partitions, key_type=str, value_type=bytes)
     timeline = Timeline(settings, persons, app.topic(timeline_topic(settings), **raw),
                         app.topic(timeline_handover_topic(settings), **raw))
 
-    @app.agent(source, name="timeline")
-    async def timeline_agent(stream: Any) -> None:
-        async for events in stream.take_events(settings.ingest_batch_size, settings.ingest_batch_within_s):
-            await timeline.process_batch(stream, list(events))
+    add_batch_agent(app, source, "timeline", timeline.process_batch, settings.ingest_batch_size,
+                    settings.ingest_batch_within_s)
 
     app.carehub_timeline = timeline  # type: ignore[attr-defined]
     return app
