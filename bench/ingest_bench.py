@@ -223,15 +223,17 @@ def parent(args: argparse.Namespace) -> None:
             target = accepted if variant == "carehub-identity" else args.events
             cmd = [sys.executable, __file__, "--variant", variant, "--bootstrap", bootstrap, "--topic", topic,
                    "--events", str(target), "--out", str(out), "--prefix", f"{prefix}{variant[:5]}"]
-            proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-            try:
-                _, err = proc.communicate(timeout=args.timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                _, err = proc.communicate()
+            log = out.with_suffix(".log")
+            with log.open("wb") as err:
+                proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+                try:
+                    proc.wait(timeout=args.timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
             if not out.exists():
-                print(f"{variant:18} did not finish (exit code {proc.returncode}; limit {args.timeout:.0f}s)")
-                print(err.decode(errors="replace")[-2000:])
+                print(f"{variant:18} did not finish (exit code {proc.returncode}; limit {args.timeout:.0f}s); "
+                      f"its log: {log}")
                 continue
             r = json.loads(out.read_text())
             results[variant] = r["events"] / r["seconds"]

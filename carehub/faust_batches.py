@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import faust
 from mode.types.signals import BaseSignalT
@@ -37,14 +37,22 @@ def group_by_partition(events: Sequence[Any]) -> dict[tuple[str, int], list[Any]
     return groups
 
 
-def add_batch_agent(app: faust.App, source: Any, name: str, process_batch: Any, size: int, within_s: float,
+class BatchStage(Protocol):
+    async def process_batch(self, stream: Any, events: list[Any]) -> None: ...
+
+
+def add_batch_agent(app: faust.App, source: Any, name: str, stage: BatchStage, size: int, within_s: float,
                     ) -> None:
-    """An agent that hands ``process_batch(stream, events)`` up to ``size`` events at a time."""
+    """An agent that hands ``stage.process_batch`` up to ``size`` events at a time.
+
+    The method is looked up per batch, so a wrapper installed after start-up (the bench's
+    clock) takes effect.
+    """
 
     @app.agent(source, name=name)
     async def agent(stream: Any) -> None:
         async for events in stream.take_events(size, within_s):
-            await process_batch(stream, list(events))
+            await stage.process_batch(stream, list(events))
 
 
 def forget_on_revoke(app: faust.App, index: Any) -> None:

@@ -179,7 +179,7 @@ def build_app(settings: Settings, bootstrap: str) -> faust.App:
     identity = Identity(settings, tables, app.topic(linked_topic(settings), **raw),
                         app.topic(review_topic(settings), **raw), app.topic(registry_topic(settings), **raw))
 
-    add_batch_agent(app, source, "identity", identity.process_batch, settings.ingest_batch_size,
+    add_batch_agent(app, source, "identity", identity, settings.ingest_batch_size,
                     settings.ingest_batch_within_s)
     forget_on_revoke(app, identity.index)
 

@@ -129,7 +129,7 @@ def build_app(settings: Settings, bootstrap: str) -> faust.App:
     table = app.Table("ingest-dedupe", default=None, partitions=settings.partitions, key_type=str)
     ingest = Ingest(settings, accepted, dlq, table)
 
-    add_batch_agent(app, source, "ingest", ingest.process_batch, settings.ingest_batch_size,
+    add_batch_agent(app, source, "ingest", ingest, settings.ingest_batch_size,
                     settings.ingest_batch_within_s)
     forget_on_revoke(app, ingest.index)
 

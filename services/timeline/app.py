@@ -154,7 +154,7 @@ def build_app(settings: Settings, bootstrap: str) -> faust.App:
     timeline = Timeline(settings, persons, app.topic(timeline_topic(settings), **raw),
                         app.topic(timeline_handover_topic(settings), **raw))
 
-    add_batch_agent(app, source, "timeline", timeline.process_batch, settings.ingest_batch_size,
+    add_batch_agent(app, source, "timeline", timeline, settings.ingest_batch_size,
                     settings.ingest_batch_within_s)
 
     app.carehub_timeline = timeline  # type: ignore[attr-defined]
