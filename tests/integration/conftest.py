@@ -119,6 +119,28 @@ def consume(bootstrap: str, topic: str, until: Callable[[list[bytes]], bool], ti
         consumer.close()
 
 
+def read_until_quiet(bootstrap: str, topic: str, idle_s: float = 3.0, timeout_s: float = 60.0) -> list[bytes]:
+    """Every record value in ``topic``, read until nothing new has come for ``idle_s``.
+
+    A fixed reading time would undercount on a loaded machine; quiet is what "all" means here.
+    """
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        values: list[bytes] = []
+        deadline = time.monotonic() + timeout_s
+        last = time.monotonic()
+        while time.monotonic() - last < idle_s and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=200).values():
+                values.extend(r.value for r in records)
+                last = time.monotonic()
+        return values
+    finally:
+        consumer.close()
+
+
 def all_topic_bytes(bootstrap: str, topics: list[str], idle_s: float = 2.0) -> dict[str, list[bytes]]:
     """Every key and value of every record in ``topics``, read until they go quiet."""
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)

@@ -22,7 +22,7 @@ from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import ingest_pb2 as ing
 from services.ingest import deadletters
 from tests.factories import VALID_NHS, care_event
-from tests.integration.conftest import ROOT, Hub, all_topic_bytes, consume
+from tests.integration.conftest import ROOT, Hub, all_topic_bytes, consume, read_until_quiet
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,7 @@ def wait_accepted(hub: Hub, n: int, settle_s: float = 3.0, timeout_s: float = 90
     topic = hub.topic("ingest.accepted")
     consume(hub.bootstrap, topic, lambda vs: len(accepted(vs)) >= n, timeout_s)
     time.sleep(settle_s)
-    return accepted(consume(hub.bootstrap, topic, lambda vs: False, timeout_s=2.0))
+    return accepted(read_until_quiet(hub.bootstrap, topic))
 
 
 def people(n: int, tag: str) -> list[ce.CareEvent]:
