@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
 from carehub.broker import EmbeddedBroker, create_topics
 from carehub.settings import Settings, load_settings
@@ -139,6 +139,23 @@ def read_until_quiet(bootstrap: str, topic: str, idle_s: float = 3.0, timeout_s:
         return values
     finally:
         consumer.close()
+
+
+def hub_topics(hub: Hub, keep: Callable[[str], bool]) -> list[str]:
+    """This hub's topics (its own and faust's changelogs) that ``keep`` accepts."""
+    admin = KafkaAdminClient(bootstrap_servers=hub.bootstrap)
+    try:
+        return [t for t in admin.list_topics() if t.startswith(hub.prefix) and keep(t)]
+    finally:
+        admin.close()
+
+
+def assert_not_in_clear(bootstrap: str, topics: list[str], raw: list[bytes]) -> None:
+    """No key, value or header of any record in ``topics`` contains any of ``raw``."""
+    for topic, blobs in all_topic_bytes(bootstrap, topics).items():
+        for blob in blobs:
+            for value in raw:
+                assert value not in blob, f"{value!r} in clear on {topic}"
 
 
 def all_topic_bytes(bootstrap: str, topics: list[str], idle_s: float = 2.0) -> dict[str, list[bytes]]:

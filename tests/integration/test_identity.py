@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from kafka import KafkaAdminClient
 
 from carehub.sdk import Publisher
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import identity_pb2 as idn
 from tests.factories import VALID_NHS, care_event
-from tests.integration.conftest import Hub, all_topic_bytes, consume
+from tests.integration.conftest import Hub, assert_not_in_clear, consume, hub_topics
 
 pytestmark = pytest.mark.integration
 
@@ -64,17 +63,11 @@ def test_one_person_across_three_organisations_and_two_namesakes_apart(hub: Hub)
     }
 
     # nothing in clear downstream of ingest, the identity service's tables included
-    admin = KafkaAdminClient(bootstrap_servers=hub.bootstrap)
-    topics = [t for t in admin.list_topics() if t.startswith(hub.prefix) and "deadletter" not in t
-              and "provider" not in t]
-    admin.close()
+    topics = hub_topics(hub, lambda t: "deadletter" not in t and "provider" not in t)
     assert sum("identity" in t and "changelog" in t for t in topics) >= 3
     raw = [VALID_NHS.encode(), b"Whitfield", b"WHITFIELD", b"Margaret", b"Smith", b"SMITH", b"LS1 4AP",
            b"M1 1AE", b"1941-03-17", b"1960-05-01", b"Canal", b"CANAL"]
-    for topic, blobs in all_topic_bytes(hub.bootstrap, topics).items():
-        for blob in blobs:
-            for value in raw:
-                assert value not in blob, f"{value!r} in clear on {topic}"
+    assert_not_in_clear(hub.bootstrap, topics, raw)
 
 
 def test_merge_joins_two_persons_and_unmerge_separates_them(hub: Hub) -> None:

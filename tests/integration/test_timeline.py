@@ -5,13 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from kafka import KafkaAdminClient
 
 from carehub.sdk import Publisher
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import timeline_pb2 as tl
 from tests.factories import VALID_NHS, care_event
-from tests.integration.conftest import Hub, all_topic_bytes, consume
+from tests.integration.conftest import Hub, assert_not_in_clear, consume, hub_topics
 
 pytestmark = pytest.mark.integration
 
@@ -95,15 +94,10 @@ def test_spells_consent_and_readmission_clock_across_organisations(hub: Hub) -> 
     assert len(sent) == len(set(sent)) == 7  # the restart repeated nothing
 
     # nothing in clear on the timeline topic or the timeline table's changelog
-    admin = KafkaAdminClient(bootstrap_servers=hub.bootstrap)
-    topics = [t for t in admin.list_topics() if t.startswith(hub.prefix) and "timeline" in t]
-    admin.close()
+    topics = hub_topics(hub, lambda t: "timeline" in t)
     assert any("changelog" in t for t in topics), topics
     raw = [VALID_NHS.encode(), b"Whitfield", b"WHITFIELD", b"Margaret", b"LS1 4AP", b"1941-03-17", b"Pinkerton"]
-    for topic, blobs in all_topic_bytes(hub.bootstrap, topics).items():
-        for blob in blobs:
-            for value in raw:
-                assert value not in blob, f"{value!r} in clear on {topic}"
+    assert_not_in_clear(hub.bootstrap, topics, raw)
 
 
 def test_timeline_follows_a_merge_and_an_unmerge(hub: Hub) -> None:
