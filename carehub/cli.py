@@ -97,6 +97,24 @@ def cmd_timeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_indicators_worker(args: argparse.Namespace) -> int:
+    from services.indicators.worker import main
+
+    main()
+    return 0
+
+
+def cmd_indicators(args: argparse.Namespace) -> int:
+    from services.indicators.report import as_json, read_values, select, table
+
+    settings = load_settings()
+    bootstrap = _bootstrap(settings, args.bootstrap, "indicators")
+    values = select(read_values(bootstrap, settings).values(), unit=args.unit, indicator=args.indicator,
+                    window=None if args.window == "all" else args.window)
+    print(as_json(values) if args.json else table(values))
+    return 0
+
+
 def _key_of(value: bytes, content_type: str) -> bytes | None:
     from carehub.v1 import care_event_pb2 as ce
 
@@ -225,6 +243,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("timeline", help="run a person-timeline worker")
     p.set_defaults(func=cmd_timeline)
+
+    p = sub.add_parser("indicators-worker", help="run the indicators service (one per deployment)")
+    p.set_defaults(func=cmd_indicators_worker)
+
+    p = sub.add_parser("indicators", help="print the current indicator values")
+    p.add_argument("--unit", help="e.g. practice:P001, locality:L01, provider:RR8 (shown beside the region)")
+    p.add_argument("--indicator", help="e.g. acsc_chronic; default: all")
+    p.add_argument("--window", default="12m", help="30d, 12m, now, a month YYYY-MM, or all (default 12m)")
+    p.add_argument("--json", action="store_true", help="one JSON object per value")
+    p.add_argument("--bootstrap")
+    p.set_defaults(func=cmd_indicators)
 
     p = sub.add_parser("publish", help="publish care events from a file")
     p.add_argument("file", help="JSON lines (one CareEvent per line) or length-delimited protobuf (.pb)")

@@ -21,7 +21,7 @@ from carehub.broker import kafka_for
 from carehub.sdk import Publisher
 from carehub.settings import Settings, load_settings
 
-FIRST_METRICS_PORT = 9464  # ingest; identity and timeline on the next ports
+FIRST_METRICS_PORT = 9464  # ingest; identity, timeline and indicators on the next ports
 
 
 def feed_region(bootstrap: str, settings: Settings, people: int, seed: int) -> int:
@@ -51,7 +51,7 @@ def scrape(url: str) -> dict[str, float]:
     return totals
 
 
-SERVICES = ("ingest", "identity", "timeline")
+SERVICES = ("ingest", "identity", "timeline", "indicators")
 
 
 def run_demo(people: int, seed: int) -> int:
@@ -99,7 +99,9 @@ def _watch(urls: dict[str, str], sent: int, children: list[subprocess.Popen[byte
             if child.poll() is not None:
                 raise SystemExit(f"a service exited with code {child.returncode}; see the logs under .carehub/logs")
         try:
-            m = scrape(urls["ingest"]) | scrape(urls["identity"]) | scrape(urls["timeline"])
+            m: dict[str, float] = {}
+            for url in urls.values():
+                m |= scrape(url)
         except OSError:
             time.sleep(1)
             continue
@@ -108,18 +110,22 @@ def _watch(urls: dict[str, str], sent: int, children: list[subprocess.Popen[byte
         dups = m.get("carehub_ingest_duplicates_total", 0)
         linked = m.get("carehub_identity_linked_total", 0)
         timeline = m.get("carehub_timeline_events_total", 0)
+        values = m.get("carehub_indicators_values", 0)
         line = (f"ingested {int(accepted + rejected + dups)}/{sent}: accepted {int(accepted)}, "
                 f"dead-lettered {int(rejected)}, duplicates dropped {int(dups)}; linked {int(linked)}; "
-                f"on timelines {int(timeline)}")
+                f"on timelines {int(timeline)}; indicator values {int(values)}")
         if line != last:
             print(line, flush=True)
             last = line
-        if not steady and accepted + rejected + dups >= sent and linked >= accepted and timeline >= linked:
+        if (not steady and accepted + rejected + dups >= sent and linked >= accepted and timeline >= linked
+                and values > 0):
             steady = True
             print("steady state: every published record is accepted, dead-lettered or dropped as a duplicate,\n"
                   "and every accepted event is joined to a hub person and placed on their timeline.\n"
                   f"  metrics:      {', '.join(urls.values())}\n"
                   f"  dead letters: CAREHUB_KAFKA_BOOTSTRAP={bootstrap} .venv/bin/carehub dlq list\n"
+                  f"  indicators:   CAREHUB_KAFKA_BOOTSTRAP={bootstrap} .venv/bin/carehub indicators"
+                  " [--unit practice:P01] [--window 30d]\n"
                   "Ctrl-C stops everything.", flush=True)
         time.sleep(2)
 

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     earliest_event_year: int = Field(default=1990, ge=1800)
     deadletter_retention_days: int = Field(default=30, ge=1, le=3650)
 
+    # indicator definitions (indicators/*.toml, codelists/*.toml); the packaged ones by default
+    indicator_definitions: Path | None = None
+    # counts from 1 to this are withheld from published indicators (0: nothing withheld)
+    suppression_max: int = Field(default=7, ge=0, le=100)
+    indicators_publish_interval_s: float = Field(default=1.0, gt=0, le=3600)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, le=65535)  # 0 disables the endpoint
     web_port: int = Field(default=6066, ge=1, le=65535)  # faust's own web server, bound to loopback

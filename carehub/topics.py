@@ -54,6 +54,21 @@ def timeline_handover_topic(settings: Settings) -> str:
     return settings.topic("timeline.handover")
 
 
+def indicator_partials_topic(settings: Settings) -> str:
+    """Counts per timeline partition, absolute values (services/indicators/partials.py)."""
+    return settings.topic("indicators.partials")
+
+
+def indicators_topic(settings: Settings) -> str:
+    """The published indicator values: latest per indicator x unit x window (compacted)."""
+    return settings.topic("indicators")
+
+
+def indicator_signals_topic(settings: Settings) -> str:
+    """Units outside the 99.8% funnel limits, for the alert stage."""
+    return settings.topic("indicators.signals")
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     p, r = settings.partitions, settings.topic_replication_factor
     specs = [TopicSpec(t, p, replication=r) for t in settings.source_topics]
@@ -64,6 +79,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(registry_topic(settings), 1, {"cleanup.policy": "compact"}, replication=r),
         TopicSpec(timeline_topic(settings), p, replication=r),
         TopicSpec(timeline_handover_topic(settings), p, replication=r),
+        # read from the start by the aggregator: each partition's snapshot, then its changes
+        TopicSpec(indicator_partials_topic(settings), 1, replication=r),
+        TopicSpec(indicators_topic(settings), 1, {"cleanup.policy": "compact"}, replication=r),
+        TopicSpec(indicator_signals_topic(settings), 1, replication=r),
         # The one place raw input rests: bounded retention, see README "Dead letters".
         TopicSpec(
             deadletter_topic(settings),

@@ -150,6 +150,12 @@ class Spell(_message.Message):
     DISCHARGE_EVENT_ID_FIELD_NUMBER: _builtins.int
     DISCHARGED_AT_FIELD_NUMBER: _builtins.int
     DISCHARGE_DESTINATION_FIELD_NUMBER: _builtins.int
+    AGE_AT_ADMISSION_FIELD_NUMBER: _builtins.int
+    ADMISSION_OPTED_OUT_FIELD_NUMBER: _builtins.int
+    DISCHARGE_OPTED_OUT_FIELD_NUMBER: _builtins.int
+    PROVISIONAL_PROCEDURES_FIELD_NUMBER: _builtins.int
+    CODED_PROCEDURES_FIELD_NUMBER: _builtins.int
+    ADMISSION_SECTOR_FIELD_NUMBER: _builtins.int
     org: _builtins.str
     spell_id: _builtins.str
     status: Global___SpellStatus.ValueType
@@ -160,6 +166,15 @@ class Spell(_message.Message):
     last_location: _builtins.str
     discharge_event_id: _builtins.str
     discharge_destination: _builtins.str
+    age_at_admission: _builtins.int
+    """person.age_years of the admission (-1 unknown)"""
+    admission_opted_out: _builtins.bool
+    """The person's planning opt-out when the admission / the discharge was applied (link order):
+    such a spell is left out of indicators as an admission / as a discharge.
+    """
+    discharge_opted_out: _builtins.bool
+    admission_sector: _care_event_pb2.Sector.ValueType
+    """source_sector of the admission event"""
     @_builtins.property
     def admitted_at(self) -> _timestamp_pb2.Timestamp:
         """unset until the admission arrives"""
@@ -178,6 +193,10 @@ class Spell(_message.Message):
     def discharged_at(self) -> _timestamp_pb2.Timestamp:
         """unset while open"""
 
+    @_builtins.property
+    def provisional_procedures(self) -> _containers.RepeatedCompositeFieldContainer[_care_event_pb2.Procedure]: ...
+    @_builtins.property
+    def coded_procedures(self) -> _containers.RepeatedCompositeFieldContainer[_care_event_pb2.Procedure]: ...
     def __init__(
         self,
         *,
@@ -197,10 +216,16 @@ class Spell(_message.Message):
         discharge_event_id: _builtins.str = ...,
         discharged_at: _timestamp_pb2.Timestamp | None = ...,
         discharge_destination: _builtins.str = ...,
+        age_at_admission: _builtins.int = ...,
+        admission_opted_out: _builtins.bool = ...,
+        discharge_opted_out: _builtins.bool = ...,
+        provisional_procedures: _abc.Iterable[_care_event_pb2.Procedure] | None = ...,
+        coded_procedures: _abc.Iterable[_care_event_pb2.Procedure] | None = ...,
+        admission_sector: _care_event_pb2.Sector.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["admitted_at", b"admitted_at", "coded_at", b"coded_at", "discharged_at", b"discharged_at", "last_transfer_at", b"last_transfer_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admission_event_id", b"admission_event_id", "admission_method", b"admission_method", "admission_source", b"admission_source", "admitted_at", b"admitted_at", "coded_at", b"coded_at", "coded_diagnoses", b"coded_diagnoses", "discharge_destination", b"discharge_destination", "discharge_event_id", b"discharge_event_id", "discharged_at", b"discharged_at", "last_location", b"last_location", "last_transfer_at", b"last_transfer_at", "org", b"org", "provisional_diagnoses", b"provisional_diagnoses", "spell_id", b"spell_id", "status", b"status", "transfer_count", b"transfer_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admission_event_id", b"admission_event_id", "admission_method", b"admission_method", "admission_opted_out", b"admission_opted_out", "admission_sector", b"admission_sector", "admission_source", b"admission_source", "admitted_at", b"admitted_at", "age_at_admission", b"age_at_admission", "coded_at", b"coded_at", "coded_diagnoses", b"coded_diagnoses", "coded_procedures", b"coded_procedures", "discharge_destination", b"discharge_destination", "discharge_event_id", b"discharge_event_id", "discharge_opted_out", b"discharge_opted_out", "discharged_at", b"discharged_at", "last_location", b"last_location", "last_transfer_at", b"last_transfer_at", "org", b"org", "provisional_diagnoses", b"provisional_diagnoses", "provisional_procedures", b"provisional_procedures", "spell_id", b"spell_id", "status", b"status", "transfer_count", b"transfer_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -209,6 +234,44 @@ Global___Spell: _TypeAlias = Spell  # noqa: Y015
 @_typing.final
 class EdAttendance(_message.Message):
     """An emergency department attendance."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    ORG_FIELD_NUMBER: _builtins.int
+    OPTED_OUT_FIELD_NUMBER: _builtins.int
+    SECTOR_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    org: _builtins.str
+    opted_out: _builtins.bool
+    """applied while the person's planning opt-out was in force"""
+    sector: _care_event_pb2.Sector.ValueType
+    """source_sector of the attendance event"""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        org: _builtins.str = ...,
+        opted_out: _builtins.bool = ...,
+        sector: _care_event_pb2.Sector.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "event_id", b"event_id", "opted_out", b"opted_out", "org", b"org", "sector", b"sector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EdAttendance: _TypeAlias = EdAttendance  # noqa: Y015
+
+@_typing.final
+class Contact(_message.Message):
+    """A GP or community contact (EVENT_TYPE_GP_CONTACT from primary care or community): what
+    counts as follow-up after a discharge.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -232,7 +295,7 @@ class EdAttendance(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___EdAttendance: _TypeAlias = EdAttendance  # noqa: Y015
+Global___Contact: _TypeAlias = Contact  # noqa: Y015
 
 @_typing.final
 class Involvement(_message.Message):
@@ -326,6 +389,9 @@ class PersonTimeline(_message.Message):
     LAST_LINK_SEQUENCE_FIELD_NUMBER: _builtins.int
     MERGED_INTO_FIELD_NUMBER: _builtins.int
     ABSORBED_FIELD_NUMBER: _builtins.int
+    CONTACTS_FIELD_NUMBER: _builtins.int
+    AGE_YEARS_FIELD_NUMBER: _builtins.int
+    AGE_AT_FIELD_NUMBER: _builtins.int
     person_id: _builtins.str
     registered_practice: _builtins.str
     locality: _builtins.str
@@ -340,6 +406,8 @@ class PersonTimeline(_message.Message):
     """Set when this person was absorbed by an identity merge: its history now lives with
     that person (until an un-merge hands it back); nothing else but the applied digests is kept.
     """
+    age_years: _builtins.int
+    """of the event with the latest event time"""
     @_builtins.property
     def local_records(self) -> _containers.RepeatedCompositeFieldContainer[Global___SeenRecord]: ...
     @_builtins.property
@@ -356,7 +424,9 @@ class PersonTimeline(_message.Message):
     def spells(self) -> _containers.RepeatedCompositeFieldContainer[Global___Spell]: ...
     @_builtins.property
     def ed_attendances(self) -> _containers.RepeatedCompositeFieldContainer[Global___EdAttendance]:
-        """Within the 365 days before the newest event time, sorted by time."""
+        """Within the two years before the newest event time, sorted by time (a year of history for
+        the indicators' 12-month windows, each attendance with its own 365 days before it).
+        """
 
     @_builtins.property
     def last_gp_contact_at(self) -> _timestamp_pb2.Timestamp: ...
@@ -375,6 +445,14 @@ class PersonTimeline(_message.Message):
         """The persons absorbed by merges still in force, by their person id: what is needed to
         separate them again on an un-merge.
         """
+
+    @_builtins.property
+    def contacts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Contact]:
+        """Within the two years before the newest event time, sorted by time (like ed_attendances)."""
+
+    @_builtins.property
+    def age_at(self) -> _timestamp_pb2.Timestamp:
+        """that event's time"""
 
     def __init__(
         self,
@@ -398,10 +476,13 @@ class PersonTimeline(_message.Message):
         last_link_sequence: _builtins.int = ...,
         merged_into: _builtins.str = ...,
         absorbed: _abc.Mapping[_builtins.str, Global___AbsorbedPerson] | None = ...,
+        contacts: _abc.Iterable[Global___Contact] | None = ...,
+        age_years: _builtins.int = ...,
+        age_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["care_home", b"care_home", "consent", b"consent", "died_at", b"died_at", "last_gp_contact_at", b"last_gp_contact_at", "newest_event_at", b"newest_event_at", "registration_at", b"registration_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["age_at", b"age_at", "care_home", b"care_home", "consent", b"consent", "died_at", b"died_at", "last_gp_contact_at", b"last_gp_contact_at", "newest_event_at", b"newest_event_at", "registration_at", b"registration_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["absorbed", b"absorbed", "applied_events", b"applied_events", "cancelled_event_keys", b"cancelled_event_keys", "care_home", b"care_home", "consent", b"consent", "died_at", b"died_at", "died_event_key", b"died_event_key", "ed_attendances", b"ed_attendances", "involvement", b"involvement", "last_gp_contact_at", b"last_gp_contact_at", "last_link_sequence", b"last_link_sequence", "local_records", b"local_records", "locality", b"locality", "merged_into", b"merged_into", "newest_event_at", b"newest_event_at", "person_id", b"person_id", "registered_practice", b"registered_practice", "registration_at", b"registration_at", "spells", b"spells"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["absorbed", b"absorbed", "age_at", b"age_at", "age_years", b"age_years", "applied_events", b"applied_events", "cancelled_event_keys", b"cancelled_event_keys", "care_home", b"care_home", "consent", b"consent", "contacts", b"contacts", "died_at", b"died_at", "died_event_key", b"died_event_key", "ed_attendances", b"ed_attendances", "involvement", b"involvement", "last_gp_contact_at", b"last_gp_contact_at", "last_link_sequence", b"last_link_sequence", "local_records", b"local_records", "locality", b"locality", "merged_into", b"merged_into", "newest_event_at", b"newest_event_at", "person_id", b"person_id", "registered_practice", b"registered_practice", "registration_at", b"registration_at", "spells", b"spells"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -17,6 +17,11 @@ internal topic ``carehub.timeline.handover``, partitioned by the receiving perso
 linked topic; this worker consumes it as a second source topic (services/timeline/state.py).
 A handover is sent, like the enriched events, before the sender's state is written.
 
+Indicators: the engine's person stage (services/indicators/partials.py) runs here, beside the
+state it reads. Each touched person's indicator cells are recomputed before and after the batch
+and the difference counted per partition; the changed counts go to
+``carehub.indicators.partials`` after the persons are written.
+
 Logs carry counts and positions only, never a person id or local record id.
 """
 
@@ -30,12 +35,15 @@ from typing import Any
 import faust
 
 from carehub.batching import batch_records, target_partition
-from carehub.faust_batches import add_batch_agent, current_event_of
+from carehub.faust_batches import add_batch_agent, current_event_of, forget_on_revoke
 from carehub.faust_profile import faust_app
 from carehub.settings import Settings
-from carehub.topics import linked_topic, timeline_handover_topic, timeline_topic
+from carehub.topics import indicator_partials_topic, linked_topic, timeline_handover_topic, timeline_topic
 from carehub.v1 import identity_pb2 as idn
 from carehub.v1 import timeline_pb2 as tl
+from services.indicators.definitions import load_catalogue
+from services.indicators.facts import Cells, PersonFacts
+from services.indicators.partials import PartitionCounts
 from services.timeline import metrics as m
 from services.timeline.state import PersonState, Step, is_merge, receive, recipient, step
 
@@ -46,12 +54,44 @@ TABLE = "timeline-persons"
 
 class Timeline:
     def __init__(self, settings: Settings, persons: MutableMapping[str, Any], out: Any,
-                 handovers: Any = None) -> None:
+                 handovers: Any = None, counts: PartitionCounts | None = None, partials: Any = None) -> None:
         self.settings = settings
         self.persons = persons
         self.out = out
         self.handovers = handovers
         self.handover_topic = timeline_handover_topic(settings)
+        self.counts = counts
+        self.partials = partials
+        self.snapshot_due: set[int] = set()
+
+    def partition_of(self, person_id: str) -> int:
+        return target_partition(person_id, self.settings.partitions)
+
+    def forget_partitions(self, topic_partitions: set[str]) -> None:
+        """After a revocation: the next owner (maybe us again) counts from the table."""
+        if self.counts is not None:
+            partitions = {int(tp.rsplit(":", 1)[1]) for tp in topic_partitions}
+            self.counts.forget(partitions)
+            self.snapshot_due -= partitions
+
+    def ensure_counted(self, partitions: set[int]) -> None:
+        """Count partitions seen for the first time since assignment (their table is recovered)."""
+        if self.counts is None:
+            return
+        missing = {p for p in partitions if not self.counts.has(p)}
+        if not missing:
+            return
+        started = time.perf_counter()
+        by_partition: dict[int, list[tl.PersonTimeline]] = {p: [] for p in missing}
+        for person_id, raw in self.persons.items():
+            rows = by_partition.get(self.partition_of(person_id))
+            if rows is not None and raw:
+                rows.append(tl.PersonTimeline.FromString(raw))
+        for p, timelines in by_partition.items():
+            persons = self.counts.rebuild(p, timelines)
+            log.info("indicators: partition %d counted from %d persons in %.2fs", p, persons,
+                     time.perf_counter() - started)
+        self.snapshot_due |= missing
 
     def load(self, person_id: str) -> PersonState:
         raw = self.persons.get(person_id)
@@ -67,6 +107,8 @@ class Timeline:
         handovers to send.
         """
         cache: dict[str, PersonState] = {}
+        before: dict[str, Cells] = {}
+        facts = self.counts.facts if self.counts is not None else None
         changed: dict[str, Any] = {}
         outgoing: dict[int, list[tl.TimelineEvent]] = {}
         handovers: list[tl.TimelineHandover] = []
@@ -76,6 +118,8 @@ class Timeline:
             state = cache.get(person_id)
             if state is None:
                 state = cache[person_id] = self.load(person_id)
+                if facts is not None:
+                    before[person_id] = facts.cells(state.timeline)
             return state
 
         def note(person_id: str, tag: Any, done: Step) -> None:
@@ -102,6 +146,8 @@ class Timeline:
         by_tag: dict[Any, dict[str, PersonState]] = {}
         for person_id, tag in changed.items():
             by_tag.setdefault(tag, {})[person_id] = cache[person_id]
+            if self.counts is not None:
+                self.counts.update(self.partition_of(person_id), before[person_id], cache[person_id].timeline)
         m.DUPLICATES.inc(duplicates)
         m.LATE.inc(late)
         return outgoing, by_tag, handovers
@@ -120,12 +166,14 @@ class Timeline:
             tag = (msg.topic, msg.partition)
             last_of[tag] = record
             values.append((tag, msg.value))
+        self.ensure_counted({tag[1] for tag in last_of})
         outgoing, by_tag, handovers = self.apply_records(values)
         await self._send(outgoing, handovers)
         written = 0
         for tag, timelines in by_tag.items():
             with current_event_of(stream, last_of[tag]):
                 written += self.write(timelines)
+        await self._send_partials({tag[1] for tag in last_of})
         sent = sum(len(v) for v in outgoing.values())
         m.EVENTS.inc(sent)
         m.PERSONS_WRITTEN.observe(written)
@@ -144,6 +192,22 @@ class Timeline:
         for future in futures:
             await future
 
+    async def _send_partials(self, partitions: set[int]) -> None:
+        if self.counts is None or self.partials is None:
+            return
+        futures = []
+        for p in sorted(partitions):
+            if p in self.snapshot_due:
+                records = self.counts.snapshot_records(p)
+                self.counts.changed.pop(p, None)
+                self.snapshot_due.discard(p)
+            else:
+                records = self.counts.changed_records(p)
+            for record in records:
+                futures.append(await self.partials.send(value=record))
+        for future in futures:
+            await future
+
 
 def build_app(settings: Settings, bootstrap: str) -> faust.App:
     app = faust_app(settings.topic(APP_SUFFIX).replace(".", "-"), settings, bootstrap)
@@ -151,11 +215,14 @@ def build_app(settings: Settings, bootstrap: str) -> faust.App:
     # two source topics, both partitioned by person id with settings.partitions partitions
     source = app.topic(linked_topic(settings), timeline_handover_topic(settings), **raw)
     persons = app.Table(TABLE, default=None, partitions=settings.partitions, key_type=str, value_type=bytes)
+    counts = PartitionCounts(PersonFacts(load_catalogue(settings.indicator_definitions)))
     timeline = Timeline(settings, persons, app.topic(timeline_topic(settings), **raw),
-                        app.topic(timeline_handover_topic(settings), **raw))
+                        app.topic(timeline_handover_topic(settings), **raw), counts,
+                        app.topic(indicator_partials_topic(settings), **raw))
 
     add_batch_agent(app, source, "timeline", timeline, settings.ingest_batch_size,
                     settings.ingest_batch_within_s)
+    forget_on_revoke(app, timeline)
 
     app.carehub_timeline = timeline  # type: ignore[attr-defined]
     return app

@@ -25,6 +25,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -40,6 +41,10 @@ MAX_SPELLS = 200  # beyond this the oldest closed or cancelled spells are droppe
 MAX_SINCE_MERGE = 500  # events kept per merge to split them again on an un-merge (bounds the state size)
 DAY_NS = 86_400 * 10**9
 ED_WINDOW_NS = 365 * DAY_NS
+# ED attendances and contacts are kept this long before the newest event: the indicators'
+# 12-month windows need a year of them, each attendance with its own 365 days before it.
+HISTORY_NS = 2 * ED_WINDOW_NS
+FOLLOW_UP_SECTORS = frozenset({ce.SECTOR_PRIMARY_CARE, ce.SECTOR_COMMUNITY})
 CARE_HOME_CODES = frozenset({"54", "65", "85"})  # source of admission / discharge destination
 DIED = "79"  # discharge destination: not discharged, died
 
@@ -108,6 +113,7 @@ def apply(state: PersonState, linked: idn.LinkedEvent) -> tl.TimelineEvent | Non
     _note_involvement(timeline, event.source_org, event.source_sector, when)
     if event.registered_practice:
         _note_registration(timeline, event.registered_practice, event.locality, when)
+    _note_age(timeline, event.person.age_years, when)
 
     spell: tl.Spell | None = None
     kind = event.event_type
@@ -123,11 +129,13 @@ def apply(state: PersonState, linked: idn.LinkedEvent) -> tl.TimelineEvent | Non
     elif kind == ce.EVENT_TYPE_CANCELLATION:
         spell = _cancel(timeline, event.source_org, event.target_event_id)
     elif kind == ce.EVENT_TYPE_ED_ATTENDANCE:
-        view.prior_ed_attendances_365d = _attend(timeline, event.source_org, event.event_id, when,
-                                                 counted=key not in timeline.cancelled_event_keys)
+        counted = key not in timeline.cancelled_event_keys
+        view.prior_ed_attendances_365d = _attend(timeline, event, when, counted=counted)
     elif kind == ce.EVENT_TYPE_GP_CONTACT:
         if not timeline.HasField("last_gp_contact_at") or t > ns(timeline.last_gp_contact_at):
             timeline.last_gp_contact_at.CopyFrom(when)
+        if event.source_sector in FOLLOW_UP_SECTORS and key not in timeline.cancelled_event_keys:
+            _insert_by_time(timeline.contacts, tl.Contact(event_id=event.event_id, at=when, org=event.source_org))
     elif kind == ce.EVENT_TYPE_CARE_HOME_ADMISSION:
         _note_care_home(timeline, event.source_org, when)
     elif kind == ce.EVENT_TYPE_DEATH:
@@ -231,8 +239,13 @@ def _admit(timeline: tl.PersonTimeline, event: ing.AcceptedEvent, key: str) -> t
     spell.admitted_at.CopyFrom(when)
     spell.admission_method = clinical.admission_method
     spell.admission_source = clinical.admission_source
+    spell.age_at_admission = event.person.age_years
+    spell.admission_sector = event.source_sector
+    spell.admission_opted_out = timeline.consent.planning_opt_out
     del spell.provisional_diagnoses[:]
     spell.provisional_diagnoses.extend(clinical.diagnoses)
+    del spell.provisional_procedures[:]
+    spell.provisional_procedures.extend(clinical.procedures)
     if key in timeline.cancelled_event_keys:  # its cancellation came first
         spell.status = tl.SPELL_STATUS_CANCELLED
     elif spell.status == tl.SPELL_STATUS_UNSPECIFIED:
@@ -268,6 +281,7 @@ def _discharge(timeline: tl.PersonTimeline, event: ing.AcceptedEvent, key: str) 
         spell.status = tl.SPELL_STATUS_CLOSED
     spell.discharge_event_id = event.event_id
     spell.discharged_at.CopyFrom(when)
+    spell.discharge_opted_out = timeline.consent.planning_opt_out
     spell.discharge_destination = clinical.discharge_destination
     if spell.status != tl.SPELL_STATUS_CANCELLED:
         if clinical.discharge_destination == DIED:
@@ -285,6 +299,8 @@ def _code(timeline: tl.PersonTimeline, event: ing.AcceptedEvent) -> tl.Spell:
     if not spell.HasField("coded_at") or ns(when) >= ns(spell.coded_at):
         del spell.coded_diagnoses[:]
         spell.coded_diagnoses.extend(clinical.diagnoses)
+        del spell.coded_procedures[:]
+        spell.coded_procedures.extend(clinical.procedures)
         spell.coded_at.CopyFrom(when)
     return spell
 
@@ -310,6 +326,10 @@ def _cancel(timeline: tl.PersonTimeline, org: str, target_event_id: str) -> tl.S
     attended = [i for i, a in enumerate(timeline.ed_attendances) if (a.org, a.event_id) == (org, target_event_id)]
     for i in reversed(attended):
         del timeline.ed_attendances[i]
+    contacted = [i for i, c in enumerate(timeline.contacts) if (c.org, c.event_id) == (org, target_event_id)]
+    for i in reversed(contacted):
+        del timeline.contacts[i]
+    attended += contacted
     if timeline.died_event_key == target:
         timeline.ClearField("died_at")
         timeline.died_event_key = ""
@@ -320,14 +340,27 @@ def _cancel(timeline: tl.PersonTimeline, org: str, target_event_id: str) -> tl.S
     return found
 
 
-def _attend(timeline: tl.PersonTimeline, org: str, event_id: str, when: Timestamp, counted: bool) -> int:
+def _attend(timeline: tl.PersonTimeline, event: ing.AcceptedEvent, when: Timestamp, counted: bool) -> int:
     t = ns(when)
     prior = prior_ed_attendances(timeline, t)
     if counted:  # not cancelled before it came
-        times = [ns(a.at) for a in timeline.ed_attendances]
-        at = bisect.bisect_right(times, t)
-        timeline.ed_attendances.insert(at, tl.EdAttendance(event_id=event_id, at=when, org=org))
+        _insert_by_time(timeline.ed_attendances, tl.EdAttendance(
+            event_id=event.event_id, at=when, org=event.source_org, opted_out=timeline.consent.planning_opt_out,
+            sector=event.source_sector))
     return prior
+
+
+def _insert_by_time(items: Any, item: Any) -> None:
+    """Insert ``item`` into a repeated field kept sorted by ``at`` (after equal times)."""
+    times = [ns(x.at) for x in items]
+    items.insert(bisect.bisect_right(times, ns(item.at)), item)
+
+
+def _note_age(timeline: tl.PersonTimeline, age_years: int, when: Timestamp) -> None:
+    if timeline.HasField("age_at") and ns(when) < ns(timeline.age_at):
+        return
+    timeline.age_years = age_years
+    timeline.age_at.CopyFrom(when)
 
 
 def _die(timeline: tl.PersonTimeline, when: Timestamp, key: str) -> None:
@@ -372,14 +405,15 @@ def _note_care_home(timeline: tl.PersonTimeline, org: str, when: Timestamp) -> N
 
 
 def _prune_ed(timeline: tl.PersonTimeline) -> None:
-    horizon = ns(timeline.newest_event_at) - ED_WINDOW_NS
-    drop = 0
-    for attendance in timeline.ed_attendances:
-        if ns(attendance.at) >= horizon:
-            break
-        drop += 1
-    if drop:
-        del timeline.ed_attendances[:drop]
+    horizon = ns(timeline.newest_event_at) - HISTORY_NS
+    for items in (timeline.ed_attendances, timeline.contacts):
+        drop = 0
+        for item in items:
+            if ns(item.at) >= horizon:
+                break
+            drop += 1
+        if drop:
+            del items[:drop]
 
 
 def _prune_spells(timeline: tl.PersonTimeline) -> None:
@@ -531,6 +565,14 @@ def merge_states(into: PersonState, other: PersonState) -> None:
     joined.sort(key=lambda e: ns(e.at))
     del a.ed_attendances[:]
     a.ed_attendances.extend(joined)
+    seen = {(c.org, c.event_id) for c in a.contacts}
+    contacts = list(a.contacts) + [c for c in b.contacts if (c.org, c.event_id) not in seen]
+    contacts.sort(key=lambda c: ns(c.at))
+    del a.contacts[:]
+    a.contacts.extend(contacts)
+    if b.HasField("age_at") and (not a.HasField("age_at") or ns(b.age_at) > ns(a.age_at)):
+        a.age_years = b.age_years
+        a.age_at.CopyFrom(b.age_at)
     for digest in other.applied:
         into.applied.setdefault(digest, None)
     _bound_applied(into)
@@ -565,14 +607,19 @@ def merge_states(into: PersonState, other: PersonState) -> None:
 def _merge_spell(mine: tl.Spell, theirs: tl.Spell) -> None:
     """One spell known to both persons (or only to ``theirs``, when ``mine`` is new): fill in the gaps."""
     if not mine.HasField("admitted_at") and theirs.HasField("admitted_at"):
-        for name in ("admission_event_id", "admission_method", "admission_source"):
+        for name in ("admission_event_id", "admission_method", "admission_source", "age_at_admission",
+                     "admission_opted_out", "admission_sector"):
             setattr(mine, name, getattr(theirs, name))
         mine.admitted_at.CopyFrom(theirs.admitted_at)
         del mine.provisional_diagnoses[:]
         mine.provisional_diagnoses.extend(theirs.provisional_diagnoses)
+        del mine.provisional_procedures[:]
+        mine.provisional_procedures.extend(theirs.provisional_procedures)
     if theirs.HasField("coded_at") and (not mine.HasField("coded_at") or ns(theirs.coded_at) > ns(mine.coded_at)):
         del mine.coded_diagnoses[:]
         mine.coded_diagnoses.extend(theirs.coded_diagnoses)
+        del mine.coded_procedures[:]
+        mine.coded_procedures.extend(theirs.coded_procedures)
         mine.coded_at.CopyFrom(theirs.coded_at)
     mine.transfer_count += theirs.transfer_count
     if theirs.HasField("last_transfer_at") and (not mine.HasField("last_transfer_at")
@@ -582,6 +629,7 @@ def _merge_spell(mine: tl.Spell, theirs: tl.Spell) -> None:
     if not mine.HasField("discharged_at") and theirs.HasField("discharged_at"):
         mine.discharge_event_id, mine.discharge_destination = theirs.discharge_event_id, theirs.discharge_destination
         mine.discharged_at.CopyFrom(theirs.discharged_at)
+        mine.discharge_opted_out = theirs.discharge_opted_out
     if tl.SPELL_STATUS_CANCELLED in (mine.status, theirs.status):
         mine.status = tl.SPELL_STATUS_CANCELLED
     elif mine.HasField("discharged_at"):

@@ -170,16 +170,17 @@ def test_days_since_previous_discharge() -> None:
 def test_prior_ed_attendances_in_365_days() -> None:
     f = Feed()
     now = OCT
-    for days in (10, 400, 200, 300):  # out of order, one too old to count
+    for days in (10, 400, 200, 300, 800):  # out of order, two too old to count, one too old to keep
         v = f.send(ce.EVENT_TYPE_ED_ATTENDANCE, now - timedelta(days=days), org="RR8ED")
     v = f.send(ce.EVENT_TYPE_ED_ATTENDANCE, now, org="RR8ED")
     assert v.prior_ed_attendances_365d == 3
     times = [a.at.ToDatetime(tzinfo=UTC) for a in f.timeline.ed_attendances]
-    assert times == sorted(times) and len(times) == 4  # the 400-day one is outside the window kept
+    # two years are kept (the indicators' 12-month windows look a year further back): not the 800-day one
+    assert times == sorted(times) and len(times) == 5
     v = f.send(ce.EVENT_TYPE_ED_ATTENDANCE, now - timedelta(days=5), org="RR8ED")  # late: counts by event time
     assert v.prior_ed_attendances_365d == 3 and v.is_late
     cancel = f.linked(ce.EVENT_TYPE_CANCELLATION, now, org="RR8ED", spell="")
-    cancel.event.target_event_id = f.timeline.ed_attendances[0].event_id  # 300 days before
+    cancel.event.target_event_id = f.timeline.ed_attendances[1].event_id  # 300 days before (after the 400-day one)
     assert apply(f.state, cancel) is not None
     v = f.send(ce.EVENT_TYPE_ED_ATTENDANCE, now + timedelta(days=1), org="RR8ED")
     assert v.prior_ed_attendances_365d == 4  # 200 and 10 days before, the late one at 5, and "now"

@@ -1,0 +1,156 @@
+"""The indicators service: every timeline partition's counts in, published indicator values out.
+
+It reads ``carehub.indicators.partials`` from the beginning on every start, with no consumer
+group: its state is a function of that log (each partition's last snapshot and the changes
+after it), so a restart rebuilds it and nothing needs a changelog. Every
+``CAREHUB_INDICATORS_PUBLISH_INTERVAL_S`` it turns the counts into values
+(services/indicators/aggregate.py) and writes those that changed to the compacted
+``carehub.indicators`` topic (key ``indicator|unit|window``), and a signal to
+``carehub.indicators.signals`` when a unit moves beyond its 99.8% funnel limits.
+
+One instance per deployment is enough (it reads one small topic); a second one writes the same
+values. Logs carry counts and unit codes only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from carehub.settings import Settings
+from carehub.topics import indicator_partials_topic, indicator_signals_topic, indicators_topic
+from carehub.v1 import indicators_pb2 as ind
+from services.indicators import metrics as m
+from services.indicators.aggregate import Aggregate
+from services.indicators.definitions import Catalogue, load_catalogue
+
+log = logging.getLogger(__name__)
+
+
+def value_key(value: ind.IndicatorValue) -> bytes:
+    return f"{value.indicator}|{value.unit}|{value.window}".encode()
+
+
+def _without_time(value: ind.IndicatorValue) -> bytes:
+    copy = ind.IndicatorValue()
+    copy.CopyFrom(value)
+    copy.ClearField("computed_at")
+    return copy.SerializeToString(deterministic=True)
+
+
+class Publisher:
+    """Which values changed since the last publication, and which outliers are new."""
+
+    def __init__(self) -> None:
+        self.last: dict[bytes, bytes] = {}
+        self.outliers: dict[bytes, str] = {}
+
+    def changes(self, values: Iterable[ind.IndicatorValue],
+                ) -> tuple[list[ind.IndicatorValue], list[bytes], list[ind.IndicatorValue]]:
+        """(changed values, keys no longer produced, new 99.8% outlier signals)."""
+        changed, signals = [], []
+        seen: set[bytes] = set()
+        for value in values:
+            key = value_key(value)
+            seen.add(key)
+            body = _without_time(value)
+            if self.last.get(key) != body:
+                self.last[key] = body
+                changed.append(value)
+            outlier = value.outlier if value.outlier.endswith("_998") else ""
+            if outlier != self.outliers.get(key, ""):
+                self.outliers[key] = outlier
+                if outlier:
+                    signals.append(value)
+        gone = [k for k in self.last if k not in seen]
+        for key in gone:
+            del self.last[key]
+            self.outliers.pop(key, None)
+        return changed, gone, signals
+
+
+class IndicatorService:
+    def __init__(self, settings: Settings, bootstrap: str, catalogue: Catalogue | None = None) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.catalogue = catalogue or load_catalogue(settings.indicator_definitions)
+        self.aggregate = Aggregate(self.catalogue)
+        self.publisher = Publisher()
+        self.dirty = False
+
+    async def run(self, stop: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(
+            indicator_partials_topic(self.settings), bootstrap_servers=self.bootstrap, group_id=None,
+            auto_offset_reset="earliest", enable_auto_commit=False, max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_bytes=32 * 1024 * 1024)
+        # The values topic is read by consumers that never rely on end offsets (the CLI reads until
+        # quiet), so ordinary producer batching is safe on the embedded broker.
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=20, max_request_size=2 * 1024 * 1024)
+        await consumer.start()
+        await producer.start()
+        log.info("indicators: %d definitions (digest %s), publishing every %.1fs",
+                 len(self.catalogue.indicators), self.catalogue.digest, self.settings.indicators_publish_interval_s)
+        next_publish = time.monotonic() + self.settings.indicators_publish_interval_s
+        try:
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=200, max_records=500)
+                for records in batches.values():
+                    for record in records:
+                        self.aggregate.apply(ind.IndicatorPartials.FromString(record.value))
+                        m.PARTIALS.inc()
+                        self.dirty = True
+                if self.dirty and time.monotonic() >= next_publish:
+                    await self.publish(producer)
+                    next_publish = time.monotonic() + self.settings.indicators_publish_interval_s
+            if self.dirty:
+                await self.publish(producer)
+        finally:
+            await consumer.stop()
+            await producer.stop()
+
+    async def publish(self, producer: AIOKafkaProducer) -> int:
+        started = time.perf_counter()
+        self.dirty = False
+        stale = self.aggregate.stale_partitions()
+        m.STALE.set(len(stale))
+        if stale:
+            log.warning("indicators: partitions %s were counted with other definitions; their next snapshot "
+                        "(a timeline worker restart) brings them in line", stale)
+        values = list(self.aggregate.values(self.settings.suppression_max, time.time()))
+        changed, gone, signals = self.publisher.changes(values)
+        topic, signal_topic = indicators_topic(self.settings), indicator_signals_topic(self.settings)
+        futures = [await producer.send(topic, key=value_key(v), value=v.SerializeToString()) for v in changed]
+        futures += [await producer.send(topic, key=key, value=None) for key in gone]
+        for value in signals:
+            futures.append(await producer.send(signal_topic, key=value_key(value),
+                                               value=ind.IndicatorSignal(value=value).SerializeToString()))
+            m.SIGNALS.labels(value.indicator).inc()
+        for future in futures:
+            await future
+        as_of = self.aggregate.as_of
+        if as_of is not None:
+            m.AS_OF.set(as_of * 86_400)
+        m.VALUES.set(len(values))
+        m.PUBLISHED.inc(len(changed))
+        m.COMPUTE_SECONDS.observe(time.perf_counter() - started)
+        log.info("indicators: %d values, %d changed, %d withdrawn, %d signals in %.2fs", len(values), len(changed),
+                 len(gone), len(signals), time.perf_counter() - started)
+        return len(changed)
+
+
+def serve(settings: Settings, bootstrap: str) -> None:
+    service = IndicatorService(settings, bootstrap)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await service.run(stop)
+
+    asyncio.run(main())

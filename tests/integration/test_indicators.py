@@ -1,0 +1,108 @@
+"""The indicators engine through the real broker, against the batch reference.
+
+The synthetic region (10,000 people, a year, with late, duplicated, malformed, cancelled and
+merged events) goes through ingest, identity, timeline and the indicators service as worker
+processes; the timeline worker and the indicators service are restarted mid-stream. The batch
+reference (tests/reference/indicators.py) reads the same linked events
+from ``identity.linked`` and computes every indicator its own way; every published value must
+equal it, with suppression off so that every count is compared.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from carehub.sdk import Publisher
+from carehub.synthetic import RegionConfig, generate_region
+from carehub.v1 import identity_pb2 as idn
+from carehub.v1 import indicators_pb2 as ind
+from services.indicators.definitions import PACKAGED
+from services.indicators.report import read_values
+from tests.integration.conftest import ROOT, Hub, consume, read_until_quiet
+from tests.reference.indicators import as_of, reference_values
+
+pytestmark = pytest.mark.integration
+
+PEOPLE = 10_000
+
+
+def wait_for_settled(hub: Hub, expected_as_of: str, timeout_s: float = 300.0) -> dict[str, ind.IndicatorValue]:
+    """Published values once they reach the expected as-of day and stop changing."""
+    deadline = time.monotonic() + timeout_s
+    previous: dict[str, bytes] | None = None
+    while time.monotonic() < deadline:
+        values = read_values(hub.bootstrap, hub.settings(), quiet_s=1.5, timeout_s=60)
+        current = {k: v.SerializeToString(deterministic=True) for k, v in values.items()}
+        ready = values and all(v.as_of == expected_as_of for v in values.values())
+        if ready and current == previous:
+            return values
+        previous = current if ready else None
+        time.sleep(3)
+    raise AssertionError(f"indicator values did not settle at as-of {expected_as_of} in {timeout_s}s:\n"
+                         + hub.log_text()[-4000:])
+
+
+@pytest.mark.timeout(900)  # a year of a 10,000-person region through four workers: ~2-3 minutes here
+def test_streaming_indicators_equal_the_batch_reference(hub: Hub) -> None:
+    for service in ("ingest", "identity"):
+        hub.start(service)
+    timeline = hub.start("timeline")
+    engine_env = {"CAREHUB_SUPPRESSION_MAX": "0", "CAREHUB_INDICATORS_PUBLISH_INTERVAL_S": "0.5"}
+    indicators = hub.start("indicators", **engine_env)
+
+    region = generate_region(RegionConfig(people=PEOPLE, seed=11))
+    with Publisher(hub.bootstrap, topic=hub.topic("provider.events")) as pub:
+        for record in region.records:
+            pub.publish_raw(record.value, record.key, record.content_type)
+        pub.flush()
+    assert pub.failed == 0
+
+    linked_topic = hub.topic("identity.linked")
+    consume(hub.bootstrap, linked_topic, until=bool, timeout_s=180)
+    # mid-stream, both engine stages restart: the new timeline worker counts its partitions from
+    # the recovered table and sends snapshots; the new indicators service reads the partials again
+    consume(hub.bootstrap, hub.topic("indicators.partials"), until=lambda v: len(v) >= 3, timeout_s=180)
+    hub.stop(timeline)
+    hub.stop(indicators)
+    hub.start("timeline")
+    hub.start("indicators", **engine_env)
+    linked = [e for v in read_until_quiet(hub.bootstrap, linked_topic, idle_s=10, timeout_s=400)
+              for e in idn.LinkedBatch.FromString(v).events]
+    assert len(linked) > 50_000
+
+    started = time.perf_counter()
+    expected = reference_values(linked, PACKAGED)
+    expected_as_of = as_of(linked).isoformat()
+    print(f"reference: {len(expected)} values from {len(linked)} linked events in "
+          f"{time.perf_counter() - started:.1f}s, as of {expected_as_of}")
+
+    values = wait_for_settled(hub, expected_as_of)
+    got = {(v.indicator, v.unit, v.window): (v.numerator, v.denominator if v.HasField("denominator") else None,
+                                             v.provisional) for v in values.values()}
+    assert not any(v.suppressed for v in values.values())
+
+    missing = sorted(set(expected) - set(got))[:20]
+    extra = sorted(set(got) - set(expected))[:20]
+    wrong = sorted((k, got[k], expected[k]) for k in set(got) & set(expected) if got[k] != expected[k])
+    assert not missing and not extra and not wrong, (
+        f"{len(wrong)} values differ (engine, reference): {wrong[:20]}\nmissing: {missing}\nextra: {extra}")
+
+    # the region's figures are not trivially empty: every indicator has region values with counts
+    region_12m = {k[0]: got[k] for k in got if k[1] == "region" and k[2] in ("12m", "now")}
+    assert set(region_12m) == {k[0] for k in expected}
+    assert sum(1 for num, _, _ in region_12m.values() if num > 0) >= len(region_12m) - 1, region_12m
+    assert any(prov for _, _, prov in got.values()), "some admissions are still awaiting coding"
+
+    # the table a person reads: `carehub indicators`, as a user runs it
+    out = subprocess.run([sys.executable, "-m", "carehub", "indicators", "--indicator", "readmission_30d",
+                          "--unit", "provider:RR8"], cwd=ROOT, env=hub.env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    rows = {line.split()[2]: line.split() for line in out.stdout.splitlines()[2:]}
+    assert set(rows) <= {"region", "provider:RR8"} and "region" in rows
+    num, den, _ = got[("readmission_30d", "region", "12m")]
+    assert rows["region"][3:5] == [str(num), str(den)]

@@ -1,0 +1,1 @@
+"""Batch reference implementations that the streaming services are checked against."""
