@@ -1,29 +1,42 @@
-"""Ingest throughput on one broker and one set of events, against faust's own baselines.
+"""Carehub throughput on one broker and one set of events, against faust's own baselines.
 
 Prints events/s for: raw aiokafka consume, a do-nothing faust agent (faust's ceiling
 here), the same taking events in batches as ingest does, a naive faust agent (one await
-and one table update per event), carehub ingest, and carehub identity over what ingest
-accepted; and each one's ratio to the do-nothing agent (carehub ingest / do-nothing faust
-is the figure we steer by: aim >= 0.5).
-Each variant runs in its own process with a fresh consumer group over the same topic;
-the clock runs from its first event to its last, so start-up and group joins are out.
+and one table update per event), carehub ingest, carehub identity over what ingest
+accepted, carehub timeline over what identity linked, and the full path; and each one's
+ratio to the do-nothing agent (goal: carehub ingest and the full path >= 0.5 of it).
+Each stage variant runs in its own process with a fresh consumer group over the same
+topic; the clock runs from its first event to its last, so start-up and group joins are out.
 
-    make bench                               # embedded broker, 100k events
+carehub-full runs the four services as `make run` does (python -m services.ingest,
+.identity, .timeline, .indicators; one process each, all at once) over their own topics,
+with the events published before they start. Its clock runs from the last metrics scrape
+(every 0.2s) at which ingest had read nothing to the first at which the timeline had
+applied every event; the per-stage rates come from the same scrapes. It also reports when
+the indicators service first published values whose as_of is the newest event day.
+
+    make bench                               # embedded broker, 100k events (the full path too)
     python bench/ingest_bench.py --events 20000
+    python bench/ingest_bench.py --variants faust-do-nothing,carehub-full --full-events 50000
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +44,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 VARIANTS = ("raw-aiokafka", "faust-do-nothing", "faust-take-nothing", "faust-naive", "carehub-ingest",
-            "carehub-identity")
+            "carehub-identity", "carehub-timeline", "carehub-full")
+STAGE_VARIANTS = ("carehub-ingest", "carehub-identity", "carehub-timeline")
+SERVICES = ("ingest", "identity", "timeline", "indicators")
+BENCH_DIR = Path("/tmp/carehub-bench")
 
 
 def make_events(n: int, seed: int) -> list[tuple[bytes, bytes, str, str]]:
@@ -118,9 +134,10 @@ def run_faust_variant(variant: str, bootstrap: str, topic: str, clock: Clock, pr
     def stop() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
-    if variant in ("carehub-ingest", "carehub-identity"):
+    if variant in STAGE_VARIANTS:
         from carehub.broker import create_topics
-        from carehub.topics import topic_specs
+        from carehub.topics import linked_topic, topic_specs
+        from carehub.v1 import identity_pb2 as idn
         from carehub.v1 import ingest_pb2 as ing
 
         source_prefix, _, source_name = topic.partition(".")
@@ -134,7 +151,7 @@ def run_faust_variant(variant: str, bootstrap: str, topic: str, clock: Clock, pr
 
             def count(events: list[Any]) -> int:
                 return len(events)
-        else:  # reads what the carehub-ingest variant accepted, so it runs after it
+        elif variant == "carehub-identity":  # reads what the carehub-ingest variant accepted, so it runs after it
             from services.identity.app import build_app as build_identity
 
             app = build_identity(settings, bootstrap)
@@ -142,6 +159,16 @@ def run_faust_variant(variant: str, bootstrap: str, topic: str, clock: Clock, pr
 
             def count(events: list[Any]) -> int:
                 return sum(len(ing.AcceptedBatch.FromString(e.message.value).events) for e in events)
+        else:  # reads what the carehub-identity variant linked, so it runs after it
+            from services.timeline.app import build_app as build_timeline
+
+            app = build_timeline(settings, bootstrap)
+            stage = app.carehub_timeline  # type: ignore[attr-defined]
+            linked = linked_topic(settings)
+
+            def count(events: list[Any]) -> int:  # linked events; handovers (its own output) are not counted
+                return sum(len(idn.LinkedBatch.FromString(e.message.value).events)
+                           for e in events if e.message.topic == linked)
 
         inner = stage.process_batch
 
@@ -191,6 +218,300 @@ def child(args: argparse.Namespace) -> None:
 
 # ---- the orchestrating parent ----------------------------------------------------------------------
 
+@dataclass
+class Result:
+    events: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+
+def run_variant(variant: str, bootstrap: str, topic: str, prefix: str, target: int,
+                args: argparse.Namespace) -> Result | None:
+    out = BENCH_DIR / f"{prefix}-{variant}.json"
+    env = dict(os.environ, CAREHUB_PSEUDONYM_KEY=secrets.token_hex(32),
+               CAREHUB_PARTITIONS=str(args.partitions), CAREHUB_KAFKA_BOOTSTRAP=bootstrap)
+    cmd = [sys.executable, __file__, "--variant", variant, "--bootstrap", bootstrap, "--topic", topic,
+           "--events", str(target), "--out", str(out), "--prefix", f"{prefix}{variant[:5]}"]
+    log = out.with_suffix(".log")
+    with log.open("wb") as err:
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            proc.wait(timeout=args.timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if not out.exists():
+        print(f"{variant:18} did not finish (exit code {proc.returncode}; limit {args.timeout:.0f}s); "
+              f"its log: {log}", flush=True)
+        return None
+    r = json.loads(out.read_text())
+    return Result(r["events"], r["seconds"])
+
+
+async def count_linked(bootstrap: str, topic: str, partitions: int) -> int:
+    """LinkedEvents in ``topic``'s LinkedBatch records, from the start to its current end."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from carehub.v1 import identity_pb2 as idn
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        total = 0
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            behind = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
+            if not behind:
+                break
+            batch = await consumer.getmany(*behind, timeout_ms=500, max_records=10_000)
+            for records in batch.values():
+                total += sum(len(idn.LinkedBatch.FromString(r.value).events) for r in records if r.value)
+        return total
+    finally:
+        await consumer.stop()
+
+
+def newest_event_day(events: list[tuple[bytes, bytes, str, str]]) -> int:
+    """Days since 1970 of the newest event_time among the valid records: the as_of indicators should reach."""
+    import orjson
+
+    from carehub.synthetic import CONTENT_TYPE_PROTOBUF
+    from carehub.v1 import care_event_pb2 as ce
+
+    newest = 0
+    for _, value, content_type, kind in events:
+        if kind != "valid":
+            continue
+        if content_type == CONTENT_TYPE_PROTOBUF:
+            seconds = ce.CareEvent.FromString(value).event_time.seconds
+        else:
+            seconds = int(datetime.fromisoformat(orjson.loads(value)["eventTime"]).timestamp())
+        newest = max(newest, seconds)
+    return newest // 86_400
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scrape(url: str) -> dict[str, float]:
+    """Each sample name summed across its labels, from a Prometheus text endpoint."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        text = resp.read().decode()
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
+    return totals
+
+
+RECEIVED = "carehub_ingest_received_total"
+LINKED = "carehub_identity_linked_total"
+TIMELINE = "carehub_timeline_events_total"
+AS_OF = "carehub_indicators_as_of_timestamp_seconds"
+PUBLISHED = "carehub_indicators_values_published_total"
+# the pipeline is done when ingest has read everything and none of these moved for QUIET_S
+PROGRESS = (RECEIVED, LINKED, "carehub_identity_duplicates_total", TIMELINE, "carehub_timeline_duplicates_total",
+            "carehub_indicators_partials_total", PUBLISHED)
+QUIET_S = 3.0
+POLL_S = 0.2
+Sample = tuple[float, dict[str, float]]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), 0 if it cannot be read."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def watch(children: dict[str, subprocess.Popen[bytes]], urls: dict[str, str], sent: int, as_of_s: float,
+          timeout: float, broker_pid: int | None) -> tuple[list[Sample], str]:
+    """Scrape the services until the pipeline is quiet (and indicators reached ``as_of_s``, or 15s more).
+
+    Each sample also holds the CPU seconds used so far by each service (``cpu:NAME``), the
+    broker when it is ours, and this process (the scraping).
+    """
+    samples: list[Sample] = []
+    current: dict[str, float] = {}
+    state: tuple[float, ...] = ()
+    changed = time.perf_counter()
+    deadline = changed + timeout
+    while time.perf_counter() < deadline:
+        for service, child in children.items():
+            if child.poll() is not None:
+                return samples, f"{service} exited with code {child.returncode}"
+        for service, url in urls.items():
+            with contextlib.suppress(OSError):  # counters only grow: keep the last value if a scrape fails
+                current.update(scrape(url))
+            current[f"cpu:{service}"] = cpu_seconds(children[service].pid)
+        if broker_pid:
+            current["cpu:broker"] = cpu_seconds(broker_pid)
+        current["cpu:bench"] = time.process_time()
+        now = time.perf_counter()
+        samples.append((now, dict(current)))
+        progress = tuple(current.get(k, 0.0) for k in PROGRESS)
+        if progress != state:
+            state, changed = progress, now
+        quiet = now - changed
+        if current.get(RECEIVED, 0) >= sent and current.get(TIMELINE, 0) > 0 and quiet >= QUIET_S and (
+                current.get(AS_OF, 0) >= as_of_s or quiet >= 15):
+            return samples, ""
+        time.sleep(POLL_S)
+    return samples, f"not settled within {timeout:.0f}s"
+
+
+def span(samples: list[Sample], key: str, final: float) -> tuple[float, float]:
+    """(last scrape with ``key`` at 0, first with it at ``final``): the stage's clock, never shorter than it ran."""
+    start = max((t for t, m in samples if not m.get(key, 0)), default=samples[0][0])
+    end = next(t for t, m in samples if m.get(key, 0) >= final)
+    return start, end
+
+
+def records_written(bootstrap: str, prefix: str) -> dict[str, int]:
+    """Records in the topics of each faust worker under ``prefix`` (outputs and table changelogs).
+
+    End offsets are exact only for topics written one record per produce request, as the
+    faust workers do on the embedded broker (carehub/faust_profile.py); so the provider topic
+    and the indicators service's topics are left out.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="carehub-bench")
+    try:
+        written: dict[str, int] = {}
+        for topic in sorted(consumer.topics()):
+            service = next((s for s in SERVICES[:3] if topic.startswith((f"{prefix}.{s}.", f"{prefix}-{s}-"))), None)
+            if topic == f"{prefix}.indicators.partials":
+                service = "timeline"
+            if service is None:
+                continue
+            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            written[service] = written.get(service, 0) + sum(consumer.end_offsets(tps).values())
+        return written
+    finally:
+        consumer.close()
+
+
+def stop_children(children: dict[str, subprocess.Popen[bytes]]) -> None:
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    for child in children.values():
+        try:
+            child.wait(20)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def run_full(bootstrap: str, prefix: str, events: list[tuple[bytes, bytes, str, str]], args: argparse.Namespace,
+             results: dict[str, Result], notes: list[str], broker_pid: int | None) -> None:
+    """The four services at once over their own topics; adds carehub-full and its stages to ``results``."""
+    from carehub.broker import create_topics
+    from carehub.settings import load_settings
+    from carehub.topics import topic_specs
+
+    full_prefix = f"{prefix}full"
+    key = secrets.token_hex(32)
+    settings = load_settings(topic_prefix=full_prefix, provider_topics=["provider.events"],
+                             partitions=args.partitions, kafka_bootstrap=bootstrap, pseudonym_key=key)
+    create_topics(bootstrap, topic_specs(settings))
+    rate = asyncio.run(publish(bootstrap, settings.source_topics[0], events))
+    newest = newest_event_day(events)
+    print(f"carehub-full: published {len(events)} records to {settings.source_topics[0]} at {rate:,.0f}/s; "
+          f"newest event day {datetime.fromtimestamp(newest * 86_400).date()}; starting the four services",
+          flush=True)
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    urls: dict[str, str] = {}
+    logs = []
+    try:
+        for service in SERVICES:
+            port = free_port()
+            env = dict(os.environ, CAREHUB_KAFKA_BOOTSTRAP=bootstrap, CAREHUB_TOPIC_PREFIX=full_prefix,
+                       CAREHUB_PROVIDER_TOPICS="provider.events", CAREHUB_PARTITIONS=str(args.partitions),
+                       CAREHUB_PSEUDONYM_KEY=key, CAREHUB_METRICS_HOST="127.0.0.1", CAREHUB_METRICS_PORT=str(port),
+                       CAREHUB_DATA_DIR=str(BENCH_DIR / full_prefix), CAREHUB_WORKER_NAME=f"bench-{service}",
+                       CAREHUB_LOG_LEVEL="info")
+            log = BENCH_DIR / f"{prefix}-carehub-full-{service}.log"
+            logs.append(str(log))
+            with log.open("wb") as out:
+                children[service] = subprocess.Popen([sys.executable, "-m", f"services.{service}"], env=env,
+                                                     cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+            urls[service] = f"http://127.0.0.1:{port}/metrics"
+        samples, failure = watch(children, urls, len(events), newest * 86_400, args.timeout, broker_pid)
+    finally:
+        stop_children(children)
+    written = {}
+    with contextlib.suppress(Exception):  # a diagnostic only
+        written = records_written(bootstrap, full_prefix)
+    last = samples[-1][1] if samples else {}
+    if failure or not last.get(TIMELINE):
+        print(f"carehub-full       did not finish ({failure}); logs: {', '.join(logs)}", flush=True)
+        return
+    final = {k: last[k] for k in (RECEIVED, LINKED, TIMELINE)}
+    (start, _), (_, end) = span(samples, RECEIVED, final[RECEIVED]), span(samples, TIMELINE, final[TIMELINE])
+    results["carehub-full"] = full = Result(len(events), end - start)
+    print(f"{'carehub-full':18} {full.rate:>10,.0f} events/s  ({full.events} provider records in {full.seconds:.2f}s, "
+          f"through ingest, identity and timeline)", flush=True)
+    for service, metric in (("ingest", RECEIVED), ("identity", LINKED), ("timeline", TIMELINE)):
+        s, e = span(samples, metric, final[metric])
+        results[f"  full: {service}"] = stage = Result(int(final[metric]), e - s)
+        print(f"{'  full: ' + service:18} {stage.rate:>10,.0f} events/s  ({stage.events} in {stage.seconds:.2f}s)",
+              flush=True)
+    reached = next((t for t, m in samples if m.get(AS_OF, 0) >= newest * 86_400), None)
+    day = datetime.fromtimestamp(newest * 86_400).date()
+    if reached is None:
+        as_of = last.get(AS_OF)
+        notes.append(f"full: indicators never published as_of {day} (last as_of "
+                     f"{datetime.fromtimestamp(as_of).date() if as_of else 'none'})")
+    else:
+        notes.append(f"full: indicators published values with as_of {day} (the newest event day) "
+                     f"{reached - start:.1f}s after ingest's first batch, {reached - end:+.1f}s from the timeline's "
+                     f"last event")
+    if last.get(PUBLISHED):
+        settled = next(t for t, m in samples if m.get(PUBLISHED, 0) >= last[PUBLISHED])
+        notes.append(f"full: indicators' last publication {settled - end:+.1f}s from the timeline's last event "
+                     f"({int(last[PUBLISHED])} values written, {int(last.get('carehub_indicators_values', 0))} "
+                     f"held)")
+    notes.append(f"full: {int(final[RECEIVED])} records read by ingest, {int(final[LINKED])} events linked, "
+                 f"{int(final[TIMELINE])} on timelines; clocks from metric scrapes every {POLL_S}s")
+    if written:
+        notes.append("full: records written (outputs and table changelogs) per provider record: "
+                     + ", ".join(f"{k} {written[k] / len(events):.2f}" for k in SERVICES if k in written))
+    at_start = next(m for t, m in samples if t >= start)
+    at_end = next(m for t, m in samples if t >= end)
+    used = {k.removeprefix("cpu:"): at_end[k] - at_start.get(k, 0.0) for k in at_end if k.startswith("cpu:")}
+    notes.append(f"full: CPU seconds in those {full.seconds:.1f}s ({os.cpu_count()} cores): "
+                 + ", ".join(f"{k} {v:.1f}" for k, v in used.items())
+                 + f"; total {sum(used.values()):.1f}")
+
+
+def print_summary(results: dict[str, Result], notes: list[str]) -> None:
+    base = results.get("faust-do-nothing")
+    print("\nsummary (one broker, one run; ratio to faust-do-nothing in this run)")
+    print(f"{'variant':20} {'events':>8} {'seconds':>8} {'events/s':>10} {'/ do-nothing':>13}")
+    for name, r in results.items():
+        ratio = f"{r.rate / base.rate:.2f}" if base else "-"
+        print(f"{name:20} {r.events:>8} {r.seconds:>8.2f} {r.rate:>10,.0f} {ratio:>13}")
+    for note in notes:
+        print(note)
+    sys.stdout.flush()
+
+
 def parent(args: argparse.Namespace) -> None:
     from carehub.broker import EmbeddedBroker, create_topics
     from carehub.topics import TopicSpec
@@ -200,49 +521,48 @@ def parent(args: argparse.Namespace) -> None:
     if not bootstrap:
         broker = EmbeddedBroker().start()
         bootstrap = broker.bootstrap
+    BENCH_DIR.mkdir(parents=True, exist_ok=True)
+    started, load = time.perf_counter(), os.getloadavg()[0]
     try:
         prefix = f"bench{uuid.uuid4().hex[:6]}"
         topic = f"{prefix}.provider.events"
         create_topics(bootstrap, [TopicSpec(topic, args.partitions)])
-        print(f"broker {bootstrap}{' (embedded Tansu)' if broker else ''}; {args.events} events, "
-              f"{args.partitions} partitions, {os.cpu_count()} cores", flush=True)
+        variants = args.variants.split(",")
+        full_events = min(args.full_events or args.events, args.events)
+        print(f"broker {bootstrap}{' (embedded Tansu)' if broker else ''}; {args.events} events "
+              f"({full_events} for carehub-full), {args.partitions} partitions, {os.cpu_count()} cores", flush=True)
         t = time.perf_counter()
         events = make_events(args.events, args.seed)
         accepted = sum(kind == "valid" for *_, kind in events)
         print(f"generated {len(events)} synthetic-region records in {time.perf_counter() - t:.1f}s "
               f"(avg {sum(len(v) for _, v, _, _ in events) / len(events):.0f} bytes; {accepted} valid, "
               "the rest duplicates or malformed)", flush=True)
-        rate = asyncio.run(publish(bootstrap, topic, events))
-        print(f"published at {rate:,.0f} records/s (aiokafka)", flush=True)
-        results: dict[str, float] = {}
-        for variant in args.variants.split(","):
-            out = Path(f"/tmp/carehub-bench/{prefix}-{variant}.json")
-            out.parent.mkdir(parents=True, exist_ok=True)
-            env = dict(os.environ, CAREHUB_PSEUDONYM_KEY=secrets.token_hex(32),
-                       CAREHUB_PARTITIONS=str(args.partitions), CAREHUB_KAFKA_BOOTSTRAP=bootstrap)
-            target = accepted if variant == "carehub-identity" else args.events
-            cmd = [sys.executable, __file__, "--variant", variant, "--bootstrap", bootstrap, "--topic", topic,
-                   "--events", str(target), "--out", str(out), "--prefix", f"{prefix}{variant[:5]}"]
-            log = out.with_suffix(".log")
-            with log.open("wb") as err:
-                proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err)
-                try:
-                    proc.wait(timeout=args.timeout)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            if not out.exists():
-                print(f"{variant:18} did not finish (exit code {proc.returncode}; limit {args.timeout:.0f}s); "
-                      f"its log: {log}")
+        if set(variants) - {"carehub-full"}:
+            rate = asyncio.run(publish(bootstrap, topic, events))
+            print(f"published at {rate:,.0f} records/s (aiokafka)", flush=True)
+        results: dict[str, Result] = {}
+        notes: list[str] = []
+        for variant in variants:
+            if variant == "carehub-full":
+                run_full(bootstrap, prefix, events[:full_events], args, results, notes, broker.pid if broker else None)
                 continue
-            r = json.loads(out.read_text())
-            results[variant] = r["events"] / r["seconds"]
-            print(f"{variant:18} {results[variant]:>10,.0f} events/s  ({r['events']} in {r['seconds']:.2f}s)",
-                  flush=True)
-        base = results.get("faust-do-nothing")
-        if base:
-            for variant, rate in results.items():
-                print(f"  {variant:18} / faust-do-nothing = {rate / base:.2f}")
+            target = args.events
+            if variant == "carehub-identity":
+                target = accepted
+            elif variant == "carehub-timeline":
+                target = asyncio.run(count_linked(bootstrap, f"{prefix}.identity.linked", args.partitions))
+                if not target:
+                    print(f"{variant:18} skipped: it reads what carehub-identity linked earlier in the run", flush=True)
+                    continue
+            result = run_variant(variant, bootstrap, topic, prefix, target, args)
+            if result is not None:
+                results[variant] = result
+                print(f"{variant:18} {result.rate:>10,.0f} events/s  ({result.events} in {result.seconds:.2f}s)",
+                      flush=True)
+        notes.append(f"whole run {time.perf_counter() - started:.0f}s; load average {load:.2f} before it, "
+                     f"{os.getloadavg()[0]:.2f} after (other work on the machine skews the figures); "
+                     f"child logs in {BENCH_DIR}/{prefix}-*.log")
+        print_summary(results, notes)
     finally:
         if broker:
             broker.stop()
@@ -251,6 +571,8 @@ def parent(args: argparse.Namespace) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--full-events", type=int, default=0,
+                        help="records for carehub-full: the first N of --events (default: all of them)")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--variants", default=",".join(VARIANTS))
