@@ -55,6 +55,7 @@ from services.identity.linkage.data import (  # noqa: E402
     region_records,
 )
 from services.identity.linkage.features import Encoding  # noqa: E402
+from services.identity.linkage.model import DEFAULT_VERSION  # noqa: E402
 from services.identity.linkage.train import fit  # noqa: E402
 from services.ingest.pseudonymise import Pseudonymiser  # noqa: E402
 
@@ -302,7 +303,7 @@ def latency(model: LinkageModel, sizes: Iterable[int], queries: int) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--weights", default="v1", help="weights version shipped in services/identity/weights")
+    ap.add_argument("--weights", default=DEFAULT_VERSION, help="weights version shipped in services/identity/weights")
     ap.add_argument("--weights-file", type=Path, help="a weights file elsewhere (overrides --weights)")
     ap.add_argument("--synthetic-people", type=int, default=10_000)
     ap.add_argument("--synthetic-seed", type=int, default=2, help="must differ from the training seed")
@@ -326,7 +327,7 @@ def main() -> int:
         run_febrl(model, with_ssid=True, label=f"weights {model.version}")
         # For comparison: the same method trained (EM, no labels) on FEBRL3, records apart from FEBRL4.
         encs = [Encoding.of(p) for p in febrl3_people(True, random_pseudonymiser())]
-        febrl3 = fit(encs, version="febrl3", random_pairs=1_000_000, seed=1, trained_on={"data": "FEBRL3"},
+        febrl3 = fit([encs], version="febrl3", random_pairs=1_000_000, seed=1, trained_on={"data": "FEBRL3"},
                      command="bench/identity_accuracy.py", log=lambda _: None)
         run_febrl(febrl3, with_ssid=False, label="weights EM-trained on FEBRL3")
         run_febrl(febrl3, with_ssid=True, label="weights EM-trained on FEBRL3")

@@ -32,6 +32,7 @@ from carehub.v1 import identity_pb2 as idn
 from carehub.v1 import ingest_pb2 as ing
 from services.identity import metrics as m
 from services.identity.linkage import Decision, Linker, Outcome, load_model
+from services.identity.linkage.model import DEFAULT_VERSION
 from services.identity.merges import merge, unmerge
 from services.identity.table_store import TABLES, TableStore
 from services.ingest.dedupe import DedupeIndex
@@ -48,7 +49,7 @@ MAX_EVENTS_PER_RECORD = 1 << 16  # link_sequence = offset * this + position in t
 
 class Identity:
     def __init__(self, settings: Settings, tables: dict[str, Any], linked: Any, review: Any, registry: Any,
-                 model_version: str = "v1") -> None:
+                 model_version: str = DEFAULT_VERSION) -> None:
         self.settings = settings
         self.store = TableStore({name: tables[name] for name in TABLES})
         self.linker = Linker(load_model(model_version), self.store)

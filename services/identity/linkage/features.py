@@ -17,21 +17,38 @@ MISSING: Final = -1  # either side lacks the field: contributes no evidence
 
 # Fields in comparison order, each with its levels from the strongest agreement to none.
 FIELDS: Final[tuple[str, ...]] = (
-    "national_id", "given_name", "family_name", "birth_date", "postcode", "address", "sex",
+    "national_id", "given_name", "family_name", "birth_date", "postcode", "address", "sex", "name_swap",
 )  # fmt: skip
 LEVELS: Final[dict[str, tuple[str, ...]]] = {
     "national_id": ("agree", "disagree"),
-    "given_name": ("exact", "dice>=0.85", "dice>=0.7", "phonetic", "else"),
-    "family_name": ("exact", "dice>=0.85", "dice>=0.7", "phonetic", "else"),
-    "birth_date": ("exact", "two parts", "year only", "else"),
-    "postcode": ("full", "sector", "district", "dice>=0.5", "else"),
+    "given_name": ("exact", "dice>=0.85", "dice>=0.7", "phonetic", "dice>=0.5", "else"),
+    "family_name": ("exact", "dice>=0.85", "dice>=0.7", "phonetic", "dice>=0.5", "else"),
+    # "year and month" apart from the other pairs of parts: a day mistyped leaves year and month, which
+    # strangers share about 1 time in 1,200; month and day (a year mistyped) strangers share 1 in 365.
+    "birth_date": ("exact", "day/month swapped", "year and month", "two parts", "year only", "else"),
+    "postcode": ("full", "sector", "district", "dice>=0.5", "dice>=0.4", "else"),
     "address": ("exact", "dice>=0.85", "dice>=0.65", "else"),
     "sex": ("agree", "disagree"),
+    # Only when no name agrees in its own field (each at "phonetic" or worse, or missing): does each agree with
+    # the other record's other name? Scored on those pairs alone, so its weight is P(level | names fail)
+    # for matches over non-matches, a factor of its own and not a second count of the name evidence.
+    "name_swap": ("both crosswise", "one crosswise", "neither"),
+}
+# Levels added since weights v1, each with the older level that scored such a pair then, so an older
+# weights file still loads and scores as it was trained (model.py); a field it lacks adds nothing.
+ADDED_LEVELS: Final[dict[str, dict[str, str]]] = {
+    "given_name": {"dice>=0.5": "else"},
+    "family_name": {"dice>=0.5": "else"},
+    "birth_date": {"day/month swapped": "year only", "year and month": "two parts"},
+    "postcode": {"dice>=0.4": "else"},
 }
 # Index of each field in a comparison vector.
-NID, GIVEN, FAMILY, DOB, POSTCODE, ADDRESS, SEX = range(len(FIELDS))
-NAME_HIGH, NAME_LOW = 0.85, 0.7
-POSTCODE_SIMILAR = 0.5
+NID, GIVEN, FAMILY, DOB, POSTCODE, ADDRESS, SEX, SWAP = range(len(FIELDS))
+NAME_HIGH, NAME_LOW, NAME_SOME = 0.85, 0.7, 0.5  # short names: one typo can leave Dice near 0.5
+# A name agrees crosswise at "phonetic" or better; name_swap is looked at only when neither name agrees
+# in its own field better than "phonetic" (a swap rarely leaves a close same-field match behind).
+NAME_CROSS_AGREES: Final = 3
+POSTCODE_SIMILAR, POSTCODE_SOME = 0.5, 0.4  # two digits transposed in a short code: Dice 0.44-0.69
 ADDRESS_HIGH, ADDRESS_LOW = 0.85, 0.65
 _NO_SEX = (ce.SEX_UNSPECIFIED, ce.SEX_UNKNOWN)
 
@@ -139,7 +156,34 @@ def _name(x: int, xph: bytes, y: int, yph: bytes) -> int:
         return 1
     if d >= NAME_LOW:
         return 2
-    return 3 if xph == yph else 4
+    if xph == yph:
+        return 3
+    return 4 if d >= NAME_SOME else 5
+
+
+def _swap(a: Encoding, b: Encoding, given: int, family: int) -> int:
+    """The name_swap level: only when no name agrees in its own field and a crosswise comparison exists."""
+    if 0 <= given < 3 or 0 <= family < 3 or given == family == MISSING:  # a name agrees, or none to compare
+        return MISSING
+    g_f = _name(a.given, a.given_phonetic, b.family, b.family_phonetic)
+    f_g = _name(a.family, a.family_phonetic, b.given, b.given_phonetic)
+    if g_f == f_g == MISSING:
+        return MISSING
+    return 2 - (0 <= g_f <= NAME_CROSS_AGREES) - (0 <= f_g <= NAME_CROSS_AGREES)
+
+
+def _birth_date(a: Encoding, b: Encoding) -> int:
+    if not a.birth_date or not b.birth_date:
+        return MISSING
+    if a.birth_date == b.birth_date:
+        return 0
+    year = a.birth_year == b.birth_year
+    if year and a.birth_month == b.birth_day and a.birth_day == b.birth_month:
+        return 1  # month and day share a keyed tag at ingest, so a transposition shows
+    month = a.birth_month == b.birth_month
+    if year and month:
+        return 2
+    return 3 if year + month + (a.birth_day == b.birth_day) >= 2 else 4 if year else 5
 
 
 def compare(a: Encoding, b: Encoding) -> Levels:
@@ -147,14 +191,6 @@ def compare(a: Encoding, b: Encoding) -> Levels:
     nid = MISSING if not a.national_id or not b.national_id else (0 if a.national_id == b.national_id else 1)
     given = _name(a.given, a.given_phonetic, b.given, b.given_phonetic)
     family = _name(a.family, a.family_phonetic, b.family, b.family_phonetic)
-    if not a.birth_date or not b.birth_date:
-        dob = MISSING
-    elif a.birth_date == b.birth_date:
-        dob = 0
-    else:
-        year = a.birth_year == b.birth_year
-        parts = year + (a.birth_month == b.birth_month) + (a.birth_day == b.birth_day)
-        dob = 1 if parts >= 2 else 2 if year else 3
     if not a.postcode or not b.postcode:
         postcode = MISSING
     elif a.postcode == b.postcode:
@@ -164,7 +200,8 @@ def compare(a: Encoding, b: Encoding) -> Levels:
     elif a.postcode_district and a.postcode_district == b.postcode_district:
         postcode = 2
     else:
-        postcode = 3 if _dice(a.postcode_bloom, b.postcode_bloom) >= POSTCODE_SIMILAR else 4
+        d = _dice(a.postcode_bloom, b.postcode_bloom)
+        postcode = 3 if d >= POSTCODE_SIMILAR else 4 if d >= POSTCODE_SOME else 5
     if not a.address or not b.address:
         address = MISSING
     elif a.address == b.address:
@@ -173,7 +210,7 @@ def compare(a: Encoding, b: Encoding) -> Levels:
         d = _dice(a.address, b.address)
         address = 1 if d >= ADDRESS_HIGH else 2 if d >= ADDRESS_LOW else 3
     sex = MISSING if a.sex in _NO_SEX or b.sex in _NO_SEX else 0 if a.sex == b.sex else 1
-    return (nid, given, family, dob, postcode, address, sex)
+    return (nid, given, family, _birth_date(a, b), postcode, address, sex, _swap(a, b, given, family))
 
 
 def describe(levels: Levels) -> dict[str, str]:

@@ -24,6 +24,7 @@ from services.identity.linkage.features import (
     NID,
     POSTCODE,
     SEX,
+    SWAP,
     Encoding,
     Levels,
     compare,
@@ -34,8 +35,10 @@ from services.identity.linkage.store import IdentityStore, Profile
 # A block bigger than this is skipped when deciding (a placeholder value shared by thousands of
 # records says nothing and would make one decision slow); the other keys still find the person.
 MAX_BLOCK: Final = 2_000
-_NAME_AGREES: Final = (0, 1, 2, 3)  # exact, close by Dice, or same phonetic code
-_DOB_AGREES: Final = (0, 1)  # exact, or two of year/month/day
+_NAME_AGREES: Final = (0, 1, 2, 3)  # exact, close by Dice, or same phonetic code (not "dice>=0.5")
+_DOB_AGREES: Final = (0, 1, 2, 3)  # exact, day and month transposed, or two of year/month/day
+_PLACE_AGREES: Final = ((0, 1, 2, 3), (0, 1, 2))  # postcode full/sector/district/Dice>=0.5; address to Dice>=0.65
+_SWAP_AGREES: Final = (0, 1)  # at least one name agrees with the other record's other name
 
 
 class Outcome(StrEnum):
@@ -68,22 +71,26 @@ def blocking_keys_of(e: Encoding) -> list[str]:
     """Keys under which a record is indexed and looked up; a pair sharing any one is compared.
 
     Each key survives errors in the fields it leaves out: the national id (when present); the
-    birth date; the full postcode; both names exactly; and the address exactly with either
-    name's phonetic code. Chosen for blocking recall >= 0.995 on FEBRL4 and the synthetic
+    birth date; the full postcode; both names exactly, in either order; and the address exactly
+    with either name's phonetic code. Given and family names share their keyed encodings, so the
+    name keys ignore which field a name was in: a record with the names swapped still meets
+    the person's. The address with the birth year finds a record whose names, full birth date and
+    postcode all carry typos. Chosen for blocking recall >= 0.995 on FEBRL4 and the synthetic
     region with a few candidates per record (bench/identity_accuracy.py prints both); a dozen
     people share a birth date or a postcode per 500,000, so blocks stay small at scale.
     """
-    given, family = _bloom_bytes(e.given), _bloom_bytes(e.family)
+    names = sorted((_bloom_bytes(e.given), _bloom_bytes(e.family)))
     address = _bloom_bytes(e.address)
     keys = (
         _key("n:", e.national_id),
         _key("d:", e.birth_date),
         _key("p:", e.postcode),
-        _key("gf:", given, family),
-        _key("ag:", address, e.given_phonetic),
-        _key("af:", address, e.family_phonetic),
+        _key("gf:", *names),
+        _key("an:", address, e.given_phonetic),
+        _key("an:", address, e.family_phonetic),
+        _key("ay:", address, e.birth_year),
     )
-    return [k for k in keys if k is not None]
+    return list(dict.fromkeys(k for k in keys if k is not None))
 
 
 class Linker:
@@ -115,14 +122,15 @@ class Linker:
                 candidates.update(dict.fromkeys(ids))
         best, best_id, best_levels = -math.inf, None, None
         w, prior = model.weights, model.prior_log2
-        w0, w1, w2, w3, w4, w5, w6 = w
+        w0, w1, w2, w3, w4, w5, w6, w7 = w
         for person_id in candidates:
             profile = store.profile(person_id)
             if profile is None:
                 continue
             for variant in profile.variants:
                 lv = compare(query, variant)
-                s = prior + w0[lv[0]] + w1[lv[1]] + w2[lv[2]] + w3[lv[3]] + w4[lv[4]] + w5[lv[5]] + w6[lv[6]]
+                s = (prior + w0[lv[0]] + w1[lv[1]] + w2[lv[2]] + w3[lv[3]] + w4[lv[4]] + w5[lv[5]] + w6[lv[6]]
+                     + w7[lv[7]])
                 if s > best:
                     best, best_id, best_levels = s, person_id, lv
         n = len(candidates)
@@ -133,6 +141,7 @@ class Linker:
             and best_levels[DOB] not in _DOB_AGREES
             and best_levels[GIVEN] not in _NAME_AGREES
             and best_levels[FAMILY] not in _NAME_AGREES
+            and best_levels[SWAP] not in _SWAP_AGREES
         )
         if nid_only:
             return Decision(Outcome.REVIEW, best_id, best, "national id agrees but birth date and names do not", n)
@@ -142,10 +151,16 @@ class Linker:
             # are what tells them apart, so a person decides.
             if best_levels[NID] == 1 and self._veto_on_id_mismatch:
                 return Decision(Outcome.REVIEW, best_id, best, "national ids differ", n)
-            if best_levels[SEX] == 1 and best_levels[GIVEN] not in _NAME_AGREES and best_levels[GIVEN] != MISSING:
+            if best_levels[NID] != 0 and best_levels[POSTCODE] not in _PLACE_AGREES[0] and (
+                    best_levels[ADDRESS] not in _PLACE_AGREES[1]) and MISSING not in best_levels[POSTCODE:SEX]:
+                # Namesakes born the same day look like one person who moved: both places known and different.
+                return Decision(Outcome.REVIEW, best_id, best, "postcode and address differ, no national id", n)
+            if (best_levels[SEX] == 1 and best_levels[GIVEN] not in _NAME_AGREES and best_levels[GIVEN] != MISSING
+                    and best_levels[SWAP] != 0):
                 return Decision(Outcome.REVIEW, best_id, best, "given name and sex differ", n)
             return Decision(Outcome.LINK, best_id, best, _agreement(best_levels), n)
-        if best >= model.review_threshold:
+        if best >= model.review_threshold and not (best_levels[NID] == 1 and self._veto_on_id_mismatch):
+            # Below the link threshold, two check-digit-valid national ids that differ settle it: two people.
             return Decision(Outcome.REVIEW, best_id, best, f"between thresholds: {_agreement(best_levels)}", n)
         if best_levels[NID] == 0:
             return Decision(Outcome.REVIEW, best_id, best, "national id agrees but little else does", n)
@@ -168,8 +183,9 @@ class Linker:
 
 def _agreement(levels: Levels) -> str:
     """E.g. 'national id + 4 of 6 fields agree': which evidence carried the score, without values."""
-    close = {GIVEN: (0, 1, 2), FAMILY: (0, 1, 2), DOB: (0, 1), POSTCODE: (0, 1), ADDRESS: (0, 1), SEX: (0,)}
+    close = {GIVEN: (0, 1, 2), FAMILY: (0, 1, 2), DOB: (0, 1, 2, 3), POSTCODE: (0, 1), ADDRESS: (0, 1), SEX: (0,)}
     present = [i for i in close if levels[i] != MISSING]
     agree = sum(levels[i] in close[i] for i in present)
     head = "national id + " if levels[NID] == 0 else "no national id match, " if levels[NID] == 1 else ""
-    return f"{head}{agree} of {len(present)} fields agree"
+    tail = "; names swapped" if levels[SWAP] == 0 else "; one name in the other field" if levels[SWAP] == 1 else ""
+    return f"{head}{agree} of {len(present)} fields agree{tail}"

