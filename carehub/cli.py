@@ -105,6 +105,10 @@ def cmd_indicators_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_indicators(args: argparse.Namespace) -> int:
+    if args.remote:
+        from carehub.partner_cli import indicators_remote
+
+        return indicators_remote(args)
     from services.indicators.report import as_json, read_values, select, table
 
     settings = load_settings()
@@ -113,6 +117,36 @@ def cmd_indicators(args: argparse.Namespace) -> int:
                     window=None if args.window == "all" else args.window)
     print(as_json(values) if args.json else table(values))
     return 0
+
+
+def cmd_alerts_worker(args: argparse.Namespace) -> int:
+    from services.alerts.worker import main
+
+    main()
+    return 0
+
+
+def cmd_gateway(args: argparse.Namespace) -> int:
+    from services.gateway.worker import main
+
+    main()
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from carehub.partner_cli import watch
+
+    return watch(args)
+
+
+def _add_gateway_options(p: argparse.ArgumentParser) -> None:
+    """Where the partner gateway is and who we are to it (the certificate's CN, or the token's partner)."""
+    p.add_argument("--target", default="127.0.0.1:50051", help="the gateway's host:port (default 127.0.0.1:50051)")
+    p.add_argument("--ca", help="CA certificate (PEM) that issued the gateway's certificate")
+    p.add_argument("--cert", help="client certificate (PEM) for mutual TLS; its CN is the organisation code")
+    p.add_argument("--key", help="the client certificate's private key (PEM)")
+    p.add_argument("--token-file", help="file holding a bearer token (instead of a certificate)")
+    p.add_argument("--server-name", help="name to check the gateway's certificate against, if not the target host")
 
 
 def _key_of(value: bytes, content_type: str) -> bytes | None:
@@ -253,7 +287,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", default="12m", help="30d, 12m, now, a month YYYY-MM, or all (default 12m)")
     p.add_argument("--json", action="store_true", help="one JSON object per value")
     p.add_argument("--bootstrap")
+    p.add_argument("--remote", action="store_true", help="ask the partner gateway (your entitled values only)")
+    p.add_argument("--watch", action="store_true", help="with --remote: print the values again as they change")
+    p.add_argument("--connect-timeout", type=float, default=10.0, help="with --remote: seconds to connect")
+    _add_gateway_options(p)
     p.set_defaults(func=cmd_indicators)
+
+    p = sub.add_parser("alerts-worker", help="run an alert worker")
+    p.set_defaults(func=cmd_alerts_worker)
+
+    p = sub.add_parser("gateway", help="run the partner gateway (gRPC over TLS)")
+    p.set_defaults(func=cmd_gateway)
+
+    p = sub.add_parser("watch", help="print your organisation's alerts from the partner gateway as they come")
+    _add_gateway_options(p)
+    p.add_argument("--partner", help="your organisation code, for display (the identity is the certificate/token)")
+    p.add_argument("--cursor-file", help="keep the position here, to resume after a restart")
+    p.add_argument("--ack", metavar="STATUS", help="acknowledge each alert shown: received, understood, actioned "
+                                                   "or not_for_us")
+    p.add_argument("--ack-note", default="", help="note sent with each acknowledgement")
+    p.add_argument("--once", action="store_true", help="stop after the first alert")
+    p.add_argument("--limit", type=int, metavar="N", help="stop after N alerts")
+    p.add_argument("--json", action="store_true", help="one JSON object per alert (with its cursor)")
+    p.add_argument("--idle-timeout", type=float, default=120.0,
+                   help="reconnect when nothing (not even a heartbeat) came for this many seconds; 0: never")
+    p.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to wait for the first connection")
+    p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser("publish", help="publish care events from a file")
     p.add_argument("file", help="JSON lines (one CareEvent per line) or length-delimited protobuf (.pb)")

@@ -21,7 +21,7 @@ from carehub.broker import kafka_for
 from carehub.sdk import Publisher
 from carehub.settings import Settings, load_settings
 
-FIRST_METRICS_PORT = 9464  # ingest; identity, timeline and indicators on the next ports
+FIRST_METRICS_PORT = 9464  # ingest; identity, timeline, indicators, alerts and gateway on the next ports
 
 
 def feed_region(bootstrap: str, settings: Settings, people: int, seed: int) -> int:
@@ -40,6 +40,28 @@ def feed_region(bootstrap: str, settings: Settings, people: int, seed: int) -> i
     return pub.sent
 
 
+def demo_partners(settings: Settings, people: int, seed: int) -> dict[str, str]:
+    """TLS material and a partners file for every organisation of the synthetic region.
+
+    The gateway never runs without TLS, so the demo makes its own CA under the data directory
+    (kept between runs) and a client certificate per organisation, named by its code.
+    """
+    import random
+
+    from carehub.synthetic import RegionConfig
+    from carehub.synthetic.orgs import build_directory
+    from carehub.tlsgen import make_demo_pki
+
+    config = RegionConfig(people=people, seed=seed)
+    orgs = [org.code for org in build_directory(config, random.Random(f"{config.seed}/orgs")).all]
+    pki = make_demo_pki(settings.data_dir / "pki", orgs)
+    partners = settings.data_dir / "partners.toml"
+    partners.write_text("# the demo's partners: every organisation of the synthetic region\n" + "".join(
+        f'[partners.{org}]\nname = "{org} (synthetic)"\n' for org in orgs))
+    return {"CAREHUB_GATEWAY_TLS_CERT": str(pki.server.cert), "CAREHUB_GATEWAY_TLS_KEY": str(pki.server.key),
+            "CAREHUB_GATEWAY_CLIENT_CA": str(pki.ca.cert), "CAREHUB_GATEWAY_PARTNERS_FILE": str(partners)}
+
+
 def scrape(url: str) -> dict[str, float]:
     """Sum of each sample name across labels, from a Prometheus text endpoint."""
     with urllib.request.urlopen(url, timeout=2) as resp:
@@ -51,7 +73,7 @@ def scrape(url: str) -> dict[str, float]:
     return totals
 
 
-SERVICES = ("ingest", "identity", "timeline", "indicators")
+SERVICES = ("ingest", "identity", "timeline", "indicators", "alerts", "gateway")
 
 
 def run_demo(people: int, seed: int) -> int:
@@ -70,11 +92,13 @@ def run_demo(people: int, seed: int) -> int:
             embedded = not settings.kafka_bootstrap
             print(f"kafka: {bootstrap}{' (embedded Tansu broker, memory storage)' if embedded else ''}")
             urls: dict[str, str] = {}
+            gateway_env = demo_partners(settings, people, seed)
             for i, service in enumerate(SERVICES):
                 port = FIRST_METRICS_PORT + i
                 env = dict(os.environ, CAREHUB_KAFKA_BOOTSTRAP=bootstrap, CAREHUB_PROFILE=settings.profile.value,
                            CAREHUB_METRICS_PORT=str(port), CAREHUB_DATA_DIR=str(settings.data_dir),
-                           CAREHUB_WEB_PORT=str(settings.web_port + i), CAREHUB_WORKER_NAME=f"demo-{service}")
+                           CAREHUB_WEB_PORT=str(settings.web_port + i), CAREHUB_WORKER_NAME=f"demo-{service}",
+                           **gateway_env)
                 log = logs / f"{service}.log"
                 children.append(subprocess.Popen([sys.executable, "-m", f"services.{service}"], env=env,
                                                  stdout=log.open("ab"), stderr=subprocess.STDOUT))
@@ -111,9 +135,10 @@ def _watch(urls: dict[str, str], sent: int, children: list[subprocess.Popen[byte
         linked = m.get("carehub_identity_linked_total", 0)
         timeline = m.get("carehub_timeline_events_total", 0)
         values = m.get("carehub_indicators_values", 0)
+        alerts = m.get("carehub_alerts_raised_total", 0)
         line = (f"ingested {int(accepted + rejected + dups)}/{sent}: accepted {int(accepted)}, "
                 f"dead-lettered {int(rejected)}, duplicates dropped {int(dups)}; linked {int(linked)}; "
-                f"on timelines {int(timeline)}; indicator values {int(values)}")
+                f"on timelines {int(timeline)}; indicator values {int(values)}; alerts {int(alerts)}")
         if line != last:
             print(line, flush=True)
             last = line
@@ -125,7 +150,9 @@ def _watch(urls: dict[str, str], sent: int, children: list[subprocess.Popen[byte
                   f"  metrics:      {', '.join(urls.values())}\n"
                   f"  dead letters: CAREHUB_KAFKA_BOOTSTRAP={bootstrap} .venv/bin/carehub dlq list\n"
                   f"  indicators:   CAREHUB_KAFKA_BOOTSTRAP={bootstrap} .venv/bin/carehub indicators"
-                  " [--unit practice:P01] [--window 30d]\n"
+                  " [--unit practice:B86001] [--window 30d]\n"
+                  "  alerts:       .venv/bin/carehub watch --partner B86001 --ca .carehub/pki/ca.pem"
+                  " --cert .carehub/pki/B86001.pem --key .carehub/pki/B86001.key\n"
                   "Ctrl-C stops everything.", flush=True)
         time.sleep(2)
 

@@ -62,6 +62,19 @@ class Settings(BaseSettings):
     # counts from 1 to this are withheld from published indicators (0: nothing withheld)
     suppression_max: int = Field(default=7, ge=0, le=100)
     indicators_publish_interval_s: float = Field(default=1.0, gt=0, le=3600)
+    # partner gateway (services/gateway): gRPC over TLS
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = Field(default=50051, ge=0, le=65535)
+    gateway_tls_cert: Path | None = None       # server certificate chain (PEM)
+    gateway_tls_key: Path | None = None        # its private key (PEM)
+    gateway_client_ca: Path | None = None      # CA that signs partner certificates (PEM)
+    gateway_require_client_cert: bool = True   # mutual TLS; False: bearer tokens over TLS are enough
+    gateway_partners_file: Path | None = None  # partners, their entitlements and token hashes (TOML)
+    gateway_heartbeat_s: float = Field(default=10.0, gt=0, le=3600)
+    gateway_subscriber_buffer: int = Field(default=1000, ge=1, le=1_000_000)
+    alerts_involved_within_days: int = Field(default=90, ge=1, le=3650)
+    alerts_retention_days: int = Field(default=90, ge=1, le=3650)  # how far back a resume cursor may reach
+    audit_retention_days: int = Field(default=2555, ge=1, le=36500)  # seven years
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, le=65535)  # 0 disables the endpoint
     web_port: int = Field(default=6066, ge=1, le=65535)  # faust's own web server, bound to loopback

@@ -69,6 +69,20 @@ def indicator_signals_topic(settings: Settings) -> str:
     return settings.topic("indicators.signals")
 
 
+def alerts_topic(settings: Settings) -> str:
+    """Alerts, one record each, keyed by the recipient organisation (the gateway's log)."""
+    return settings.topic("alerts")
+
+
+def acks_topic(settings: Settings) -> str:
+    return settings.topic("alerts.acks")
+
+
+def audit_topic(settings: Settings) -> str:
+    """Every delivery, acknowledgement and refusal: who, what, when, trace id."""
+    return settings.topic("audit")
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     p, r = settings.partitions, settings.topic_replication_factor
     specs = [TopicSpec(t, p, replication=r) for t in settings.source_topics]
@@ -83,6 +97,11 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(indicator_partials_topic(settings), 1, replication=r),
         TopicSpec(indicators_topic(settings), 1, {"cleanup.policy": "compact"}, replication=r),
         TopicSpec(indicator_signals_topic(settings), 1, replication=r),
+        TopicSpec(alerts_topic(settings), p, {"retention.ms": str(settings.alerts_retention_days * DAY_MS)},
+                  replication=r),
+        TopicSpec(acks_topic(settings), 1, replication=r),
+        TopicSpec(audit_topic(settings), 1, {"retention.ms": str(settings.audit_retention_days * DAY_MS)},
+                  replication=r),
         # The one place raw input rests: bounded retention, see README "Dead letters".
         TopicSpec(
             deadletter_topic(settings),

@@ -615,6 +615,10 @@ class SpellView(_message.Message):
     DISCHARGE_DESTINATION_FIELD_NUMBER: _builtins.int
     TRANSFER_COUNT_FIELD_NUMBER: _builtins.int
     LAST_LOCATION_FIELD_NUMBER: _builtins.int
+    DIAGNOSES_FIELD_NUMBER: _builtins.int
+    PROCEDURES_FIELD_NUMBER: _builtins.int
+    AGE_AT_ADMISSION_FIELD_NUMBER: _builtins.int
+    ADMISSION_SECTOR_FIELD_NUMBER: _builtins.int
     org: _builtins.str
     spell_id: _builtins.str
     status: Global___SpellStatus.ValueType
@@ -626,10 +630,18 @@ class SpellView(_message.Message):
     discharge_destination: _builtins.str
     transfer_count: _builtins.int
     last_location: _builtins.str
+    age_at_admission: _builtins.int
+    admission_sector: _care_event_pb2.Sector.ValueType
     @_builtins.property
     def admitted_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def discharged_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def diagnoses(self) -> _containers.RepeatedCompositeFieldContainer[_care_event_pb2.Diagnosis]:
+        """coded when coded, else the working ones; primary (lowest position) first"""
+
+    @_builtins.property
+    def procedures(self) -> _containers.RepeatedCompositeFieldContainer[_care_event_pb2.Procedure]: ...
     def __init__(
         self,
         *,
@@ -645,10 +657,14 @@ class SpellView(_message.Message):
         discharge_destination: _builtins.str = ...,
         transfer_count: _builtins.int = ...,
         last_location: _builtins.str = ...,
+        diagnoses: _abc.Iterable[_care_event_pb2.Diagnosis] | None = ...,
+        procedures: _abc.Iterable[_care_event_pb2.Procedure] | None = ...,
+        age_at_admission: _builtins.int = ...,
+        admission_sector: _care_event_pb2.Sector.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["admitted_at", b"admitted_at", "discharged_at", b"discharged_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admission_method", b"admission_method", "admission_source", b"admission_source", "admitted_at", b"admitted_at", "discharge_destination", b"discharge_destination", "discharged_at", b"discharged_at", "last_location", b"last_location", "org", b"org", "primary_diagnosis", b"primary_diagnosis", "primary_diagnosis_provisional", b"primary_diagnosis_provisional", "spell_id", b"spell_id", "status", b"status", "transfer_count", b"transfer_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admission_method", b"admission_method", "admission_sector", b"admission_sector", "admission_source", b"admission_source", "admitted_at", b"admitted_at", "age_at_admission", b"age_at_admission", "diagnoses", b"diagnoses", "discharge_destination", b"discharge_destination", "discharged_at", b"discharged_at", "last_location", b"last_location", "org", b"org", "primary_diagnosis", b"primary_diagnosis", "primary_diagnosis_provisional", b"primary_diagnosis_provisional", "procedures", b"procedures", "spell_id", b"spell_id", "status", b"status", "transfer_count", b"transfer_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -659,6 +675,27 @@ class TimelineView(_message.Message):
     """The person's state around one event."""
 
     DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class InvolvementEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___Involvement: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___Involvement | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     AGE_YEARS_FIELD_NUMBER: _builtins.int
     SEX_FIELD_NUMBER: _builtins.int
@@ -672,6 +709,9 @@ class TimelineView(_message.Message):
     DAYS_SINCE_PREVIOUS_DISCHARGE_FIELD_NUMBER: _builtins.int
     PRIOR_ED_ATTENDANCES_365D_FIELD_NUMBER: _builtins.int
     IS_LATE_FIELD_NUMBER: _builtins.int
+    LOCAL_RECORDS_FIELD_NUMBER: _builtins.int
+    INVOLVEMENT_FIELD_NUMBER: _builtins.int
+    CARE_HOME_ORG_FIELD_NUMBER: _builtins.int
     age_years: _builtins.int
     """from the event (-1 unknown)"""
     sex: _care_event_pb2.Sex.ValueType
@@ -691,10 +731,19 @@ class TimelineView(_message.Message):
     """For an ED attendance: the person's attendances in the 365 days before it; -1 otherwise."""
     is_late: _builtins.bool
     """The event happened before the newest event already applied for this person."""
+    care_home_org: _builtins.str
     @_builtins.property
     def spell(self) -> Global___SpellView:
         """for admissions, transfers, discharges, coded diagnoses, cancellations of a spell"""
 
+    @_builtins.property
+    def local_records(self) -> _containers.RepeatedCompositeFieldContainer[Global___SeenRecord]:
+        """Who knows the person: each organisation's own record ids, and each organisation's last
+        involvement (what the alert stage needs to address an alert in the recipient's own terms).
+        """
+
+    @_builtins.property
+    def involvement(self) -> _containers.MessageMap[_builtins.str, Global___Involvement]: ...
     def __init__(
         self,
         *,
@@ -710,10 +759,13 @@ class TimelineView(_message.Message):
         days_since_previous_discharge: _builtins.int = ...,
         prior_ed_attendances_365d: _builtins.int = ...,
         is_late: _builtins.bool = ...,
+        local_records: _abc.Iterable[Global___SeenRecord] | None = ...,
+        involvement: _abc.Mapping[_builtins.str, Global___Involvement] | None = ...,
+        care_home_org: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spell", b"spell"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["age_years", b"age_years", "care_home_resident", b"care_home_resident", "days_since_previous_discharge", b"days_since_previous_discharge", "deceased", b"deceased", "direct_care_opt_out", b"direct_care_opt_out", "is_late", b"is_late", "locality", b"locality", "planning_opt_out", b"planning_opt_out", "prior_ed_attendances_365d", b"prior_ed_attendances_365d", "registered_practice", b"registered_practice", "sex", b"sex", "spell", b"spell"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age_years", b"age_years", "care_home_org", b"care_home_org", "care_home_resident", b"care_home_resident", "days_since_previous_discharge", b"days_since_previous_discharge", "deceased", b"deceased", "direct_care_opt_out", b"direct_care_opt_out", "involvement", b"involvement", "is_late", b"is_late", "local_records", b"local_records", "locality", b"locality", "planning_opt_out", b"planning_opt_out", "prior_ed_attendances_365d", b"prior_ed_attendances_365d", "registered_practice", b"registered_practice", "sex", b"sex", "spell", b"spell"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -165,6 +165,10 @@ def apply(state: PersonState, linked: idn.LinkedEvent) -> tl.TimelineEvent | Non
     view.direct_care_opt_out = timeline.consent.direct_care_opt_out
     view.planning_opt_out = timeline.consent.planning_opt_out
     view.deceased = timeline.HasField("died_at")
+    view.local_records.extend(timeline.local_records)
+    for org, involvement in timeline.involvement.items():
+        view.involvement[org].CopyFrom(involvement)
+    view.care_home_org = timeline.care_home.org
     out = tl.TimelineEvent(view=view)
     out.linked.CopyFrom(linked)
     return out
@@ -183,10 +187,20 @@ def spell_view(spell: tl.Spell) -> tl.SpellView:
     primary = _primary(spell.coded_diagnoses)
     if primary:
         view.primary_diagnosis = primary
+        view.diagnoses.extend(_by_position(spell.coded_diagnoses))
+        view.procedures.extend(spell.coded_procedures)
     else:
         view.primary_diagnosis = _primary(spell.provisional_diagnoses)
         view.primary_diagnosis_provisional = bool(view.primary_diagnosis)
+        view.diagnoses.extend(_by_position(spell.provisional_diagnoses))
+        view.procedures.extend(spell.provisional_procedures)
+    view.age_at_admission = spell.age_at_admission
+    view.admission_sector = spell.admission_sector
     return view
+
+
+def _by_position(diagnoses: Iterable[ce.Diagnosis]) -> list[ce.Diagnosis]:
+    return sorted(diagnoses, key=lambda d: d.position or 1 << 30)
 
 
 def days_since_previous_discharge(timeline: tl.PersonTimeline, spell: tl.Spell) -> int:

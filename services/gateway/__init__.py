@@ -1,0 +1,1 @@
+"""The partner gateway: gRPC over TLS for partner organisations (alerts, acknowledgements, indicators)."""

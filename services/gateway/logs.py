@@ -1,0 +1,146 @@
+"""What the gateway serves, read from Kafka: the alert log by partner, and the indicator values.
+
+Both are rebuilt from their topics on every start (read from the beginning, no consumer group),
+so the gateway keeps no state of its own: ``carehub.alerts`` (retained
+``CAREHUB_ALERTS_RETENTION_DAYS``) is the durable log a resume cursor points into, and
+``carehub.indicators`` is compacted. Each new record is handed to the live subscribers of its
+partner through bounded queues; a queue that is full marks its subscriber as fallen behind
+instead of slowing anyone else down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from carehub.v1 import alerts_pb2 as al
+from carehub.v1 import indicators_pb2 as ind
+
+log = logging.getLogger(__name__)
+
+
+def cursor_of(partition: int, offset: int) -> str:
+    return f"{partition}:{offset}"
+
+
+def parse_cursor(cursor: str) -> tuple[int, int] | None:
+    """(partition, offset) of a cursor; None for empty; ValueError for anything else."""
+    if not cursor:
+        return None
+    partition, _, offset = cursor.partition(":")
+    if not partition.isdigit() or not offset.isdigit():
+        raise ValueError(f"not a cursor: {cursor!r}")
+    return int(partition), int(offset)
+
+
+@dataclass
+class Entry:
+    partition: int
+    offset: int
+    alert: al.Alert
+
+    @property
+    def cursor(self) -> str:
+        return cursor_of(self.partition, self.offset)
+
+
+@dataclass(eq=False)
+class Subscriber:
+    org: str
+    queue: asyncio.Queue[Entry]
+    behind: bool = False  # its queue overflowed: it must reconnect from its cursor
+
+
+@dataclass
+class AlertLog:
+    by_org: dict[str, list[Entry]] = field(default_factory=dict)
+    by_id: dict[str, Entry] = field(default_factory=dict)
+    subscribers: dict[str, set[Subscriber]] = field(default_factory=dict)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def add(self, entry: Entry) -> None:
+        org = entry.alert.recipient_org
+        self.by_org.setdefault(org, []).append(entry)
+        self.by_id.setdefault(entry.alert.alert_id, entry)
+        for sub in self.subscribers.get(org, ()):
+            if sub.behind:
+                continue
+            try:
+                sub.queue.put_nowait(entry)
+            except asyncio.QueueFull:
+                sub.behind = True
+
+    def subscribe(self, org: str, cursor: tuple[int, int] | None, buffer: int) -> tuple[Subscriber, list[Entry]]:
+        """Register a live subscriber and return what it has not seen yet, with no gap between them.
+
+        No ``await`` here: the backlog and the registration are one step for the event loop.
+        """
+        entries = self.by_org.get(org, [])
+        start = 0
+        if cursor is not None:
+            start = bisect.bisect_right([(e.partition, e.offset) for e in entries], cursor)
+        sub = Subscriber(org, asyncio.Queue(maxsize=buffer))
+        self.subscribers.setdefault(org, set()).add(sub)
+        return sub, entries[start:]
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self.subscribers.get(sub.org, set()).discard(sub)
+
+    def count_subscribers(self) -> int:
+        return sum(len(s) for s in self.subscribers.values())
+
+
+@dataclass
+class IndicatorBoard:
+    values: dict[str, ind.IndicatorValue] = field(default_factory=dict)
+    watchers: set[asyncio.Queue[ind.IndicatorValue | None]] = field(default_factory=set)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def put(self, key: str, value: ind.IndicatorValue | None) -> None:
+        if value is None:
+            self.values.pop(key, None)
+        else:
+            self.values[key] = value
+        for queue in list(self.watchers):
+            try:
+                queue.put_nowait(value)
+            except asyncio.QueueFull:  # a slow watcher gets a fresh snapshot instead (None)
+                while not queue.empty():
+                    queue.get_nowait()
+                queue.put_nowait(None)
+
+
+async def tail(bootstrap: str, topic: str, handle: Callable[[int, int, bytes | None, bytes | None], None],
+               ready: asyncio.Event, stop: asyncio.Event) -> None:
+    """Read ``topic`` (every partition) from the start and forever; ``ready`` once caught up.
+
+    Caught up means a poll returned nothing new, not the end offset (wrong on the embedded broker).
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        partitions: set[int] = set()
+        while not partitions and not stop.is_set():
+            partitions = consumer.partitions_for_topic(topic) or set()
+            if not partitions:
+                await consumer.force_metadata_update()
+                await asyncio.sleep(0.2)
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=200, max_records=2000)
+            for tp, records in batches.items():
+                for record in records:
+                    handle(tp.partition, record.offset, record.key, record.value)
+            if not batches and not ready.is_set():
+                ready.set()
+                log.info("gateway: %s read up to date", topic)
+    finally:
+        await consumer.stop()

@@ -1,0 +1,197 @@
+"""Partner organisations of the gateway: who they are, which indicator units they see, their tokens.
+
+The partners file is TOML, one table per organisation, keyed by its organisation code (the
+common name of its client certificate)::
+
+    [partners.B86001]
+    name = "Riverside Surgery"
+    units = ["practice:B86001", "locality:L01", "region"]   # optional
+    tokens_sha256 = ["<hex sha256 of a bearer token>"]        # optional
+
+``units`` are the indicator units the partner may see; without it, the units whose code is the
+organisation's own (``practice:ORG``, ``provider:ORG``) and ``region``. ``tokens_sha256`` holds
+the SHA-256 (hex) of each bearer token the partner may use where the gateway accepts tokens;
+tokens themselves are never stored, and should be random (``python -c 'import secrets;
+print(secrets.token_urlsafe(32))'``; its hash: :func:`hash_token`). Loading checks every key and
+fails with the file and key at fault, so a gateway never starts on a file it would misread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# kinds of indicator unit (services/indicators/definitions.py UNITS); "region" has no code
+UNIT_KINDS = ("practice", "locality", "provider", "sector")
+REGION = "region"
+ORG_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+UNIT_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+PARTNER_KEYS = {"name", "units", "tokens_sha256"}
+
+
+class GatewayConfigError(ValueError):
+    """The gateway's configuration (partners file, TLS files) is wrong; the message says where."""
+
+
+class PartnersFileError(GatewayConfigError):
+    """The partners file is missing, unreadable or invalid; the message names the file and key."""
+
+
+@dataclass(frozen=True)
+class Partner:
+    org: str
+    name: str
+    units: frozenset[str]  # indicator units this partner may see
+    token_hashes: frozenset[str] = frozenset()  # hex SHA-256 of its bearer tokens
+
+    def __repr__(self) -> str:  # keep token hashes out of logs and tracebacks
+        return f"Partner(org={self.org!r}, name={self.name!r}, units={sorted(self.units)!r})"
+
+
+def hash_token(token: str) -> str:
+    """The hex SHA-256 of a bearer token, as written under ``tokens_sha256``."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def default_units(org: str) -> frozenset[str]:
+    """Without an explicit list: the units whose code is the organisation's own, and the region."""
+    return frozenset({f"practice:{org}", f"provider:{org}", REGION})
+
+
+class Partners:
+    """The partners known to the gateway, looked up by organisation code or bearer token."""
+
+    def __init__(self, partners: Iterable[Partner] = ()) -> None:
+        self._by_org: dict[str, Partner] = {}
+        self._hashes: list[tuple[bytes, Partner]] = []
+        for partner in partners:
+            if partner.org in self._by_org:
+                raise ValueError(f"partner {partner.org} given twice")
+            self._by_org[partner.org] = partner
+            for digest in partner.token_hashes:
+                if any(hmac.compare_digest(digest.encode(), other) for other, _ in self._hashes):
+                    raise ValueError(f"partner {partner.org}: a token hash is also another partner's")
+                self._hashes.append((digest.encode(), partner))
+
+    def __len__(self) -> int:
+        return len(self._by_org)
+
+    def __iter__(self) -> Iterator[Partner]:
+        return iter(self._by_org.values())
+
+    def __contains__(self, org: object) -> bool:
+        return org in self._by_org
+
+    def by_org(self, org: str) -> Partner | None:
+        return self._by_org.get(org)
+
+    def by_token(self, token: str) -> Partner | None:
+        """The partner holding this bearer token, or None.
+
+        The token is hashed and compared with every stored hash in constant time (no early exit),
+        so the time taken says nothing about how close a guess came or which partner it is near.
+        """
+        if not token:
+            return None
+        digest = hash_token(token).encode()
+        found: Partner | None = None
+        for stored, partner in self._hashes:
+            if hmac.compare_digest(digest, stored):
+                found = partner
+        return found
+
+    def entitled_units(self, org: str, available_units: Iterable[str]) -> set[str]:
+        """Those of ``available_units`` the organisation may see (none for an unknown one)."""
+        partner = self._by_org.get(org)
+        if partner is None:
+            return set()
+        return {unit for unit in available_units if unit in partner.units}
+
+
+def load_partners(path: Path | str) -> Partners:
+    """Read and check the partners file; raise PartnersFileError naming the file and key at fault."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise PartnersFileError(f"{path}: partners file not found (CAREHUB_GATEWAY_PARTNERS_FILE)") from None
+    except OSError as exc:
+        raise PartnersFileError(f"{path}: cannot read the partners file: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PartnersFileError(f"{path}: not valid TOML: {exc}") from None
+    return parse_partners(data, source=str(path))
+
+
+def parse_partners(data: Mapping[str, Any], source: str = "<partners>") -> Partners:
+    """Check an already parsed partners document (see :func:`load_partners`)."""
+
+    def fail(key: str, message: str) -> PartnersFileError:
+        return PartnersFileError(f"{source}: {key}: {message}")
+
+    extra = sorted(set(data) - {"partners"})
+    if extra:
+        raise fail(extra[0], "unknown key (expected only [partners.<org code>] tables)")
+    table = data.get("partners")
+    if not isinstance(table, dict):
+        raise fail("partners", "missing or not a table: expected [partners.<org code>] tables")
+    partners: list[Partner] = []
+    owners: dict[str, str] = {}
+    for org, entry in table.items():
+        where = f"partners.{org}"
+        if not ORG_CODE.fullmatch(org):
+            raise fail(where, "an organisation code is 1-64 letters, digits, '.', '_' or '-', starting alphanumeric")
+        if not isinstance(entry, dict):
+            raise fail(where, "expected a table")
+        unknown = sorted(set(entry) - PARTNER_KEYS)
+        if unknown:
+            raise fail(f"{where}.{unknown[0]}", f"unknown key (expected {', '.join(sorted(PARTNER_KEYS))})")
+        name = entry.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise fail(f"{where}.name", "required: a non-empty string")
+        units = default_units(org) if "units" not in entry else _units(entry["units"], f"{where}.units", fail)
+        hashes = _hashes(entry.get("tokens_sha256", []), f"{where}.tokens_sha256", fail)
+        for digest in hashes:
+            if digest in owners:
+                raise fail(f"{where}.tokens_sha256", f"a token hash is also partners.{owners[digest]}'s")
+            owners[digest] = org
+        partners.append(Partner(org=org, name=name.strip(), units=units, token_hashes=hashes))
+    return Partners(partners)
+
+
+def _units(value: object, key: str, fail: Callable[[str, str], PartnersFileError]) -> frozenset[str]:
+    if not isinstance(value, list):
+        raise fail(key, 'expected a list of units such as "practice:B86001", "locality:L01", "region"')
+    units: set[str] = set()
+    for i, unit in enumerate(value):
+        if not isinstance(unit, str):
+            raise fail(f"{key}[{i}]", "expected a string")
+        kind, sep, code = unit.partition(":")
+        if unit == REGION:
+            pass
+        elif not sep or kind not in UNIT_KINDS:
+            kinds = ", ".join(UNIT_KINDS)
+            raise fail(f"{key}[{i}]", f'{unit!r} is not "region" or <kind>:<code> with kind in {kinds}')
+        elif not UNIT_CODE.fullmatch(code):
+            raise fail(f"{key}[{i}]", f"{unit!r}: bad code {code!r}")
+        units.add(unit)
+    return frozenset(units)
+
+
+def _hashes(value: object, key: str, fail: Callable[[str, str], PartnersFileError]) -> frozenset[str]:
+    if not isinstance(value, list):
+        raise fail(key, "expected a list of hex SHA-256 digests")
+    hashes: set[str] = set()
+    for i, digest in enumerate(value):
+        if not isinstance(digest, str) or not SHA256_HEX.fullmatch(digest.lower()):
+            # never echo the value: a token pasted here by mistake must not reach the logs
+            raise fail(f"{key}[{i}]", "expected a SHA-256 digest as 64 hex digits (the token's hash, not the token)")
+        hashes.add(digest.lower())
+    return frozenset(hashes)

@@ -1,0 +1,262 @@
+"""The partner gateway: alerts and indicators to the organisations entitled to them, over gRPC.
+
+``SubscribeAlerts`` sends the caller's alerts after its cursor, then live ones, with heartbeats.
+The cursor is a position in ``carehub.alerts`` (partition:offset); alerts are keyed by the
+recipient organisation, so one partner's alerts are one partition's records in order, and a
+reconnect with the last cursor gets everything after it exactly once, whichever gateway
+instance it reaches and however often it restarted. A subscriber whose buffer
+(``CAREHUB_GATEWAY_SUBSCRIBER_BUFFER``) fills up is told to resume from its cursor, so a slow
+or stuck partner never holds up anyone else.
+
+Every call is authenticated (services/gateway/auth.py) and answers only with what that
+organisation may see; every delivery, acknowledgement and refusal is written to
+``carehub.audit``. The stock gRPC health and reflection services run beside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from aiokafka import AIOKafkaProducer
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry import trace
+from opentelemetry.propagate import extract
+
+from carehub.settings import Settings
+from carehub.topics import acks_topic, alerts_topic, audit_topic, indicators_topic
+from carehub.v1 import alerts_pb2 as al
+from carehub.v1 import indicators_pb2 as ind
+from carehub.v1 import partner_pb2 as pb
+from carehub.v1 import partner_pb2_grpc as pb_grpc
+from services.gateway import metrics as m
+from services.gateway.auth import caller, server_credentials
+from services.gateway.logs import AlertLog, Entry, IndicatorBoard, parse_cursor, tail
+from services.gateway.partners import Partners, load_partners
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("carehub.gateway")
+SERVICE = "carehub.v1.PartnerGateway"
+
+
+class Audit:
+    def __init__(self, producer: AIOKafkaProducer | None, topic: str) -> None:
+        self.producer, self.topic = producer, topic
+
+    async def write(self, org: str, action: str, alert_id: str = "", trace_id: str = "", detail: str = "") -> None:
+        record = al.AuditRecord(org=org, action=action, alert_id=alert_id, trace_id=trace_id, detail=detail)
+        record.at.FromNanoseconds(time.time_ns())
+        if self.producer is not None:
+            await self.producer.send(self.topic, key=org.encode(), value=record.SerializeToString())
+
+
+class PartnerGateway(pb_grpc.PartnerGatewayServicer):
+    def __init__(self, settings: Settings, partners: Partners, alerts: AlertLog, board: IndicatorBoard,
+                 audit: Audit, producer: AIOKafkaProducer | None) -> None:
+        self.settings = settings
+        self.partners = partners
+        self.alerts = alerts
+        self.board = board
+        self.audit = audit
+        self.producer = producer
+
+    async def _who(self, context: grpc.aio.ServicerContext[Any, Any], action: str) -> str:
+        try:
+            partner = await caller(context, self.partners)
+        except BaseException:
+            m.REFUSED.labels(action).inc()
+            await self.audit.write("", "refuse", detail=action)
+            raise
+        return partner.org
+
+    async def SubscribeAlerts(self, request: pb.SubscribeAlertsRequest,
+                              context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[pb.AlertMessage]:
+        org = await self._who(context, "subscribe")
+        try:
+            cursor = parse_cursor(request.cursor)
+        except ValueError:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"not a cursor: {request.cursor!r}")
+            return
+        await self.alerts.ready.wait()
+        sub, backlog = self.alerts.subscribe(org, cursor, self.settings.gateway_subscriber_buffer)
+        m.SUBSCRIBERS.inc()
+        await self.audit.write(org, "subscribe", detail=f"from {request.cursor or 'the start'}")
+        last = request.cursor
+        try:
+            for entry in backlog:
+                yield await self._deliver(org, entry)
+                last = entry.cursor
+            while True:
+                if sub.behind:
+                    m.BEHIND.inc()
+                    yield pb.AlertMessage(resume=pb.Resume(reason="fell behind; reconnect with this cursor"),
+                                          cursor=last)
+                    return
+                try:
+                    entry = await asyncio.wait_for(sub.queue.get(), self.settings.gateway_heartbeat_s)
+                except TimeoutError:
+                    yield pb.AlertMessage(heartbeat=pb.Heartbeat(server_time_ms=time.time_ns() // 10**6), cursor=last)
+                    continue
+                yield await self._deliver(org, entry)
+                last = entry.cursor
+        finally:
+            self.alerts.unsubscribe(sub)
+            m.SUBSCRIBERS.dec()
+
+    async def _deliver(self, org: str, entry: Entry) -> pb.AlertMessage:
+        alert = entry.alert
+        with tracer.start_as_current_span("deliver alert", context=extract(dict(alert.trace_context)),
+                                          kind=trace.SpanKind.PRODUCER) as span:
+            span.set_attribute("rpc.system", "grpc")
+            span.set_attribute("rpc.service", SERVICE)
+            span.set_attribute("rpc.method", "SubscribeAlerts")
+            span.set_attribute("carehub.alert.rule", alert.rule)
+            span.set_attribute("carehub.partner", org)
+        m.DELIVERED.labels(alert.rule).inc()
+        m.DELIVERY_SECONDS.observe(max(0.0, time.time() - alert.raised_at.ToNanoseconds() / 1e9))
+        await self.audit.write(org, "deliver", alert.alert_id, alert.trace_id)
+        return pb.AlertMessage(alert=alert, cursor=entry.cursor)
+
+    async def Acknowledge(self, request: pb.AcknowledgeRequest,
+                          context: grpc.aio.ServicerContext[Any, Any]) -> pb.AcknowledgeResponse:
+        org = await self._who(context, "acknowledge")
+        entry = self.alerts.by_id.get(request.alert_id)
+        if entry is None or entry.alert.recipient_org != org:  # another partner's alert looks like no alert
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such alert for this organisation")
+        assert entry is not None
+        if request.status == al.ACK_STATUS_UNSPECIFIED:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "status is required")
+        ack = al.Acknowledgement(alert_id=request.alert_id, org=org, status=request.status, note=request.note[:2000],
+                                 rule=entry.alert.rule, trace_id=entry.alert.trace_id)
+        ack.at.FromNanoseconds(time.time_ns())
+        ack.alert_raised_at.CopyFrom(entry.alert.raised_at)
+        if self.producer is not None:
+            await self.producer.send_and_wait(acks_topic(self.settings), key=request.alert_id.encode(),
+                                              value=ack.SerializeToString())
+        status = al.AckStatus.Name(request.status).removeprefix("ACK_STATUS_").lower()
+        m.ACKS.labels(status).inc()
+        m.ACK_SECONDS.labels(status).observe(max(0.0, (ack.at.ToNanoseconds() - ack.alert_raised_at.ToNanoseconds())
+                                                 / 1e9))
+        await self.audit.write(org, "acknowledge", request.alert_id, entry.alert.trace_id, status)
+        return pb.AcknowledgeResponse(recorded=True)
+
+    def _entitled(self, org: str, request: pb.IndicatorsRequest) -> list[ind.IndicatorValue]:
+        units = self.partners.entitled_units(org, {v.unit for v in self.board.values.values()})
+        return sorted((v for v in self.board.values.values() if v.unit in units
+                       and (not request.indicator or v.indicator == request.indicator)
+                       and (not request.window or v.window == request.window)),
+                      key=lambda v: (v.indicator, v.window, v.unit))
+
+    async def GetIndicators(self, request: pb.IndicatorsRequest,
+                            context: grpc.aio.ServicerContext[Any, Any]) -> pb.IndicatorsResponse:
+        org = await self._who(context, "get_indicators")
+        await self.board.ready.wait()
+        await self.audit.write(org, "get_indicators", detail=f"{request.indicator or '*'} {request.window or '*'}")
+        return pb.IndicatorsResponse(values=self._entitled(org, request))
+
+    async def WatchIndicators(self, request: pb.IndicatorsRequest,
+                              context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[pb.IndicatorsResponse]:
+        org = await self._who(context, "watch_indicators")
+        await self.board.ready.wait()
+        queue: asyncio.Queue[ind.IndicatorValue | None] = asyncio.Queue(self.settings.gateway_subscriber_buffer)
+        self.board.watchers.add(queue)
+        try:
+            yield pb.IndicatorsResponse(values=self._entitled(org, request))
+            while True:
+                changed = await queue.get()
+                if changed is None:  # fell behind: a whole snapshot
+                    yield pb.IndicatorsResponse(values=self._entitled(org, request))
+                    continue
+                batch = [changed]
+                while not queue.empty() and len(batch) < 500:
+                    item = queue.get_nowait()
+                    if item is None:
+                        batch = []
+                        break
+                    batch.append(item)
+                units = self.partners.entitled_units(org, {v.unit for v in batch})
+                mine = [v for v in batch if v.unit in units and (not request.indicator or v.indicator ==
+                                                               request.indicator)
+                        and (not request.window or v.window == request.window)]
+                if not batch:
+                    yield pb.IndicatorsResponse(values=self._entitled(org, request))
+                elif mine:
+                    yield pb.IndicatorsResponse(values=mine)
+        finally:
+            self.board.watchers.discard(queue)
+
+
+class Gateway:
+    """The server and the readers it depends on, started and stopped together."""
+
+    def __init__(self, settings: Settings, bootstrap: str, partners: Partners | None = None) -> None:
+        self.settings = settings
+        self.bootstrap = bootstrap
+        if partners is None:
+            if settings.gateway_partners_file is None:
+                raise SystemExit("carehub gateway: set CAREHUB_GATEWAY_PARTNERS_FILE (who may connect)")
+            partners = load_partners(settings.gateway_partners_file)
+        self.partners = partners
+        self.credentials = server_credentials(settings)
+        self.alerts = AlertLog()
+        self.board = IndicatorBoard()
+        self.port = 0
+
+    def _on_alert(self, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
+        if value is not None:
+            self.alerts.add(Entry(partition, offset, al.Alert.FromString(value)))
+            m.ALERTS_HELD.set(len(self.alerts.by_id))
+
+    def _on_value(self, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
+        if key is not None:
+            self.board.put(key.decode(), ind.IndicatorValue.FromString(value) if value is not None else None)
+
+    async def run(self, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5)
+        await producer.start()
+        server = grpc.aio.server()
+        pb_grpc.add_PartnerGatewayServicer_to_server(
+            PartnerGateway(self.settings, self.partners, self.alerts, self.board,
+                           Audit(producer, audit_topic(self.settings)), producer), server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (pb.DESCRIPTOR.services_by_name["PartnerGateway"].full_name, health.SERVICE_NAME,
+             reflection.SERVICE_NAME), server)
+        address = f"{self.settings.gateway_host}:{self.settings.gateway_port}"
+        self.port = server.add_secure_port(address, self.credentials)
+        await health_servicer.set(SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        await server.start()
+        log.info("gateway: gRPC over TLS on %s:%d (mutual TLS %s)", self.settings.gateway_host, self.port,
+                 "required" if self.settings.gateway_require_client_cert else "optional, bearer tokens accepted")
+        readers = [
+            asyncio.create_task(tail(self.bootstrap, alerts_topic(self.settings), self._on_alert, self.alerts.ready,
+                                     stop)),
+            asyncio.create_task(tail(self.bootstrap, indicators_topic(self.settings), self._on_value,
+                                     self.board.ready, stop)),
+        ]
+        try:
+            await self.alerts.ready.wait()
+            await health_servicer.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)
+            await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+            if started is not None:
+                started.set()
+            while not stop.is_set():
+                m.SUBSCRIBERS_NOW.set(self.alerts.count_subscribers())
+                await asyncio.wait([asyncio.ensure_future(stop.wait()), *readers], timeout=1.0,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                for reader in readers:
+                    if reader.done() and reader.exception() is not None:
+                        raise RuntimeError("gateway: a Kafka reader stopped") from reader.exception()
+        finally:
+            await health_servicer.enter_graceful_shutdown()
+            await server.stop(grace=2)
+            stop.set()
+            await asyncio.gather(*readers, return_exceptions=True)
+            await producer.stop()

@@ -1,0 +1,142 @@
+"""A partner never receives another partner's alert: property-based, over random routings.
+
+A real gRPC server (the gateway's servicer, over mutual TLS on 127.0.0.1) serves an alert log
+filled with random alerts for random recipients; every partner subscribes from the start, from a
+random cursor, and must get exactly its own alerts after that cursor, in log order. The Kafka
+reader is the collaborator left out: the log is filled directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from carehub.batching import target_partition
+from carehub.settings import load_settings
+from carehub.tlsgen import DemoPki, make_demo_pki
+from carehub.v1 import alerts_pb2 as al
+from carehub.v1 import partner_pb2 as pb
+from carehub.v1 import partner_pb2_grpc as pb_grpc
+from services.gateway.auth import client_channel, server_credentials
+from services.gateway.logs import AlertLog, Entry, IndicatorBoard
+from services.gateway.partners import Partner, Partners
+from services.gateway.server import Audit, PartnerGateway
+
+ORGS = ("B86001", "B86002", "SC001", "RR8")
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> DemoPki:
+    return make_demo_pki(tmp_path_factory.mktemp("pki"), ORGS)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, pki: DemoPki, log: AlertLog, buffer: int = 10_000) -> None:
+        self.settings = load_settings(gateway_tls_cert=pki.server.cert, gateway_tls_key=pki.server.key,
+                                      gateway_client_ca=pki.ca.cert, gateway_port=free_port(),
+                                      gateway_heartbeat_s=0.2, gateway_subscriber_buffer=buffer)
+        partners = Partners(Partner(org=o, name=o, units=frozenset({"region"})) for o in ORGS)
+        self.server = grpc.aio.server()
+        pb_grpc.add_PartnerGatewayServicer_to_server(
+            PartnerGateway(self.settings, partners, log, IndicatorBoard(), Audit(None, "audit"), None), self.server)
+        self.server.add_secure_port(f"127.0.0.1:{self.settings.gateway_port}", server_credentials(self.settings))
+
+    async def __aenter__(self) -> Server:
+        await self.server.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.server.stop(grace=None)
+
+
+async def receive(pki: DemoPki, port: int, org: str, cursor: str, expected: int) -> list[pb.AlertMessage]:
+    files = pki.clients[org]
+    async with client_channel(f"127.0.0.1:{port}", pki.ca.cert, files.cert, files.key) as channel:
+        stub = pb_grpc.PartnerGatewayStub(channel)
+        got: list[pb.AlertMessage] = []
+        call = stub.SubscribeAlerts(pb.SubscribeAlertsRequest(cursor=cursor), timeout=20)
+        stream: AsyncIterator[pb.AlertMessage] = call.__aiter__()
+        async for message in stream:
+            if message.HasField("alert"):
+                got.append(message)
+            elif len(got) >= expected:  # a heartbeat after everything due: nothing more is coming
+                break
+        call.cancel()
+        return got
+
+
+def alert_log(routing: list[tuple[int, str]]) -> AlertLog:
+    """Alerts in the order given; each on its recipient's partition, as the alert worker keys them."""
+    log = AlertLog()
+    offsets: dict[int, int] = {}
+    for i, (_, org) in enumerate(routing):
+        partition = target_partition(org, 4)
+        offset = offsets[partition] = offsets.get(partition, -1) + 1
+        log.add(Entry(partition, offset, al.Alert(alert_id=f"a{i}", recipient_org=org, local_id=f"{org}-L{i}")))
+    log.ready.set()
+    return log
+
+
+routings = st.lists(st.tuples(st.integers(0, 3), st.sampled_from(ORGS)), min_size=0, max_size=40)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(routing=routings, skip=st.integers(0, 10))
+def test_each_partner_gets_exactly_its_own_alerts_after_its_cursor(pki: DemoPki, routing: list[tuple[int, str]],
+                                                                  skip: int) -> None:
+    log = alert_log(routing)
+
+    async def run() -> None:
+        async with Server(pki, log) as server:
+            for org in ORGS:
+                mine = log.by_org.get(org, [])
+                cursor = mine[skip - 1].cursor if 0 < skip <= len(mine) else ""
+                expected = mine[skip:] if cursor else mine
+                got = await receive(pki, server.settings.gateway_port, org, cursor, len(expected))
+                assert [m.alert.alert_id for m in got] == [e.alert.alert_id for e in expected]
+                assert all(m.alert.recipient_org == org and m.alert.local_id.startswith(org) for m in got)
+                assert [m.cursor for m in got] == [e.cursor for e in expected]
+
+    asyncio.run(run())
+
+
+def test_a_slow_subscriber_is_told_to_resume_and_others_are_not_held_up(pki: DemoPki) -> None:
+    log = alert_log([])
+
+    async def run() -> None:
+        async with Server(pki, log, buffer=3) as server:
+            files = pki.clients["B86001"]
+            async with client_channel(f"127.0.0.1:{server.settings.gateway_port}", pki.ca.cert, files.cert,
+                                      files.key) as channel:
+                stub = pb_grpc.PartnerGatewayStub(channel)
+                stuck = stub.SubscribeAlerts(pb.SubscribeAlertsRequest(), timeout=20)
+                first = await stuck.read()  # subscribed: a heartbeat, nothing due yet
+                assert isinstance(first, pb.AlertMessage) and first.HasField("heartbeat")
+                for i in range(10):  # arrives while the stuck reader reads nothing
+                    log.add(Entry(0, i, al.Alert(alert_id=f"s{i}", recipient_org="B86001")))
+                    log.add(Entry(1, i, al.Alert(alert_id=f"o{i}", recipient_org="B86002")))
+                other = await receive(pki, server.settings.gateway_port, "B86002", "", 10)
+                assert len(other) == 10  # not held up by the stuck one
+                messages: list[pb.AlertMessage] = []
+                while (message := await stuck.read()) is not grpc.aio.EOF:
+                    assert isinstance(message, pb.AlertMessage)
+                    messages.append(message)
+                *delivered, last = messages
+                assert last.HasField("resume"), "the stuck subscriber was not told to resume"
+                assert delivered and all(m.HasField("alert") for m in delivered)
+                assert last.cursor == delivered[-1].cursor  # resume exactly after what it got
+
+    asyncio.run(run())
