@@ -7,8 +7,9 @@ a laptop run does not log connection errors to a collector that is not there.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable, MutableSequence
+from collections.abc import Iterable, Iterator, MutableMapping, MutableSequence
 
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
@@ -51,6 +52,36 @@ def trace_context_dict(context: Context | None = None) -> dict[str, str]:
     carrier: dict[str, str] = {}
     propagate.inject(carrier, context=context)
     return carrier
+
+
+def tracing_enabled() -> bool:
+    """True when an SDK tracer provider is installed (spans would be no-ops otherwise)."""
+    return isinstance(trace.get_tracer_provider(), TracerProvider)
+
+
+@contextlib.contextmanager
+def continue_trace(tracer: trace.Tracer, stage: str, carrier: MutableMapping[str, str], topic: str,
+                   partition: int, message_id: str) -> Iterator[None]:
+    """A span of ``stage`` for one event, child of the context in ``carrier`` (the event's
+    ``trace_context``), which then carries the new span's context to the next stage.
+
+    Messaging attributes follow the OpenTelemetry semantic conventions for Kafka consumers.
+    """
+    parent = propagate.extract(dict(carrier))
+    with tracer.start_as_current_span(
+        f"{topic} process", context=parent, kind=trace.SpanKind.CONSUMER,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": topic,
+            "messaging.destination.partition.id": str(partition),
+            "messaging.message.id": message_id,
+            "carehub.stage": stage,
+        },
+    ):
+        for key, value in trace_context_dict().items():
+            carrier[key] = value
+        yield
 
 
 _configured = False

@@ -15,17 +15,20 @@ have an agent of their own; they carry no person.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import MutableMapping
 from typing import Any
 
 import faust
+from opentelemetry import trace
 
 from carehub.batching import target_partition
 from carehub.faust_batches import add_batch_agent, current_event_of, forget_on_revoke
 from carehub.faust_profile import faust_app
 from carehub.settings import Settings
+from carehub.telemetry import continue_trace, tracing_enabled
 from carehub.topics import alerts_topic, indicator_signals_topic, timeline_topic
 from carehub.v1 import alerts_pb2 as al
 from carehub.v1 import indicators_pb2 as ind
@@ -35,6 +38,7 @@ from services.alerts.evaluate import AlertEngine, ns
 from services.alerts.rules import load_rules
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("carehub.alerts")
 APP_SUFFIX = "alerts"
 TABLE = "alerts-persons"
 
@@ -47,6 +51,8 @@ class Alerts:
         self.engine = engine
         self.clock: dict[int, int] = {}                 # partition -> newest event time (ns)
         self.due: dict[int, dict[str, int]] = {}        # partition -> person -> earliest due (ns)
+        self.tracing = tracing_enabled()
+        self.source_topic = timeline_topic(settings)
 
     def forget_partitions(self, topic_partitions: set[str]) -> None:
         for tp in topic_partitions:
@@ -85,7 +91,10 @@ class Alerts:
                 if state is None:
                     state = states[person_id] = self.load(person_id)
                 before = state.SerializeToString(deterministic=True)
-                alerts += self.engine.on_event(state, person_id, event, now_ns)
+                accepted = event.linked.event
+                with (continue_trace(tracer, "alerts", accepted.trace_context, self.source_topic, partition,
+                                     accepted.event_id) if self.tracing else contextlib.nullcontext()):
+                    alerts += self.engine.on_event(state, person_id, event, now_ns)
                 t = ns(event.linked.event.event_time)
                 self.clock[partition] = max(self.clock.get(partition, 0), t)
                 if state.SerializeToString(deterministic=True) != before:

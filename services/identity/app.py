@@ -13,6 +13,7 @@ the same when a crash makes the worker decide the same event again.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -21,11 +22,13 @@ import uuid
 from typing import Any
 
 import faust
+from opentelemetry import trace
 
 from carehub.batching import batch_records, target_partition
 from carehub.faust_batches import add_batch_agent, current_event_of, forget_on_revoke
 from carehub.faust_profile import faust_app
 from carehub.settings import Settings
+from carehub.telemetry import continue_trace, tracing_enabled
 from carehub.topics import accepted_topic, linked_topic, registry_topic, review_topic
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import identity_pb2 as idn
@@ -38,6 +41,7 @@ from services.identity.table_store import TABLES, TableStore
 from services.ingest.dedupe import DedupeIndex
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("carehub.identity")
 APP_SUFFIX = "identity"
 OUTCOMES = {
     Outcome.LINK: idn.LINK_OUTCOME_LINKED,
@@ -56,6 +60,7 @@ class Identity:
         self.index = DedupeIndex(tables["dedupe"], settings.dedupe_retention.total_seconds())
         self.linked, self.review, self.registry = linked, review, registry
         self._id_key = hmac.digest(settings.pseudonym_key_bytes(), b"carehub person id", "sha256")
+        self.tracing = tracing_enabled()  # a span per event only when spans go somewhere
 
     def new_person_id(self, offset: int, position: int) -> str:
         digest = hmac.digest(self._id_key, f"{offset}:{position}".encode(), hashlib.sha256)
@@ -122,9 +127,11 @@ class Identity:
                     continue
                 batch_keys.add(key)
                 new_keys.append(key)
-                linked_events, review, entries = self.link_one(
-                    event, msg.offset * MAX_EVENTS_PER_RECORD + position, msg.offset, position
-                )
+                with (continue_trace(tracer, "identity", event.trace_context, msg.topic, msg.partition,
+                                     event.event_id) if self.tracing else contextlib.nullcontext()):
+                    linked_events, review, entries = self.link_one(
+                        event, msg.offset * MAX_EVENTS_PER_RECORD + position, msg.offset, position
+                    )
                 for linked in linked_events:
                     partition = target_partition(linked.person_id, self.settings.partitions)
                     outgoing.setdefault(partition, []).append(linked)

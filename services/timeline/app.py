@@ -27,17 +27,20 @@ Logs carry counts and positions only, never a person id or local record id.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import MutableMapping, Sequence
 from typing import Any
 
 import faust
+from opentelemetry import trace
 
 from carehub.batching import batch_records, target_partition
 from carehub.faust_batches import add_batch_agent, current_event_of, forget_on_revoke
 from carehub.faust_profile import faust_app
 from carehub.settings import Settings
+from carehub.telemetry import continue_trace, tracing_enabled
 from carehub.topics import indicator_partials_topic, linked_topic, timeline_handover_topic, timeline_topic
 from carehub.v1 import identity_pb2 as idn
 from carehub.v1 import timeline_pb2 as tl
@@ -48,6 +51,7 @@ from services.timeline import metrics as m
 from services.timeline.state import PersonState, Step, is_merge, receive, recipient, step
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("carehub.timeline")
 APP_SUFFIX = "timeline"
 TABLE = "timeline-persons"
 
@@ -63,6 +67,7 @@ class Timeline:
         self.counts = counts
         self.partials = partials
         self.snapshot_due: set[int] = set()
+        self.tracing = tracing_enabled()
 
     def partition_of(self, person_id: str) -> int:
         return target_partition(person_id, self.settings.partitions)
@@ -139,7 +144,9 @@ class Timeline:
                 note(person_id, tag, receive(state_of(person_id), handover))
                 continue
             for linked in idn.LinkedBatch.FromString(value).events:
-                done = step(state_of(linked.person_id), linked)
+                with (continue_trace(tracer, "timeline", linked.event.trace_context, tag[0], tag[1],
+                                     linked.event.event_id) if self.tracing else contextlib.nullcontext()):
+                    done = step(state_of(linked.person_id), linked)
                 if done.event is None and not is_merge(linked):
                     duplicates += 1
                 note(linked.person_id, tag, done)

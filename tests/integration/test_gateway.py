@@ -22,6 +22,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from carehub.sdk import Publisher
+from carehub.synthetic import RegionConfig, generate_region
 from carehub.tlsgen import CertFiles, issue_client, make_ca, make_demo_pki
 from carehub.v1 import alerts_pb2 as al
 from carehub.v1 import care_event_pb2 as ce
@@ -29,7 +30,7 @@ from carehub.v1 import partner_pb2 as pb
 from carehub.v1 import partner_pb2_grpc as pb_grpc
 from services.gateway.auth import client_channel_sync
 from tests.factories import VALID_NHS, VALID_NHS_2, care_event
-from tests.integration.conftest import ROOT, Hub, consume
+from tests.integration.conftest import ROOT, Hub, consume, read_until_quiet
 
 pytestmark = pytest.mark.integration
 
@@ -214,3 +215,52 @@ def test_alerts_reach_the_right_partners_resume_without_loss_and_refuse_stranger
         Partner(target, ca, pki.clients["Z00000"]).take(1)
     assert unknown.value.code() in (grpc.StatusCode.PERMISSION_DENIED,
                                     grpc.StatusCode.UNAUTHENTICATED)
+
+
+@pytest.mark.timeout(900)
+def test_the_synthetic_regions_alerts_reach_each_persons_own_partners_and_nobody_else(hub: Hub,
+                                                                                      tmp_path: Path) -> None:
+    """Every organisation of a synthetic region subscribes; what each receives is checked against the
+    generator's ground truth: the record id it is given is its own record of the person the alert is
+    about, all recipients of one alert situation are the same real person's organisations, and nothing
+    reaches an organisation it was not addressed to."""
+    region = generate_region(RegionConfig(people=2_000, seed=5))
+    orgs = [o.code for o in region.directory.all]
+    pki = make_demo_pki(tmp_path / "pki", orgs)
+    partners = tmp_path / "partners.toml"
+    partners.write_text("".join(f'[partners.{org}]\nname = "{org}"\n' for org in orgs))
+    port = free_port()
+    for service in ("ingest", "identity", "timeline", "alerts"):
+        hub.start(service)
+    hub.start("gateway", CAREHUB_GATEWAY_PORT=str(port), CAREHUB_GATEWAY_TLS_CERT=str(pki.server.cert),
+              CAREHUB_GATEWAY_TLS_KEY=str(pki.server.key), CAREHUB_GATEWAY_CLIENT_CA=str(pki.ca.cert),
+              CAREHUB_GATEWAY_PARTNERS_FILE=str(partners), CAREHUB_GATEWAY_HEARTBEAT_S="1")
+    with Publisher(hub.bootstrap, topic=hub.topic("provider.events")) as pub:
+        for record in region.records:
+            pub.publish_raw(record.value, record.key, record.content_type)
+        pub.flush()
+    logged = [al.Alert.FromString(v) for v in read_until_quiet(
+        hub.bootstrap, hub.topic("alerts"), idle_s=15, timeout_s=400)]
+    assert len(logged) > 100, "the region should raise alerts"
+
+    target = f"127.0.0.1:{port}"
+    wait_serving(target, pki.ca.cert, pki.clients[orgs[0]])
+    received: dict[str, list[al.Alert]] = {}
+    for org in orgs:
+        expected = sum(1 for a in logged if a.recipient_org == org)
+        got, _ = Partner(target, pki.ca.cert, pki.clients[org]).take(expected, quiet_s=1.5)
+        received[org] = got
+        assert all(a.recipient_org == org for a in got), f"{org} received another partner's alert"
+        assert sorted(a.alert_id for a in got) == sorted(a.alert_id for a in logged if a.recipient_org == org)
+
+    situations: dict[tuple[str, str, int], set[int]] = {}
+    for org, alerts in received.items():
+        for a in alerts:
+            if a.unit:
+                continue  # about a unit, not a person
+            person = region.truth.get((org, a.local_id))
+            assert person is not None, f"{org} was given {a.local_id!r}, which is not its own record id"
+            situations.setdefault((a.rule, a.source_org, a.event_time.ToNanoseconds()), set()).add(person)
+    mixed = {k: v for k, v in situations.items() if len(v) > 1}
+    assert not mixed, f"one alert situation went to the organisations of different people: {list(mixed)[:5]}"
+    assert {a.rule for a in logged} >= {"acsc_emergency_admission", "discharge_followup_due", "death"}
