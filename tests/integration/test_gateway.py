@@ -28,6 +28,7 @@ from carehub.v1 import alerts_pb2 as al
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import partner_pb2 as pb
 from carehub.v1 import partner_pb2_grpc as pb_grpc
+from carehub.v1 import timeline_pb2 as tl
 from services.gateway.auth import client_channel_sync
 from tests.factories import VALID_NHS, VALID_NHS_2, care_event
 from tests.integration.conftest import ROOT, Hub, consume, read_until_quiet
@@ -35,6 +36,7 @@ from tests.integration.conftest import ROOT, Hub, consume, read_until_quiet
 pytestmark = pytest.mark.integration
 
 GP, GP_2, SOCIAL, HOSPITAL, OUTSIDER = "B86001", "B86002", "SC001", "RR8", "Y99999"
+OPTED_OUT_NHS = "9434765129"
 NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(days=20)
 
 
@@ -133,15 +135,25 @@ def test_alerts_reach_the_right_partners_resume_without_loss_and_refuse_stranger
                   given="Arthur", family="Pennington", birth_date="1938-07-02", postcode="LS6 2QT")
     other.clinical.spell_id = "S-9"
     other.clinical.diagnoses[0].code = "J44.1"  # COPD: a chronic ACSC
+    # a third person told her practice she does not want her care shared between organisations
+    private = dict(nhs=OPTED_OUT_NHS, given="Edith", family="Crowther", birth_date="1935-01-09", postcode="LS8 1AB")
+    opt_out = event(ce.EVENT_TYPE_CONSENT_CHANGE, NOW - timedelta(days=5), GP, ce.SECTOR_PRIMARY_CARE, "P-0003",
+                    **private)
+    opt_out.consent.direct_care_opt_out = True
+    hers = event(ce.EVENT_TYPE_ADMISSION, NOW, HOSPITAL, ce.SECTOR_ACUTE, "H-55555", **private)
+    hers.clinical.spell_id = "S-5"
+    hers.clinical.diagnoses[0].code = "N10"
     publish(
         event(ce.EVENT_TYPE_REGISTRATION, NOW - timedelta(days=200), GP, ce.SECTOR_PRIMARY_CARE, "P-4471"),
         event(ce.EVENT_TYPE_SOCIAL_CARE_ASSESSMENT, NOW - timedelta(days=30), SOCIAL, ce.SECTOR_SOCIAL_CARE,
               "C-7730"),
         event(ce.EVENT_TYPE_REGISTRATION, NOW - timedelta(days=100), GP_2, ce.SECTOR_PRIMARY_CARE, "P-0002",
               nhs=VALID_NHS_2, given="Arthur", family="Pennington", birth_date="1938-07-02", postcode="LS6 2QT"),
+        event(ce.EVENT_TYPE_REGISTRATION, NOW - timedelta(days=300), GP, ce.SECTOR_PRIMARY_CARE, "P-0003", **private),
+        opt_out,
     )
     consume(hub.bootstrap, hub.topic("timeline.events"), until=lambda v: len(v) >= 1, timeout_s=120)
-    publish(admission, other)
+    publish(admission, other, hers)
 
     ca = pki.ca.cert
     wait_serving(target, ca, pki.clients[GP])
@@ -201,9 +213,14 @@ def test_alerts_reach_the_right_partners_resume_without_loss_and_refuse_stranger
                                                                for x in v))]
     assert {(r.org, r.action) for r in audit} >= {(GP, "deliver"), (GP, "acknowledge"), (SOCIAL, "deliver")}
 
-    # every alert on the log went to one of the people's partners, in their own terms
+    # every alert on the log went to one of the people's partners, in their own terms; nothing about
+    # the woman who opted out of sharing went beyond the hospital that reported her admission
     log = [al.Alert.FromString(v) for v in consume(hub.bootstrap, hub.topic("alerts"), until=bool)]
     assert {(a.recipient_org, a.local_id) for a in log} == {(GP, "P-4471"), (SOCIAL, "C-7730"), (GP_2, "P-0002")}
+    timeline = consume(hub.bootstrap, hub.topic("timeline.events"), until=lambda v: any(
+        e.linked.event.event_id == hers.event_id for x in v for e in tl.TimelineBatch.FromString(x).events))
+    assert any(e.view.direct_care_opt_out for x in timeline for e in tl.TimelineBatch.FromString(x).events
+               if e.linked.event.event_id == hers.event_id), "her admission was applied, with the opt-out in force"
 
     # strangers are refused: a certificate from another CA, and a partner the hub does not know
     other_ca = make_ca(tmp_path / "other")
