@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     gateway_client_ca: Path | None = None      # CA that signs partner certificates (PEM)
     gateway_require_client_cert: bool = True   # mutual TLS; False: bearer tokens over TLS are enough
     gateway_partners_file: Path | None = None  # partners, their entitlements and token hashes (TOML)
+    # a plaintext port serving only the gRPC health service, for native kubelet probes (0: none)
+    gateway_health_host: str = "127.0.0.1"
+    gateway_health_port: int = Field(default=0, ge=0, le=65535)
     gateway_heartbeat_s: float = Field(default=10.0, gt=0, le=3600)
     gateway_subscriber_buffer: int = Field(default=1000, ge=1, le=1_000_000)
     alerts_involved_within_days: int = Field(default=90, ge=1, le=3650)

@@ -233,6 +233,14 @@ class Gateway:
         await health_servicer.set(SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
         await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.start()
+        # The partner port speaks TLS only; kubelet gRPC probes speak plaintext. This port
+        # carries the health service and nothing else, so it reveals only SERVING or not.
+        probes: grpc.aio.Server | None = None
+        if self.settings.gateway_health_port:
+            probes = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(health_servicer, probes)
+            probes.add_insecure_port(f"{self.settings.gateway_health_host}:{self.settings.gateway_health_port}")
+            await probes.start()
         log.info("gateway: gRPC over TLS on %s:%d (mutual TLS %s)", self.settings.gateway_host, self.port,
                  "required" if self.settings.gateway_require_client_cert else "optional, bearer tokens accepted")
         readers = [
@@ -257,6 +265,8 @@ class Gateway:
         finally:
             await health_servicer.enter_graceful_shutdown()
             await server.stop(grace=2)
+            if probes is not None:
+                await probes.stop(grace=None)
             stop.set()
             await asyncio.gather(*readers, return_exceptions=True)
             await producer.stop()

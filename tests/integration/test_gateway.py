@@ -114,8 +114,9 @@ def test_alerts_reach_the_right_partners_resume_without_loss_and_refuse_stranger
     pki = make_demo_pki(tmp_path / "pki", [GP, GP_2, SOCIAL, HOSPITAL, "Z00000"])
     partners = tmp_path / "partners.toml"
     partners.write_text("".join(f'[partners.{org}]\nname = "{org}"\n' for org in (GP, GP_2, SOCIAL, HOSPITAL)))
-    port = free_port()
-    gateway_env = dict(CAREHUB_GATEWAY_PORT=str(port), CAREHUB_GATEWAY_TLS_CERT=str(pki.server.cert),
+    port, health_port = free_port(), free_port()
+    gateway_env = dict(CAREHUB_GATEWAY_PORT=str(port), CAREHUB_GATEWAY_HEALTH_PORT=str(health_port),
+                       CAREHUB_GATEWAY_TLS_CERT=str(pki.server.cert),
                        CAREHUB_GATEWAY_TLS_KEY=str(pki.server.key), CAREHUB_GATEWAY_CLIENT_CA=str(pki.ca.cert),
                        CAREHUB_GATEWAY_PARTNERS_FILE=str(partners), CAREHUB_GATEWAY_HEARTBEAT_S="1")
     for service in ("ingest", "identity", "timeline", "alerts"):
@@ -157,6 +158,12 @@ def test_alerts_reach_the_right_partners_resume_without_loss_and_refuse_stranger
 
     ca = pki.ca.cert
     wait_serving(target, ca, pki.clients[GP])
+    with grpc.insecure_channel(f"127.0.0.1:{health_port}") as probe:  # what a kubelet gRPC probe sees
+        check = health_pb2_grpc.HealthStub(probe).Check  # type: ignore[attr-defined]
+        assert check(health_pb2.HealthCheckRequest(service="carehub.v1.PartnerGateway"), timeout=10).status == \
+            health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError):  # and nothing but health there
+            pb_grpc.PartnerGatewayStub(probe).GetIndicators(pb.IndicatorsRequest(), timeout=10)
     gp, social, gp_2, hospital = (Partner(target, ca, pki.clients[o]) for o in (GP, SOCIAL, GP_2, HOSPITAL))
     [first], gp_cursor = gp.take(1)
     assert (first.rule, first.local_id, first.provisional) == ("acsc_emergency_admission", "P-4471", True)

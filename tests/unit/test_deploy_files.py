@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CHECK = [sys.executable, "-m", "check_jsonschema"]
@@ -33,3 +38,283 @@ def test_helm_schema_rejects_a_bad_value(tmp_path: Path) -> None:
     bad.write_text(text.replace("replicationFactor: 3", "replicationFactor: none"))
     result = run("--schemafile", str(chart / "values.schema.json"), str(bad))
     assert result.returncode != 0
+
+
+# --- The Helm chart, rendered -------------------------------------------------------------
+# Rendered offline with Helm's own template engine (helm-python-sdk: Helm's Go SDK as a
+# shared library, no helm binary), then each object is checked against the Kubernetes
+# OpenAPI schemas of a given release (kubernetes-validate, strict: unknown fields fail).
+# Both are dev dependencies: without them these tests fail rather than skip.
+
+CHART = ROOT / "deploy/helm/carehub"
+KUBERNETES = "1.30"  # oldest release checked; kubernetes-validate ships schemas up to 1.37
+SERVICES = {  # component -> `carehub` subcommand
+    "ingest": "ingest",
+    "identity": "identity",
+    "timeline": "timeline",
+    "indicators": "indicators-worker",
+    "alerts": "alerts-worker",
+    "gateway": "gateway",
+}
+REQUIRED: dict[str, Any] = {
+    "kafka": {"bootstrap": "kafka-0.kafka:9092,kafka-1.kafka:9092"},
+    "pseudonymKey": {"existingSecret": "carehub-pseudonym-key"},
+    "gateway": {"tls": {"existingSecret": "carehub-gateway-tls"}, "partners": {"name": "carehub-partners"}},
+}
+EVERYTHING: dict[str, Any] = {
+    "kafka": {"bootstrap": "kafka:9092", "partitions": 6},
+    "pseudonymKey": {"existingSecret": "carehub-pseudonym-key"},
+    "gateway": {
+        "replicas": 2,
+        "tls": {"existingSecret": "carehub-gateway-tls"},
+        "clientCa": {"kind": "ConfigMap", "name": "partner-ca"},
+        "partners": {"kind": "Secret", "name": "carehub-partners"},
+        "service": {"type": "LoadBalancer", "annotations": {"example.org/lb": "nlb"}},
+    },
+    "ingest": {"autoscaling": {"enabled": True, "maxReplicas": 12}},
+    "timeline": {"autoscaling": {"enabled": True}},
+    "alerts": {"autoscaling": {"enabled": True, "minReplicas": 2}},
+    "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}, "scrapeTimeout": "10s"}},
+    "otel": {
+        "tracesExporter": "otlp",
+        "exporterOtlpEndpoint": "http://otel-collector:4318",
+        "resourceAttributes": "deployment.environment=test",
+        "headersSecret": {"name": "otel-headers"},
+    },
+    "podAntiAffinity": "hard",
+    "imagePullSecrets": [{"name": "regcred"}],
+    "podAnnotations": {"example.org/a": "b"},
+    "nodeSelector": {"kubernetes.io/os": "linux"},
+    "tolerations": [{"key": "dedicated", "operator": "Exists"}],
+    "extraEnv": [{"name": "CAREHUB_LOG_LEVEL", "value": "debug"}],
+}
+
+
+def render(values: dict[str, Any]) -> list[dict[str, Any]]:
+    """The chart's objects for these values (release "carehub" in namespace "care")."""
+    import helm_python as helm  # dev dependency helm-python-sdk
+
+    with helm.Chart.load(CHART) as chart:
+        manifests = chart.render(values, name="carehub", namespace="care", is_install=True)
+    objects = []
+    for path, text in sorted(manifests.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in text.split("\n---"):
+            obj = helm.values_from_yaml(doc)  # Helm's own YAML reading, as on install
+            if obj:
+                objects.append(obj)
+    return objects
+
+
+@functools.cache
+def rendered(which: str) -> list[dict[str, Any]]:
+    return render({"required": REQUIRED, "everything": EVERYTHING}[which])
+
+
+def find(objects: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    [obj] = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    return obj
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+@pytest.mark.parametrize("which", ["required", "everything"])
+def test_chart_renders_objects_kubernetes_accepts(which: str) -> None:
+    import kubernetes_validate  # type: ignore[import-untyped]  # dev dependency kubernetes-validate
+
+    objects = rendered(which)
+    for obj in objects:
+        if obj["apiVersion"] == "monitoring.coreos.com/v1":
+            continue  # a CRD's kind: checked in test_service_monitor_scrapes_every_service
+        try:
+            kubernetes_validate.validate(obj, KUBERNETES, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            where = f"{obj['kind']}/{obj['metadata']['name']}"
+            raise AssertionError(f"{where}: {exc.message} at {list(exc.path)}") from None
+    kinds = sorted((o["kind"], o["metadata"]["name"]) for o in objects)
+    deployments = [("Deployment", f"carehub-{s}") for s in SERVICES]
+    assert set(deployments) <= set(kinds)
+    assert ("Service", "carehub-gateway") in kinds and ("Service", "carehub-metrics") in kinds
+    assert not [k for k in kinds if k[0] in ("Secret", "ConfigMap")], "secrets are taken by reference only"
+    hpas = {name for kind, name in kinds if kind == "HorizontalPodAutoscaler"}
+    assert hpas == (set() if which == "required" else {"carehub-ingest", "carehub-timeline", "carehub-alerts"})
+
+
+@pytest.mark.parametrize("which", ["required", "everything"])
+def test_every_pod_is_hardened(which: str) -> None:
+    pods = [(o["metadata"]["name"], o["spec"]["template"]["spec"]) for o in rendered(which)
+            if o["kind"] in ("Deployment", "Job")]
+    assert len(pods) == len(SERVICES) + 1  # and the topics Job
+    for name, pod in pods:
+        assert pod["automountServiceAccountToken"] is False, name
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        [container] = pod["containers"]
+        sc = container["securityContext"]
+        assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 10001, name
+        assert sc["readOnlyRootFilesystem"] is True, name
+        assert sc["allowPrivilegeEscalation"] is False, name
+        assert sc["capabilities"] == {"drop": ["ALL"]}, name
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        assert container["resources"]["requests"]["memory"] and container["resources"]["limits"]["memory"], name
+        # the only writable places: emptyDirs on /tmp and the data dir
+        empty = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+        writable = {m["mountPath"] for m in container["volumeMounts"] if m["name"] in empty}
+        assert writable == {"/tmp", "/var/lib/carehub"}, name
+        assert all(m.get("readOnly") for m in container["volumeMounts"] if m["name"] not in empty), name
+        assert env_of(container)["CAREHUB_DATA_DIR"] == "/var/lib/carehub", name
+
+
+def test_one_deployment_per_service_with_its_probes() -> None:
+    objects = rendered("required")
+    for service, command in SERVICES.items():
+        deployment = find(objects, "Deployment", f"carehub-{service}")
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["args"] == [command]
+        env = env_of(container)
+        assert env["CAREHUB_KAFKA_BOOTSTRAP"] == "kafka-0.kafka:9092,kafka-1.kafka:9092"
+        assert env["CAREHUB_METRICS_HOST"] == "0.0.0.0" and env["CAREHUB_METRICS_PORT"] == "9464"
+        assert env["OTEL_SERVICE_NAME"] == f"carehub-{service}"
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports["metrics"] == 9464
+        probes = [container[p] for p in ("startupProbe", "readinessProbe", "livenessProbe")]
+        if service == "gateway":
+            # the partner port is TLS only: native gRPC probes use the plaintext health-only port
+            assert ports["grpc"] == 50051 and ports["grpc-health"] == 50052
+            assert env["CAREHUB_GATEWAY_HEALTH_PORT"] == "50052"
+            assert all(p["grpc"]["port"] == 50052 for p in probes)
+            assert probes[1]["grpc"]["service"] == "carehub.v1.PartnerGateway"
+        else:
+            assert all(p["httpGet"] == {"path": "/metrics", "port": "metrics"} for p in probes)
+    gateway = find(objects, "Service", "carehub-gateway")
+    assert gateway["spec"]["ports"] == [{"name": "grpc", "port": 50051, "targetPort": "grpc", "protocol": "TCP"}]
+    assert gateway["spec"]["selector"]["app.kubernetes.io/component"] == "gateway"
+
+
+@pytest.mark.parametrize("which", ["required", "everything"])
+def test_identity_and_indicators_run_exactly_one_replica(which: str) -> None:
+    for service in ("identity", "indicators"):
+        spec = find(rendered(which), "Deployment", f"carehub-{service}")["spec"]
+        assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}, service
+
+
+def test_stream_workers_scale_at_most_to_the_partition_count() -> None:
+    objects = rendered("everything")  # 6 partitions; ingest asks for up to 12
+    limits = {
+        name: (o["spec"]["minReplicas"], o["spec"]["maxReplicas"])
+        for o in objects if o["kind"] == "HorizontalPodAutoscaler" for name in [o["metadata"]["name"]]
+    }
+    assert limits == {"carehub-ingest": (1, 6), "carehub-timeline": (1, 4), "carehub-alerts": (2, 4)}
+    for service in ("ingest", "timeline", "alerts"):
+        assert "replicas" not in find(objects, "Deployment", f"carehub-{service}")["spec"]  # the HPA owns it
+    capped = render({**REQUIRED, "timeline": {"replicas": 9}})
+    assert find(capped, "Deployment", "carehub-timeline")["spec"]["replicas"] == 4
+
+
+@pytest.mark.parametrize("which", ["required", "everything"])
+def test_secrets_are_referenced_and_reach_only_the_services_that_use_them(which: str) -> None:
+    objects = rendered(which)
+    key = {"secretKeyRef": {"name": "carehub-pseudonym-key", "key": "key"}}
+    for service in SERVICES:
+        [container] = find(objects, "Deployment", f"carehub-{service}")["spec"]["template"]["spec"]["containers"]
+        env = env_of(container)
+        if service in ("indicators", "gateway"):
+            assert "CAREHUB_PSEUDONYM_KEY" not in env, service
+        else:
+            assert env["CAREHUB_PSEUDONYM_KEY"] == key, service
+    pod = find(objects, "Deployment", "carehub-gateway")["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    env = env_of(container)
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == "gateway-files"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == "gateway-files"]
+    files = {
+        item["path"]: (kind, source["name"], item["key"])
+        for entry in volume["projected"]["sources"] for kind, source in entry.items() for item in source["items"]
+    }
+    expected = {
+        "tls.crt": ("secret", "carehub-gateway-tls", "tls.crt"),
+        "tls.key": ("secret", "carehub-gateway-tls", "tls.key"),
+        "client-ca.crt": ("secret", "carehub-gateway-tls", "ca.crt"),
+        "partners.toml": ("configMap", "carehub-partners", "partners.toml"),
+    }
+    if which == "everything":
+        expected |= {"client-ca.crt": ("configMap", "partner-ca", "ca.crt"),
+                     "partners.toml": ("secret", "carehub-partners", "partners.toml")}
+    assert files == expected
+    assert volume["projected"]["defaultMode"] == 0o440
+    for variable, path in [("CAREHUB_GATEWAY_TLS_CERT", "tls.crt"), ("CAREHUB_GATEWAY_TLS_KEY", "tls.key"),
+                           ("CAREHUB_GATEWAY_CLIENT_CA", "client-ca.crt"),
+                           ("CAREHUB_GATEWAY_PARTNERS_FILE", "partners.toml")]:
+        assert env[variable] == f"{mount['mountPath']}/{path}"
+    assert env["CAREHUB_GATEWAY_HOST"] == "0.0.0.0" and env["CAREHUB_GATEWAY_REQUIRE_CLIENT_CERT"] == "true"
+
+
+def test_otel_settings_pass_through() -> None:
+    [container] = find(rendered("everything"), "Deployment", "carehub-timeline")["spec"]["template"]["spec"][
+        "containers"]
+    env = env_of(container)
+    assert env["OTEL_TRACES_EXPORTER"] == "otlp"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318"
+    assert env["OTEL_RESOURCE_ATTRIBUTES"] == "deployment.environment=test"
+    assert env["OTEL_EXPORTER_OTLP_HEADERS"] == {"secretKeyRef": {"name": "otel-headers", "key": "headers"}}
+    assert list(env)[-1] == "CAREHUB_LOG_LEVEL"  # extraEnv last, so it wins
+    [default] = find(rendered("required"), "Deployment", "carehub-timeline")["spec"]["template"]["spec"]["containers"]
+    assert not [name for name in env_of(default) if name.startswith("OTEL_") and name != "OTEL_SERVICE_NAME"]
+
+
+def test_service_monitor_scrapes_every_service() -> None:
+    objects = rendered("everything")
+    assert not [o for o in rendered("required") if o["kind"] == "ServiceMonitor"]  # off by default
+    monitor = find(objects, "ServiceMonitor", "carehub")
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    service = find(objects, "Service", "carehub-metrics")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == [p["name"] for p in service["spec"]["ports"]]
+    # job = the service's name, as the dashboards and alert rules (deploy/prometheus, deploy/grafana) expect
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert {"sourceLabels": ["__meta_kubernetes_pod_label_app_kubernetes_io_component"], "targetLabel": "job"} in (
+        endpoint["relabelings"])
+    assert service["spec"]["clusterIP"] == "None"  # one target per pod
+    for service_name in SERVICES:
+        labels = find(objects, "Deployment", f"carehub-{service_name}")["spec"]["template"]["metadata"]["labels"]
+        assert service["spec"]["selector"].items() <= labels.items(), service_name
+    job_labels = find(objects, "Job", "carehub-topics")["spec"]["template"]["metadata"]["labels"]
+    assert not service["spec"]["selector"].items() <= job_labels.items()
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({}, "kafka.bootstrap is required"),
+        ({**REQUIRED, "pseudonymKey": {"existingSecret": ""}}, "pseudonymKey.existingSecret is required"),
+        ({**REQUIRED, "gateway": {"partners": {"name": "p"}}}, "gateway.tls.existingSecret is required"),
+        ({**REQUIRED, "gateway": {"tls": {"existingSecret": "t"}}}, "gateway.partners.name is required"),
+        ({**REQUIRED, "alerts": {"autoscaling": {"enabled": True, "minReplicas": 5}}}, "more than kafka.partitions"),
+        ({**REQUIRED, "identity": {"replicas": 2}}, "additional properties 'replicas' not allowed"),
+        ({**REQUIRED, "podAntiAffinity": "maybe"}, "podAntiAffinity"),
+    ],
+)
+def test_the_chart_refuses_incomplete_or_wrong_values(values: dict[str, Any], message: str) -> None:
+    import helm_python as helm
+
+    with pytest.raises(helm.HelmError, match=re.escape(message)):
+        render(values)
+
+
+def test_the_gateway_can_be_left_out() -> None:
+    objects = render({**REQUIRED, "gateway": {"enabled": False}})
+    assert not [o for o in objects if o["metadata"]["name"] == "carehub-gateway"]
+
+
+@pytest.mark.parametrize("which", ["required", "everything"])
+def test_helm_lint_finds_nothing_to_fix(which: str) -> None:
+    import helm_python as helm
+
+    values = {"required": REQUIRED, "everything": EVERYTHING}[which]
+    report = helm.lint(CHART, values, strict=True, namespace="care", kube_version=f"v{KUBERNETES}.0")
+    findings = [m for m in report["messages"] if m["severity"] >= 2]  # 2 warning, 3 error; 1 is advice
+    assert not findings and not report["errors"], report

@@ -49,6 +49,9 @@ app.kubernetes.io/part-of: carehub
 {{/*
 Environment shared by every carehub container.
 Call with (dict "root" $ "component" "ingest"); the component names the OTel service.
+"withoutKey" true leaves out the pseudonymisation key, for services that never use it
+(the indicators service and the partner gateway): the key stays out of the one pod that
+faces partners.
 The two required values fail the render with a message rather than deploying pods that
 crash on start-up.
 */}}
@@ -62,11 +65,14 @@ crash on start-up.
   value: {{ $v.brokerProfile | quote }}
 - name: CAREHUB_REPLICATION_FACTOR
   value: {{ $v.kafka.replicationFactor | quote }}
+{{- $keySecret := required "pseudonymKey.existingSecret is required: the name of a Secret holding the pseudonymisation key (see values.yaml)" $v.pseudonymKey.existingSecret }}
+{{- if not .withoutKey }}
 - name: CAREHUB_PSEUDONYM_KEY
   valueFrom:
     secretKeyRef:
-      name: {{ required "pseudonymKey.existingSecret is required: the name of a Secret holding the pseudonymisation key (see values.yaml)" $v.pseudonymKey.existingSecret | quote }}
+      name: {{ $keySecret | quote }}
       key: {{ $v.pseudonymKey.key | quote }}
+{{- end }}
 - name: CAREHUB_DATA_DIR
   value: /var/lib/carehub
 # Inside the pod; nothing outside reaches it unless a Service or port-forward does.
@@ -74,10 +80,33 @@ crash on start-up.
   value: "0.0.0.0"
 - name: CAREHUB_METRICS_PORT
   value: {{ $v.metrics.port | quote }}
+- name: CAREHUB_PARTITIONS
+  value: {{ $v.kafka.partitions | quote }}
 - name: OTEL_SERVICE_NAME
   value: {{ printf "carehub-%s" .component | quote }}
+{{- with $v.otel.tracesExporter }}
 - name: OTEL_TRACES_EXPORTER
-  value: {{ $v.otel.tracesExporter | quote }}
+  value: {{ . | quote }}
+{{- end }}
+{{- with $v.otel.exporterOtlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
+{{- with $v.otel.resourceAttributes }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ . | quote }}
+{{- end }}
+{{- if $v.otel.sdkDisabled }}
+- name: OTEL_SDK_DISABLED
+  value: "true"
+{{- end }}
+{{- with $v.otel.headersSecret.name }}
+- name: OTEL_EXPORTER_OTLP_HEADERS
+  valueFrom:
+    secretKeyRef:
+      name: {{ . | quote }}
+      key: {{ $v.otel.headersSecret.key | quote }}
+{{- end }}
 {{- with $v.extraEnv }}
 {{ toYaml . }}
 {{- end }}
@@ -106,27 +135,297 @@ Call with (dict "dataSizeLimit" "1Gi").
 {{- end }}
 
 {{/*
-Pod-level settings shared by the Deployment and the Job.
+Pod-level settings shared by the Deployments and the Job.
+Call with (dict "root" $ "component" "ingest"); component "" (the Job) gets no anti-affinity.
 */}}
 {{- define "carehub.podSpecCommon" -}}
+{{- $v := .root.Values -}}
 # carehub never talks to the Kubernetes API.
 automountServiceAccountToken: false
-{{- with .Values.imagePullSecrets }}
+{{- with $v.imagePullSecrets }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
 securityContext:
-  {{- toYaml .Values.podSecurityContext | nindent 2 }}
-{{- with .Values.nodeSelector }}
+  {{- toYaml $v.podSecurityContext | nindent 2 }}
+{{- with $v.nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .Values.affinity }}
+{{- if $v.affinity }}
 affinity:
-  {{- toYaml . | nindent 2 }}
+  {{- toYaml $v.affinity | nindent 2 }}
+{{- else if and .component (ne $v.podAntiAffinity "none") }}
+affinity:
+  podAntiAffinity:
+    {{- if eq $v.podAntiAffinity "hard" }}
+    requiredDuringSchedulingIgnoredDuringExecution:
+      - topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- include "carehub.selectorLabels" .root | nindent 12 }}
+            app.kubernetes.io/component: {{ .component }}
+    {{- else }}
+    preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 100
+        podAffinityTerm:
+          topologyKey: kubernetes.io/hostname
+          labelSelector:
+            matchLabels:
+              {{- include "carehub.selectorLabels" .root | nindent 14 }}
+              app.kubernetes.io/component: {{ .component }}
+    {{- end }}
 {{- end }}
-{{- with .Values.tolerations }}
+{{- with $v.tolerations }}
 tolerations:
   {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/*
+Replicas a stream service may usefully run: at most one per partition of the topic its
+consumer group shares (kafka.partitions); more would sit idle. Call with (list n $).
+*/}}
+{{- define "carehub.cappedReplicas" -}}
+{{- $n := index . 0 | int -}}
+{{- $partitions := (index . 1).Values.kafka.partitions | int -}}
+{{- min $n $partitions -}}
+{{- end }}
+
+{{/*
+One carehub service as a Deployment. Call with a dict:
+  root       the root context ($)
+  component  ingest | identity | timeline | indicators | alerts | gateway
+  args       the `carehub` subcommand that runs it (the image's entrypoint is `carehub`)
+  single     true: exactly one replica, replaced with no overlap (strategy Recreate)
+The component's values are .Values.<component>.
+*/}}
+{{- define "carehub.deployment" -}}
+{{- $root := .root -}}
+{{- $v := $root.Values -}}
+{{- $c := .component -}}
+{{- $cv := index $v $c -}}
+{{- $gateway := eq $c "gateway" -}}
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ include "carehub.fullname" $root }}-{{ $c }}
+  labels:
+    {{- include "carehub.labels" $root | nindent 4 }}
+    app.kubernetes.io/component: {{ $c }}
+spec:
+  {{- if .single }}
+  # Exactly one, always; see values.yaml.
+  replicas: 1
+  strategy:
+    type: Recreate
+  {{- else if not (and $cv.autoscaling $cv.autoscaling.enabled) }}
+  replicas: {{ include "carehub.cappedReplicas" (list $cv.replicas $root) }}
+  {{- end }}
+  {{- /* With autoscaling the HPA owns spec.replicas; an upgrade must not reset it. */}}
+  revisionHistoryLimit: 5
+  selector:
+    matchLabels:
+      {{- include "carehub.selectorLabels" $root | nindent 6 }}
+      app.kubernetes.io/component: {{ $c }}
+  template:
+    metadata:
+      labels:
+        {{- include "carehub.labels" $root | nindent 8 }}
+        app.kubernetes.io/component: {{ $c }}
+        # Selected by the metrics Service (the topics Job has no metrics endpoint).
+        carehub.io/metrics: "true"
+      {{- with $v.podAnnotations }}
+      annotations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+    spec:
+      {{- include "carehub.podSpecCommon" (dict "root" $root "component" $c) | nindent 6 }}
+      # Time to commit offsets and leave the consumer group (or close streams) on SIGTERM.
+      terminationGracePeriodSeconds: 30
+      containers:
+        - name: {{ $c }}
+          image: {{ include "carehub.image" $root | quote }}
+          imagePullPolicy: {{ $v.image.pullPolicy }}
+          args: [{{ .args | quote }}]
+          env:
+            # A distinct worker name per pod; first, so extraEnv can still override it.
+            - name: CAREHUB_WORKER_NAME
+              valueFrom:
+                fieldRef:
+                  fieldPath: metadata.name
+            {{- if $gateway }}
+            - name: CAREHUB_GATEWAY_HOST
+              value: "0.0.0.0"
+            - name: CAREHUB_GATEWAY_PORT
+              value: {{ $cv.port | quote }}
+            - name: CAREHUB_GATEWAY_HEALTH_HOST
+              value: "0.0.0.0"
+            - name: CAREHUB_GATEWAY_HEALTH_PORT
+              value: {{ $cv.healthPort | quote }}
+            - name: CAREHUB_GATEWAY_TLS_CERT
+              value: /etc/carehub/gateway/tls.crt
+            - name: CAREHUB_GATEWAY_TLS_KEY
+              value: /etc/carehub/gateway/tls.key
+            - name: CAREHUB_GATEWAY_REQUIRE_CLIENT_CERT
+              value: {{ $cv.requireClientCert | quote }}
+            {{- if $cv.requireClientCert }}
+            - name: CAREHUB_GATEWAY_CLIENT_CA
+              value: /etc/carehub/gateway/client-ca.crt
+            {{- end }}
+            - name: CAREHUB_GATEWAY_PARTNERS_FILE
+              value: /etc/carehub/gateway/partners.toml
+            {{- end }}
+            {{- include "carehub.env" (dict "root" $root "component" $c "withoutKey" (has $c (list "indicators" "gateway"))) | nindent 12 }}
+          ports:
+            {{- if $gateway }}
+            - name: grpc
+              containerPort: {{ $cv.port }}
+              protocol: TCP
+            - name: grpc-health
+              containerPort: {{ $cv.healthPort }}
+              protocol: TCP
+            {{- end }}
+            - name: metrics
+              containerPort: {{ $v.metrics.port }}
+              protocol: TCP
+          {{- if $gateway }}
+          # Native gRPC probes on the gateway's plaintext, health-only port (the partner port
+          # speaks TLS only): the stock health service, which says SERVING for the partner
+          # service once the alerts log has been read, so a pod is Ready only then.
+          startupProbe:
+            grpc:
+              port: {{ $cv.healthPort }}
+              service: carehub.v1.PartnerGateway
+            periodSeconds: 5
+            failureThreshold: 36
+          readinessProbe:
+            grpc:
+              port: {{ $cv.healthPort }}
+              service: carehub.v1.PartnerGateway
+            periodSeconds: 10
+            timeoutSeconds: 3
+            failureThreshold: 3
+          livenessProbe:
+            grpc:
+              port: {{ $cv.healthPort }}
+            periodSeconds: 20
+            timeoutSeconds: 5
+            failureThreshold: 3
+          {{- else }}
+          # The metrics endpoint: it shows the process is up and serving, not that it is
+          # consuming (faust's own web server stays off). The startup probe allows for
+          # waiting for Kafka and a slow first rebalance or table recovery (up to 3
+          # minutes) before liveness applies.
+          {{- $probe := dict "httpGet" (dict "path" "/metrics" "port" "metrics") }}
+          startupProbe:
+            {{- toYaml $probe | nindent 12 }}
+            periodSeconds: 5
+            failureThreshold: 36
+          readinessProbe:
+            {{- toYaml $probe | nindent 12 }}
+            periodSeconds: 10
+            timeoutSeconds: 3
+            failureThreshold: 3
+          livenessProbe:
+            {{- toYaml $probe | nindent 12 }}
+            periodSeconds: 20
+            timeoutSeconds: 5
+            failureThreshold: 3
+          {{- end }}
+          resources:
+            {{- toYaml $cv.resources | nindent 12 }}
+          securityContext:
+            {{- toYaml $v.securityContext | nindent 12 }}
+          volumeMounts:
+            {{- include "carehub.volumeMounts" $root | nindent 12 }}
+            {{- if $gateway }}
+            - name: gateway-files
+              mountPath: /etc/carehub/gateway
+              readOnly: true
+            {{- end }}
+      volumes:
+        {{- include "carehub.volumes" (dict "dataSizeLimit" $cv.dataDirSizeLimit) | nindent 8 }}
+        {{- if $gateway }}
+        {{- $tlsSecret := required "gateway.tls.existingSecret is required: the Secret with the gateway's certificate and key (or set gateway.enabled=false)" $cv.tls.existingSecret }}
+        {{- $partners := required "gateway.partners.name is required: the ConfigMap or Secret with the partners file (or set gateway.enabled=false)" $cv.partners.name }}
+        # The TLS material and the partners file, by reference, in one read-only
+        # directory, readable by the carehub group (fsGroup) only.
+        - name: gateway-files
+          projected:
+            defaultMode: 0440
+            sources:
+              - secret:
+                  name: {{ $tlsSecret | quote }}
+                  items:
+                    - key: {{ $cv.tls.certKey | quote }}
+                      path: tls.crt
+                    - key: {{ $cv.tls.keyKey | quote }}
+                      path: tls.key
+              {{- if $cv.requireClientCert }}
+              {{- $ca := dict "name" (default $tlsSecret $cv.clientCa.name) "items" (list (dict "key" $cv.clientCa.key "path" "client-ca.crt")) }}
+              - {{ ternary "secret" "configMap" (eq $cv.clientCa.kind "Secret") }}:
+                  {{- toYaml $ca | nindent 18 }}
+              {{- end }}
+              {{- $p := dict "name" $partners "items" (list (dict "key" $cv.partners.key "path" "partners.toml")) }}
+              - {{ ternary "secret" "configMap" (eq $cv.partners.kind "Secret") }}:
+                  {{- toYaml $p | nindent 18 }}
+        {{- end }}
+{{- end }}
+
+{{/*
+A HorizontalPodAutoscaler for a stream service, when its autoscaling is enabled.
+Call with (dict "root" $ "component" "ingest").
+*/}}
+{{- define "carehub.hpa" -}}
+{{- $root := .root -}}
+{{- $c := .component -}}
+{{- $a := (index $root.Values $c).autoscaling -}}
+{{- if $a.enabled }}
+{{- $max := include "carehub.cappedReplicas" (list $a.maxReplicas $root) | int }}
+{{- $requests := (index $root.Values $c).resources.requests | default dict }}
+{{- if not $requests.cpu }}
+{{- fail (printf "%s.autoscaling needs %s.resources.requests.cpu: CPU utilisation is measured against it" $c $c) }}
+{{- end }}
+{{- if gt ($a.minReplicas | int) $max }}
+{{- fail (printf "%s.autoscaling.minReplicas (%d) is more than kafka.partitions (%d): the extra workers would have no partition" $c ($a.minReplicas | int) ($root.Values.kafka.partitions | int)) }}
+{{- end }}
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: {{ include "carehub.fullname" $root }}-{{ $c }}
+  labels:
+    {{- include "carehub.labels" $root | nindent 4 }}
+    app.kubernetes.io/component: {{ $c }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ include "carehub.fullname" $root }}-{{ $c }}
+  minReplicas: {{ $a.minReplicas }}
+  # Capped at kafka.partitions ({{ $root.Values.kafka.partitions }}): a consumer group gives each
+  # partition to one worker, so more workers add no throughput.
+  maxReplicas: {{ $max }}
+  metrics:
+    - type: Resource
+      resource:
+        name: cpu
+        target:
+          type: Utilization
+          averageUtilization: {{ $a.targetCPUUtilizationPercentage }}
+  # Each scale step rebalances the consumer group: scale up one worker at a time, and
+  # down only after a quiet window.
+  behavior:
+    scaleUp:
+      policies:
+        - type: Pods
+          value: 1
+          periodSeconds: 60
+    scaleDown:
+      stabilizationWindowSeconds: {{ $a.scaleDownStabilizationSeconds }}
+      policies:
+        - type: Pods
+          value: 1
+          periodSeconds: 120
 {{- end }}
 {{- end }}
