@@ -4,6 +4,9 @@
 #   docker run IMAGE ingest          (default)
 #   docker run IMAGE topics          (create carehub's topics, then exit)
 #   docker run IMAGE demo-feed       (publish the synthetic region)
+#   docker run --entrypoint python IMAGE -m services.identity   (any service by its module:
+#                                    ingest, identity, timeline, indicators, alerts, gateway;
+#                                    docker-compose.yml runs them this way)
 #
 # Two stages: the first builds a virtualenv, the second copies only that venv, so
 # neither the source tree nor pip's build-time leftovers reach the final image. All
@@ -47,18 +50,21 @@ COPY --from=build /opt/carehub /opt/carehub
 # Fixed uid/gid 10001 (above any host or distro range) so Kubernetes' runAsUser and
 # file ownership on volumes line up. The data dir exists in the image owned by that
 # user, so a fresh named volume mounted there inherits the ownership. HOME points at
-# it too: nothing else on the filesystem is writable.
+# it too: nothing else on the filesystem is writable. /var/lib/carehub-pki is where compose's
+# one-shot `pki` service writes the demo's TLS material (a named volume, which takes this
+# directory's ownership when first mounted) and where the gateway reads it.
 RUN groupadd --system --gid 10001 carehub \
  && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/carehub \
         --no-create-home --shell /usr/sbin/nologin carehub \
- && install -d -o 10001 -g 10001 -m 0750 /var/lib/carehub
+ && install -d -o 10001 -g 10001 -m 0750 /var/lib/carehub /var/lib/carehub-pki
 
 WORKDIR /var/lib/carehub
 # Numeric, so Kubernetes' runAsNonRoot can verify it without a passwd lookup.
 USER 10001:10001
 
 # Prometheus metrics (CAREHUB_METRICS_PORT); bind it with CAREHUB_METRICS_HOST=0.0.0.0.
-EXPOSE 9464
+# The partner gateway's gRPC port (CAREHUB_GATEWAY_PORT), with CAREHUB_GATEWAY_HOST=0.0.0.0.
+EXPOSE 9464 50051
 
 ENTRYPOINT ["carehub"]
 CMD ["ingest"]

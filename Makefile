@@ -6,14 +6,18 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: help setup run test test-unit test-integration lint proto proto-check bench clean
+.PHONY: help setup run test test-unit test-integration lint proto proto-check bench clean prometheus compose-up compose-down dashboard-png
+
+# root installs system packages itself; anyone else through sudo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 help:
-	@echo "make run     - embedded broker + ingest + synthetic region (Ctrl-C stops everything)"
-	@echo "make test    - unit and integration tests (starts its own broker)"
+	@echo "make run     - embedded broker + every service + synthetic region (Ctrl-C stops everything)"
+	@echo "make test    - unit and integration tests (starts its own broker; installs Prometheus if missing)"
 	@echo "make lint    - ruff, mypy, generated-code drift check"
 	@echo "make bench   - ingest throughput vs faust baselines; linkage accuracy and latency"
 	@echo "make proto   - regenerate carehub/v1 from protos/"
+	@echo "make compose-up - Kafka + every service + synthetic feed + Prometheus/Grafana/Jaeger (docker compose)"
 
 setup: $(STAMP)
 
@@ -23,17 +27,42 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
+# The tests run the real Prometheus and promtool (Debian's package) on the shipped config and rules.
+prometheus:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || { \
+	  echo "installing Prometheus and promtool (Debian package prometheus) for the tests"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	    --no-install-recommends prometheus; }
+
+# docker compose: Kafka (KRaft), every carehub service, the synthetic region, the OpenTelemetry
+# Collector, Jaeger, Prometheus and Grafana. The first run writes a new pseudonymisation key to .env
+# (mode 600, git-ignored); CAREHUB_PSEUDONYM_KEY in your environment takes precedence.
+compose-up:
+	@test -f .env || { umask 077; printf 'CAREHUB_PSEUDONYM_KEY=%s\n' "$$($(PYTHON) -c 'import secrets; print(secrets.token_hex(32))')" > .env; \
+	  echo "wrote .env with a new CAREHUB_PSEUDONYM_KEY: keep it, the hub's identity state depends on it"; }
+	docker compose up --build -d
+	@echo "Grafana    http://127.0.0.1:3000   (dashboards: carehub / Feeds, Pipeline, Partners)"
+	@echo "Prometheus http://127.0.0.1:9090   Jaeger http://127.0.0.1:16686   Kafka localhost:9092"
+	@echo "logs: docker compose logs -f ingest; stop: make compose-down"
+
+compose-down:
+	docker compose down
+
+# Re-render docs/img/pipeline.png from a Prometheus that scraped a run (PROMETHEUS=http://127.0.0.1:9090).
+dashboard-png: $(STAMP)
+	$(BIN)/python tools/render_dashboard.py --prometheus $${PROMETHEUS:-http://127.0.0.1:9090} --last 15 --out docs/img/pipeline.png
+
 run: $(STAMP)
 	CAREHUB_PROFILE=$${CAREHUB_PROFILE:-demo} $(BIN)/carehub run
 
-test: $(STAMP)
+test: $(STAMP) prometheus
 	$(BIN)/pytest tests/unit -q
 	$(BIN)/pytest tests/integration -q
 
-test-unit: $(STAMP)
+test-unit: $(STAMP) prometheus
 	$(BIN)/pytest tests/unit -q
 
-test-integration: $(STAMP)
+test-integration: $(STAMP) prometheus
 	$(BIN)/pytest tests/integration -q
 
 lint: $(STAMP)

@@ -14,5 +14,5 @@ MERGES = Counter("carehub_identity_merges_total", "Persons joined or separated b
 TABLE_WRITES = Counter("carehub_identity_table_writes_total", "Table keys written (one changelog record each)")
 BATCH_SECONDS = Histogram(
     "carehub_identity_batch_seconds", "Processing time of one batch",
-    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )

@@ -26,7 +26,7 @@ BATCH_SIZE = Histogram(
 )
 BATCH_SECONDS = Histogram(
     "carehub_ingest_batch_seconds", "Processing time of one batch",
-    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 LAST_EVENT = Gauge(
     "carehub_feed_last_event_timestamp_seconds",
