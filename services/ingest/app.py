@@ -61,6 +61,7 @@ class Ingest:
         outgoing: dict[int, list[ing.AcceptedEvent]] = {}
         dead: list[ing.DeadLetter] = []
         sectors: Counter[ce.Sector.ValueType] = Counter()
+        feeds: Counter[str] = Counter()
         last_seen: dict[str, float] = {}
         groups = group_by_partition(events)
         new_keys: dict[str, list[str]] = {f"{t}:{p}": [] for t, p in groups}
@@ -85,6 +86,7 @@ class Ingest:
             p = target_partition(routing_key(result), ACCEPTED_PARTITIONS)
             outgoing.setdefault(p, []).append(result)
             sectors[result.source_sector] += 1
+            feeds[result.source_org] += 1
             m.FROM_EVENT.observe(max(0.0, now_s - result.event_time.seconds))
             if rec.timestamp_s:
                 m.FROM_PUBLISH.observe(max(0.0, now_s - rec.timestamp_s))
@@ -101,6 +103,8 @@ class Ingest:
                 self.index.expire(f"{topic}:{partition}", now_s)
         for sector, n in sectors.items():
             self._accepted[sector].inc(n)
+        for org, n in feeds.items():
+            m.FEED_EVENTS.labels(org).inc(n)
         for org, ts in last_seen.items():
             m.LAST_EVENT.labels(org).set(ts)
         m.BATCH_SIZE.observe(len(events))

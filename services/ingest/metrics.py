@@ -28,6 +28,8 @@ BATCH_SECONDS = Histogram(
     "carehub_ingest_batch_seconds", "Processing time of one batch",
     buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+FEED_EVENTS = Counter("carehub_feed_events_total", "Events accepted from each source organisation (per feed)",
+                      ["source_org"])
 LAST_EVENT = Gauge(
     "carehub_feed_last_event_timestamp_seconds",
     "Kafka timestamp of the last record received from each source organisation",
