@@ -15,7 +15,7 @@ help:
 	@echo "make run     - embedded broker + every service + synthetic region (Ctrl-C stops everything)"
 	@echo "make test    - unit and integration tests (starts its own broker; installs Prometheus if missing)"
 	@echo "make lint    - ruff, mypy, generated-code drift check"
-	@echo "make bench   - ingest throughput vs faust baselines; linkage accuracy and latency"
+	@echo "make bench   - throughput vs faust baselines; linkage accuracy and latency; alert latency to partners"
 	@echo "make proto   - regenerate carehub/v1 from protos/"
 	@echo "make compose-up - Kafka + every service + synthetic feed + Prometheus/Grafana/Jaeger (docker compose)"
 
@@ -77,6 +77,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/ingest_bench.py
 	$(BIN)/python bench/identity_accuracy.py
+	$(BIN)/python bench/alerts_bench.py
 
 clean:
 	rm -rf .carehub .pytest_cache .mypy_cache .ruff_cache build *.egg-info
