@@ -27,6 +27,7 @@ Logs carry counts and positions only, never a person id or local record id.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -67,6 +68,7 @@ class Timeline:
         self.counts = counts
         self.partials = partials
         self.snapshot_due: set[int] = set()
+        self.partials_lock = asyncio.Lock()
         self.tracing = tracing_enabled()
 
     def partition_of(self, person_id: str) -> int:
@@ -202,18 +204,35 @@ class Timeline:
     async def _send_partials(self, partitions: set[int]) -> None:
         if self.counts is None or self.partials is None:
             return
-        futures = []
-        for p in sorted(partitions):
-            if p in self.snapshot_due:
-                records = self.counts.snapshot_records(p)
-                self.counts.changed.pop(p, None)
-                self.snapshot_due.discard(p)
-            else:
-                records = self.counts.changed_records(p)
-            for record in records:
-                futures.append(await self.partials.send(value=record))
-        for future in futures:
-            await future
+        async with self.partials_lock:  # a snapshot's chunks and a batch's changes never interleave
+            futures = []
+            for p in sorted(partitions):
+                if p in self.snapshot_due:
+                    records = self.counts.snapshot_records(p)
+                    self.counts.changed.pop(p, None)
+                    self.snapshot_due.discard(p)
+                else:
+                    records = self.counts.changed_records(p)
+                for record in records:
+                    futures.append(await self.partials.send(value=record))
+            for future in futures:
+                await future
+
+    async def snapshot_assigned(self, app: faust.App) -> None:
+        """Count and snapshot every partition assigned here, whether or not records come for it.
+
+        A partition whose input is all done still needs its snapshot after a restart: the last
+        batch before the stop may have been written to the table without its changes being sent.
+        """
+        recovery = app.tables.recovery  # type: ignore[attr-defined]
+        if self.counts is None or app.rebalancing or app.in_recovery or not recovery.completed.is_set():
+            return
+        linked = linked_topic(self.settings)
+        mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == linked}
+        missing = {p for p in mine if not self.counts.has(p)}
+        if missing:
+            self.ensure_counted(missing)
+            await self._send_partials(missing)
 
 
 def build_app(settings: Settings, bootstrap: str) -> faust.App:
@@ -230,6 +249,11 @@ def build_app(settings: Settings, bootstrap: str) -> faust.App:
     add_batch_agent(app, source, "timeline", timeline, settings.ingest_batch_size,
                     settings.ingest_batch_within_s)
     forget_on_revoke(app, timeline)
+
+    @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
+    async def snapshot_assigned() -> None:
+        await timeline.snapshot_assigned(app)
+
 
     app.carehub_timeline = timeline  # type: ignore[attr-defined]
     return app
