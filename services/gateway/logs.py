@@ -22,6 +22,7 @@ from carehub.v1 import alerts_pb2 as al
 from carehub.v1 import indicators_pb2 as ind
 
 log = logging.getLogger(__name__)
+FETCH_MAX_WAIT_MS = 50
 
 
 def cursor_of(partition: int, offset: int) -> str:
@@ -121,8 +122,10 @@ async def tail(bootstrap: str, topic: str, handle: Callable[[int, int, bytes | N
 
     Caught up means a poll returned nothing new, not the end offset (wrong on the embedded broker).
     """
+    # A short fetch wait: a broker that answers a fetch only when the wait expires (the embedded
+    # one does) would otherwise add up to aiokafka's 500 ms default to every delivery.
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+                                auto_offset_reset="earliest", fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
     await consumer.start()
     try:
         partitions: set[int] = set()
