@@ -34,8 +34,9 @@ from carehub.v1 import alerts_pb2 as al
 from carehub.v1 import indicators_pb2 as ind
 from carehub.v1 import timeline_pb2 as tl
 from services.alerts import metrics as m
-from services.alerts.evaluate import AlertEngine, ns
+from services.alerts.evaluate import AlertEngine
 from services.alerts.rules import load_rules
+from services.timeline.state import ns
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("carehub.alerts")

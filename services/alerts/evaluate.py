@@ -18,20 +18,15 @@ from datetime import UTC, datetime
 from carehub.v1 import alerts_pb2 as al
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import indicators_pb2 as ind
+from carehub.v1 import ingest_pb2 as ing
 from carehub.v1 import timeline_pb2 as tl
 from services.alerts.rules import Rule, RuleBook
 from services.indicators.codelists import normal
+from services.timeline.state import DAY_NS, DIED, FOLLOW_UP_SECTORS, ns
 
-DAY_NS = 86_400 * 10**9
-DIED = "79"
-FOLLOW_UP_SECTORS = frozenset({ce.SECTOR_PRIMARY_CARE, ce.SECTOR_COMMUNITY})
 ROLE_SECTORS = {"social_care": ce.SECTOR_SOCIAL_CARE, "community": ce.SECTOR_COMMUNITY,
                 "care_home": ce.SECTOR_CARE_HOME}
 UNIT_KINDS = ("provider:", "practice:")
-
-
-def ns(ts: object) -> int:
-    return ts.seconds * 10**9 + ts.nanos  # type: ignore[attr-defined, no-any-return]
 
 
 def alert_id(*parts: str) -> str:
@@ -195,9 +190,9 @@ class AlertEngine:
         return out
 
     def _cancelled(self, state: al.AlertState, view: tl.TimelineView, spell: tl.SpellView | None,
-                   accepted: object, base: al.Alert) -> list[al.Alert]:
+                   accepted: ing.AcceptedEvent, base: al.Alert) -> list[al.Alert]:
         keys: set[str] = set()
-        org, target = accepted.source_org, accepted.target_event_id  # type: ignore[attr-defined]
+        org, target = accepted.source_org, accepted.target_event_id
         if spell is not None and spell.status == tl.SPELL_STATUS_CANCELLED:
             keys |= {_spell_key(spell), _spell_key(spell) + "#discharge"}
         elif spell is not None and spell.status == tl.SPELL_STATUS_OPEN:  # a discharge cancelled (A13)
@@ -231,17 +226,17 @@ class AlertEngine:
     # --- follow-up clocks ---------------------------------------------------------------------
 
     def _await_follow_up(self, state: al.AlertState, spell: tl.SpellView, view: tl.TimelineView,
-                         accepted: object, t: int) -> None:
+                         accepted: ing.AcceptedEvent, t: int) -> None:
         key = _spell_key(spell) + "#discharge"
         if any(p.fact_key == key for p in state.pending):
             return
         rule = self.overdue[0]
-        pending = state.pending.add(fact_key=key, source_org=accepted.source_org,  # type: ignore[attr-defined]
+        pending = state.pending.add(fact_key=key, source_org=accepted.source_org,
                                     direct_care_opt_out=view.direct_care_opt_out)
         pending.discharged_at.FromNanoseconds(t)
-        pending.recipients.extend(self.recipients(rule, view, accepted.source_org, t,  # type: ignore[attr-defined]
+        pending.recipients.extend(self.recipients(rule, view, accepted.source_org, t,
                                                   spell.org))
-        for k, v in accepted.trace_context.items():  # type: ignore[attr-defined]
+        for k, v in accepted.trace_context.items():
             pending.trace_context[k] = v
 
     def _followed_up(self, state: al.AlertState, t: int) -> None:
@@ -308,11 +303,11 @@ class AlertEngine:
         return out
 
 
-def _base(accepted: object, now_ns: int) -> al.Alert:
-    base = al.Alert(source_org=accepted.source_org)  # type: ignore[attr-defined]
-    base.event_time.CopyFrom(accepted.event_time)  # type: ignore[attr-defined]
+def _base(accepted: ing.AcceptedEvent, now_ns: int) -> al.Alert:
+    base = al.Alert(source_org=accepted.source_org)
+    base.event_time.CopyFrom(accepted.event_time)
     base.raised_at.FromNanoseconds(now_ns)
-    for k, v in accepted.trace_context.items():  # type: ignore[attr-defined]
+    for k, v in accepted.trace_context.items():
         base.trace_context[k] = v
     base.trace_id = trace_id_of(base.trace_context.items())
     return base

@@ -186,7 +186,7 @@ class Aggregate:
 
     def _value(self, indicator: Indicator, unit: str, window: Window, as_of: int, raw: Raw, withheld: bool,
                regional_value: float | None, computed_at_s: float) -> ind.IndicatorValue:
-        first = window.first if window.first is not None else None
+        first = window.first
         v = ind.IndicatorValue(
             indicator=indicator.id, definition_version=indicator.version, title=indicator.title, unit=unit,
             window=window.label, as_of=_iso(as_of), window_start=_iso(first) if first is not None else "",

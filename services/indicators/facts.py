@@ -17,20 +17,15 @@ from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import timeline_pb2 as tl
 from services.indicators.codelists import normal
 from services.indicators.definitions import Catalogue, Indicator
+from services.timeline.state import DAY_NS, DIED, ns
 
-DAY_NS = 86_400 * 10**9
 ED_LOOKBACK_NS = 365 * DAY_NS
-DIED = "79"
 REGION = "region"
 # persons by (practice, locality): which practices make up a locality, for suppression
 PRACTICE_LOCALITY = "_practice_locality"
 
 Key = tuple[str, str, int]  # indicator (or population key), unit, day (days since 1970-01-01 UTC)
 Cells = dict[Key, tuple[int, int, int]]  # numerator, facts (or persons), provisional
-
-
-def ns(ts: object) -> int:
-    return ts.seconds * 10**9 + ts.nanos  # type: ignore[attr-defined, no-any-return]
 
 
 def day_of(t_ns: int) -> int:

@@ -16,7 +16,8 @@ from collections.abc import Iterable
 
 from carehub.v1 import indicators_pb2 as ind
 from carehub.v1 import timeline_pb2 as tl
-from services.indicators.facts import Cells, Key, PersonFacts, day_of, diff, ns
+from services.indicators.facts import Cells, Key, PersonFacts, day_of, diff
+from services.timeline.state import ns
 
 MAX_CELLS_PER_RECORD = 20_000  # ~0.5 MB: under Kafka's default 1 MB record limit
 

@@ -107,7 +107,7 @@ def test_coding_confirms_or_withdraws_and_a_cancelled_admission_is_retracted() -
     for p in (confirmed, withdrawn, cancelled):
         p.known()
         p.admit(OCT, "N10")
-    first = {a.recipient_org: a.alert_id for a in confirmed.state.raised for a in [a]}
+    first = {a.recipient_org: a.alert_id for a in confirmed.state.raised}
     revision = confirmed.send(confirmed.event(ce.EVENT_TYPE_DIAGNOSIS_CODED, OCT + timedelta(days=4),
                                               diagnoses=[ce.Diagnosis(code="N10", position=1)]))
     assert {(a.kind, a.refers_to, a.provisional) for a in revision} == {

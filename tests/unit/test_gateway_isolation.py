@@ -22,6 +22,7 @@ from carehub.batching import target_partition
 from carehub.settings import load_settings
 from carehub.tlsgen import DemoPki, make_demo_pki
 from carehub.v1 import alerts_pb2 as al
+from carehub.v1 import indicators_pb2 as ind
 from carehub.v1 import partner_pb2 as pb
 from carehub.v1 import partner_pb2_grpc as pb_grpc
 from services.gateway.auth import client_channel, server_credentials
@@ -44,14 +45,16 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, pki: DemoPki, log: AlertLog, buffer: int = 10_000) -> None:
+    def __init__(self, pki: DemoPki, log: AlertLog, buffer: int = 10_000, board: IndicatorBoard | None = None,
+                 ) -> None:
         self.settings = load_settings(gateway_tls_cert=pki.server.cert, gateway_tls_key=pki.server.key,
                                       gateway_client_ca=pki.ca.cert, gateway_port=free_port(),
                                       gateway_heartbeat_s=0.2, gateway_subscriber_buffer=buffer)
-        partners = Partners(Partner(org=o, name=o, units=frozenset({"region"})) for o in ORGS)
+        partners = Partners(Partner(org=o, name=o, units=frozenset({"region", f"practice:{o}"})) for o in ORGS)
         self.server = grpc.aio.server()
         pb_grpc.add_PartnerGatewayServicer_to_server(
-            PartnerGateway(self.settings, partners, log, IndicatorBoard(), Audit(None, "audit"), None), self.server)
+            PartnerGateway(self.settings, partners, log, board or IndicatorBoard(), Audit(None, "audit"), None),
+            self.server)
         self.server.add_secure_port(f"127.0.0.1:{self.settings.gateway_port}", server_credentials(self.settings))
 
     async def __aenter__(self) -> Server:
@@ -138,5 +141,34 @@ def test_a_slow_subscriber_is_told_to_resume_and_others_are_not_held_up(pki: Dem
                 assert last.HasField("resume"), "the stuck subscriber was not told to resume"
                 assert delivered and all(m.HasField("alert") for m in delivered)
                 assert last.cursor == delivered[-1].cursor  # resume exactly after what it got
+
+    asyncio.run(run())
+
+
+def test_indicators_are_only_the_callers_entitled_units_as_a_snapshot_and_as_changes(pki: DemoPki) -> None:
+    board = IndicatorBoard()
+    for unit in ("region", "practice:B86001", "practice:B86002", "provider:RR8"):
+        board.put(f"acsc_all|{unit}|12m", ind.IndicatorValue(indicator="acsc_all", unit=unit, window="12m"))
+    board.ready.set()
+
+    async def run() -> None:
+        async with Server(pki, alert_log([]), board=board) as server:
+            files = pki.clients["B86001"]
+            async with client_channel(f"127.0.0.1:{server.settings.gateway_port}", pki.ca.cert, files.cert,
+                                      files.key) as channel:
+                stub = pb_grpc.PartnerGatewayStub(channel)
+                got = await stub.GetIndicators(pb.IndicatorsRequest(), timeout=10)
+                assert sorted(v.unit for v in got.values) == ["practice:B86001", "region"]
+                watch = stub.WatchIndicators(pb.IndicatorsRequest(window="12m"), timeout=10)
+                first = await watch.read()
+                assert isinstance(first, pb.IndicatorsResponse)
+                assert sorted(v.unit for v in first.values) == ["practice:B86001", "region"]
+                for unit in ("practice:B86002", "practice:B86001"):  # another's change is not sent
+                    board.put(f"acsc_all|{unit}|12m", ind.IndicatorValue(indicator="acsc_all", unit=unit,
+                                                                         window="12m", numerator=9))
+                change = await watch.read()
+                assert isinstance(change, pb.IndicatorsResponse)
+                assert [(v.unit, v.numerator) for v in change.values] == [("practice:B86001", 9)]
+                watch.cancel()
 
     asyncio.run(run())
