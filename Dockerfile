@@ -4,7 +4,7 @@
 #   docker run IMAGE ingest          (default)
 #   docker run IMAGE topics          (create carehub's topics, then exit)
 #   docker run IMAGE demo-feed       (publish the synthetic region)
-#   docker run --entrypoint python IMAGE -m services.identity   (any service by its module:
+#   docker run --entrypoint python IMAGE -m carehub.services.identity   (any service by its module:
 #                                    ingest, identity, timeline, indicators, alerts, gateway;
 #                                    docker-compose.yml runs them this way)
 #

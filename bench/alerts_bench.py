@@ -290,7 +290,7 @@ def partner_set(pki_dir: Path, orgs: list[str], auth: str) -> tuple[PartnerSet, 
 
 
 def free_port() -> int:
-    from carehub.broker import free_port as fp
+    from carehub.kafka.broker import free_port as fp
 
     return fp("127.0.0.1")
 
@@ -321,7 +321,7 @@ class Hub:
         return env
 
     def create_topics(self) -> None:
-        from carehub.broker import create_topics
+        from carehub.kafka.broker import create_topics
         from carehub.settings import load_settings
         from carehub.topics import topic_specs
 
@@ -832,7 +832,7 @@ async def one_pass(plan: Plan, bootstrap: str, spec: Pass, background: list[tupl
 
 
 async def bench(plan: Plan) -> None:
-    from carehub.broker import EmbeddedBroker
+    from carehub.kafka.broker import EmbeddedBroker
 
     a = plan.args
     per_pass = int(a.warmup_rate * a.warmup_s * a.warmup_rounds + (sum(a.rates) + sum(a.fanout_rates)) * a.seconds)

@@ -43,6 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from carehub.domain.pseudonymise import Pseudonymiser  # noqa: E402
 from carehub.synthetic import RegionConfig, generate_region  # noqa: E402
 from carehub.v1 import care_event_pb2 as ce  # noqa: E402
 from carehub.v1 import ingest_pb2 as ing  # noqa: E402
@@ -57,7 +58,6 @@ from services.identity.linkage.data import (  # noqa: E402
 from services.identity.linkage.features import Encoding  # noqa: E402
 from services.identity.linkage.model import DEFAULT_VERSION  # noqa: E402
 from services.identity.linkage.train import fit  # noqa: E402
-from services.ingest.pseudonymise import Pseudonymiser  # noqa: E402
 
 EVENT_DAY = FEBRL_EVENT_DAY  # for age_years only; linkage does not use it
 POOL_SEED = 20261122

@@ -124,7 +124,7 @@ def run_faust_variant(variant: str, bootstrap: str, topic: str, clock: Clock, pr
     import uvloop
     from faust.worker import Worker
 
-    from carehub.faust_profile import faust_app
+    from carehub.runtime.app import faust_app
     from carehub.settings import load_settings
 
     uvloop.install()
@@ -135,7 +135,7 @@ def run_faust_variant(variant: str, bootstrap: str, topic: str, clock: Clock, pr
         os.kill(os.getpid(), signal.SIGTERM)
 
     if variant in STAGE_VARIANTS:
-        from carehub.broker import create_topics
+        from carehub.kafka.broker import create_topics
         from carehub.topics import linked_topic, topic_specs
         from carehub.v1 import identity_pb2 as idn
         from carehub.v1 import ingest_pb2 as ing
@@ -385,7 +385,7 @@ def records_written(bootstrap: str, prefix: str) -> dict[str, int]:
     """Records in the topics of each faust worker under ``prefix`` (outputs and table changelogs).
 
     End offsets are exact only for topics written one record per produce request, as the
-    faust workers do on the embedded broker (carehub/faust_profile.py); so the provider topic
+    faust workers do on the embedded broker (carehub/runtime/app.py); so the provider topic
     and the indicators service's topics are left out.
     """
     from kafka import KafkaConsumer, TopicPartition
@@ -421,7 +421,7 @@ def stop_children(children: dict[str, subprocess.Popen[bytes]]) -> None:
 def run_full(bootstrap: str, prefix: str, events: list[tuple[bytes, bytes, str, str]], args: argparse.Namespace,
              results: dict[str, Result], notes: list[str], broker_pid: int | None) -> None:
     """The four services at once over their own topics; adds carehub-full and its stages to ``results``."""
-    from carehub.broker import create_topics
+    from carehub.kafka.broker import create_topics
     from carehub.settings import load_settings
     from carehub.topics import topic_specs
 
@@ -513,7 +513,7 @@ def print_summary(results: dict[str, Result], notes: list[str]) -> None:
 
 
 def parent(args: argparse.Namespace) -> None:
-    from carehub.broker import EmbeddedBroker, create_topics
+    from carehub.kafka.broker import EmbeddedBroker, create_topics
     from carehub.topics import TopicSpec
 
     broker = None

@@ -23,7 +23,7 @@ def _bootstrap(settings: Settings, arg: str | None, command: str) -> str:
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from carehub.broker import EmbeddedBroker, create_topics
+    from carehub.kafka.broker import EmbeddedBroker, create_topics
     from carehub.topics import topic_specs
 
     settings = load_settings()
@@ -46,7 +46,7 @@ def _wait_for_interrupt() -> None:
 
 
 def cmd_topics(args: argparse.Namespace) -> int:
-    from carehub.broker import create_topics, wait_for_metadata
+    from carehub.kafka.broker import create_topics, wait_for_metadata
     from carehub.topics import topic_specs
 
     settings = load_settings()
@@ -60,9 +60,9 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from services.ingest.worker import main
+    from carehub.runtime.services import run_service
 
-    main()
+    run_service('ingest')
     return 0
 
 
@@ -84,23 +84,23 @@ def _records_from_file(path: Path, fmt: str) -> Iterator[tuple[bytes, str]]:
 
 
 def cmd_identity(args: argparse.Namespace) -> int:
-    from services.identity.worker import main
+    from carehub.runtime.services import run_service
 
-    main()
+    run_service('identity')
     return 0
 
 
 def cmd_timeline(args: argparse.Namespace) -> int:
-    from services.timeline.worker import main
+    from carehub.runtime.services import run_service
 
-    main()
+    run_service('timeline')
     return 0
 
 
 def cmd_indicators_worker(args: argparse.Namespace) -> int:
-    from services.indicators.worker import main
+    from carehub.runtime.services import run_service
 
-    main()
+    run_service('indicators')
     return 0
 
 
@@ -109,7 +109,7 @@ def cmd_indicators(args: argparse.Namespace) -> int:
         from carehub.partner_cli import indicators_remote
 
         return indicators_remote(args)
-    from services.indicators.report import as_json, read_values, select, table
+    from carehub.indicator_report import as_json, read_values, select, table
 
     settings = load_settings()
     bootstrap = _bootstrap(settings, args.bootstrap, "indicators")
@@ -120,16 +120,16 @@ def cmd_indicators(args: argparse.Namespace) -> int:
 
 
 def cmd_alerts_worker(args: argparse.Namespace) -> int:
-    from services.alerts.worker import main
+    from carehub.runtime.services import run_service
 
-    main()
+    run_service('alerts')
     return 0
 
 
 def cmd_gateway(args: argparse.Namespace) -> int:
-    from services.gateway.worker import main
+    from carehub.runtime.services import run_service
 
-    main()
+    run_service('gateway')
     return 0
 
 
@@ -200,9 +200,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
+    from carehub import deadletters as dl
     from carehub.topics import deadletter_topic, replayed_topic
     from carehub.v1 import ingest_pb2 as ing
-    from services.ingest import deadletters as dl
 
     settings = load_settings()
     bootstrap = _bootstrap(settings, args.bootstrap, "dlq")

@@ -10,14 +10,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
 
-from carehub.broker import kafka_for
+from carehub.kafka.broker import kafka_for
+from carehub.runtime.services import SERVICES, service_command
 from carehub.sdk import Publisher
 from carehub.settings import Settings, load_settings
 
@@ -73,9 +73,6 @@ def scrape(url: str) -> dict[str, float]:
     return totals
 
 
-SERVICES = ("ingest", "identity", "timeline", "indicators", "alerts", "gateway")
-
-
 def run_demo(people: int, seed: int) -> int:
     settings = load_settings(profile=os.environ.get("CAREHUB_PROFILE", "demo"))
     logs = settings.data_dir / "logs"
@@ -100,7 +97,7 @@ def run_demo(people: int, seed: int) -> int:
                            CAREHUB_WEB_PORT=str(settings.web_port + i), CAREHUB_WORKER_NAME=f"demo-{service}",
                            **gateway_env)
                 log = logs / f"{service}.log"
-                children.append(subprocess.Popen([sys.executable, "-m", f"services.{service}"], env=env,
+                children.append(subprocess.Popen(service_command(service), env=env,
                                                  stdout=log.open("ab"), stderr=subprocess.STDOUT))
                 urls[service] = f"http://127.0.0.1:{port}/metrics"
                 print(f"{service:8} worker pid {children[-1].pid}; log {log}; metrics {urls[service]}")

@@ -254,7 +254,7 @@ def _acknowledge(client: PartnerClient, alert_id: str, status: al.AckStatus.Valu
 
 def indicators_remote(args: argparse.Namespace) -> int:
     """`carehub indicators --remote`: the caller's entitled values from the gateway, as a table or JSON."""
-    from services.indicators.report import as_json, select, table
+    from carehub.indicator_report import as_json, select, table
 
     indicator = args.indicator or None
     window = None if args.window in (None, "", "all") else args.window

@@ -26,7 +26,7 @@ class Profile(StrEnum):
 
 
 class BrokerProfile(StrEnum):
-    """Which Kafka flavour the workers talk to; selects the faust settings in carehub.faust_profile."""
+    """Which Kafka flavour the workers talk to; selects the faust settings in carehub.runtime.app."""
 
     EMBEDDED = "embedded"  # Tansu, the embedded Kafka-protocol broker
     KAFKA = "kafka"  # Apache Kafka or another fully compatible cluster

@@ -55,7 +55,7 @@ def timeline_handover_topic(settings: Settings) -> str:
 
 
 def indicator_partials_topic(settings: Settings) -> str:
-    """Counts per timeline partition, absolute values (services/indicators/partials.py)."""
+    """Counts per timeline partition, absolute values (carehub/domain/indicator_counts.py)."""
     return settings.topic("indicators.partials")
 
 

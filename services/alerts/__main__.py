@@ -1,6 +1,6 @@
-"""`python -m services.alerts`: run the alert worker."""
+"""`python -m carehub.services.alerts`: run the alert worker."""
 
-from services.alerts.worker import main
+from .worker import main
 
 if __name__ == "__main__":
     main()

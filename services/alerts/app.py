@@ -24,19 +24,20 @@ from typing import Any
 import faust
 from opentelemetry import trace
 
-from carehub.batching import target_partition
-from carehub.faust_batches import add_batch_agent, current_event_of, forget_on_revoke
-from carehub.faust_profile import faust_app
+from carehub.domain.alert_evaluation import AlertEngine
+from carehub.domain.alert_rules import load_rules
+from carehub.domain.timeline import ns
+from carehub.kafka.batching import target_partition
+from carehub.runtime.app import faust_app
+from carehub.runtime.batches import add_batch_agent, current_event_of, forget_on_revoke
 from carehub.settings import Settings
 from carehub.telemetry import continue_trace, tracing_enabled
 from carehub.topics import alerts_topic, indicator_signals_topic, timeline_topic
 from carehub.v1 import alerts_pb2 as al
 from carehub.v1 import indicators_pb2 as ind
 from carehub.v1 import timeline_pb2 as tl
-from services.alerts import metrics as m
-from services.alerts.evaluate import AlertEngine
-from services.alerts.rules import load_rules
-from services.timeline.state import ns
+
+from . import metrics as m
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("carehub.alerts")

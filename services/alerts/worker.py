@@ -1,7 +1,8 @@
-"""`python -m services.alerts`: the alert worker (start several to share the partitions)."""
+"""`python -m carehub.services.alerts`: the alert worker (start several to share the partitions)."""
 
-from carehub.worker import run_worker
-from services.alerts.app import build_app
+from carehub.runtime.worker import run_worker
+
+from .app import build_app
 
 
 def main() -> None:

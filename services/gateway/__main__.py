@@ -1,6 +1,6 @@
-"""`python -m services.gateway`: run the partner gateway."""
+"""`python -m carehub.services.gateway`: run the partner gateway."""
 
-from services.gateway.worker import main
+from .worker import main
 
 if __name__ == "__main__":
     main()

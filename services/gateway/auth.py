@@ -36,7 +36,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from carehub.settings import Settings
-from services.gateway.partners import GatewayConfigError, Partner, Partners
+
+from .partners import GatewayConfigError, Partner, Partners
 
 log = logging.getLogger(__name__)
 

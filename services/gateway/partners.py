@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# kinds of indicator unit (services/indicators/definitions.py UNITS); "region" has no code
+# kinds of indicator unit (carehub/domain/definitions.py UNITS); "region" has no code
 UNIT_KINDS = ("practice", "locality", "provider", "sector")
 REGION = "region"
 ORG_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")

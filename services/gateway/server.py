@@ -34,10 +34,11 @@ from carehub.v1 import alerts_pb2 as al
 from carehub.v1 import indicators_pb2 as ind
 from carehub.v1 import partner_pb2 as pb
 from carehub.v1 import partner_pb2_grpc as pb_grpc
-from services.gateway import metrics as m
-from services.gateway.auth import caller, server_credentials
-from services.gateway.logs import AlertLog, Entry, IndicatorBoard, parse_cursor, tail
-from services.gateway.partners import Partners, load_partners
+
+from . import metrics as m
+from .auth import caller, server_credentials
+from .logs import AlertLog, Entry, IndicatorBoard, parse_cursor, tail
+from .partners import Partners, load_partners
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("carehub.gateway")

@@ -1,4 +1,4 @@
-"""`python -m services.gateway`: the partner gateway (several may run behind one address)."""
+"""`python -m carehub.services.gateway`: the partner gateway (several may run behind one address)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import asyncio
 import logging
 import signal
 
-from carehub.broker import create_topics, wait_for_metadata
-from carehub.metrics import serve_metrics
+from carehub.kafka.broker import create_topics, wait_for_metadata
+from carehub.runtime.metrics import serve_metrics
 from carehub.settings import load_settings
 from carehub.telemetry import setup_tracing
 from carehub.topics import topic_specs
-from services.gateway.server import Gateway
+
+from .server import Gateway
 
 
 def main() -> None:

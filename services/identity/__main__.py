@@ -1,6 +1,6 @@
-"""`python -m services.identity`: run the identity worker (same as `carehub identity`)."""
+"""`python -m carehub.services.identity`: run the identity worker (same as `carehub identity`)."""
 
-from services.identity.worker import main
+from .worker import main
 
 if __name__ == "__main__":
     main()

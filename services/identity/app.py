@@ -24,21 +24,22 @@ from typing import Any
 import faust
 from opentelemetry import trace
 
-from carehub.batching import batch_records, target_partition
-from carehub.faust_batches import add_batch_agent, current_event_of, forget_on_revoke
-from carehub.faust_profile import faust_app
+from carehub.domain.dedupe import DedupeIndex
+from carehub.kafka.batching import batch_records, target_partition
+from carehub.runtime.app import faust_app
+from carehub.runtime.batches import add_batch_agent, current_event_of, forget_on_revoke
 from carehub.settings import Settings
 from carehub.telemetry import continue_trace, tracing_enabled
 from carehub.topics import accepted_topic, linked_topic, registry_topic, review_topic
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import identity_pb2 as idn
 from carehub.v1 import ingest_pb2 as ing
-from services.identity import metrics as m
-from services.identity.linkage import Decision, Linker, Outcome, load_model
-from services.identity.linkage.model import DEFAULT_VERSION
-from services.identity.merges import merge, unmerge
-from services.identity.table_store import TABLES, TableStore
-from services.ingest.dedupe import DedupeIndex
+
+from . import metrics as m
+from .linkage import Decision, Linker, Outcome, load_model
+from .linkage.model import DEFAULT_VERSION
+from .merges import merge, unmerge
+from .table_store import TABLES, TableStore
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("carehub.identity")

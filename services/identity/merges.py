@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from carehub.v1 import identity_pb2 as idn
-from services.identity.linkage import Profile
-from services.identity.table_store import TableStore
+
+from .linkage import Profile
+from .table_store import TableStore
 
 
 @dataclass

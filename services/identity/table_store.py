@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any
 
-from services.identity.linkage import Profile
+from .linkage import Profile
 
 _MISSING = object()
 # A blocking key shared by this many people no longer narrows anything down, and its table

@@ -1,7 +1,8 @@
 """`carehub identity`: the identity worker (one per deployment: it owns the linkage log)."""
 
-from carehub.worker import run_worker
-from services.identity.app import build_app
+from carehub.runtime.worker import run_worker
+
+from .app import build_app
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
-"""`python -m services.indicators`: run the indicators service."""
+"""`python -m carehub.services.indicators`: run the indicators service."""
 
-from services.indicators.worker import main
+from .worker import main
 
 if __name__ == "__main__":
     main()

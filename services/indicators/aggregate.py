@@ -16,10 +16,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from carehub.domain.definitions import POPULATION_UNITS, Catalogue, Indicator
+from carehub.domain.indicator_facts import PRACTICE_LOCALITY, REGION, Key
 from carehub.v1 import indicators_pb2 as ind
-from services.indicators import stats, suppression
-from services.indicators.definitions import POPULATION_UNITS, Catalogue, Indicator
-from services.indicators.facts import PRACTICE_LOCALITY, REGION, Key
+
+from . import stats, suppression
 
 EPOCH = date(1970, 1, 1)
 FUNNEL_95, FUNNEL_998 = 0.95, 0.998

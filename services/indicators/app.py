@@ -22,12 +22,13 @@ from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from carehub.domain.definitions import Catalogue, load_catalogue
 from carehub.settings import Settings
 from carehub.topics import indicator_partials_topic, indicator_signals_topic, indicators_topic
 from carehub.v1 import indicators_pb2 as ind
-from services.indicators import metrics as m
-from services.indicators.aggregate import Aggregate
-from services.indicators.definitions import Catalogue, load_catalogue
+
+from . import metrics as m
+from .aggregate import Aggregate
 
 log = logging.getLogger(__name__)
 

@@ -1,16 +1,17 @@
-"""`python -m services.indicators`: the indicators service (one per deployment)."""
+"""`python -m carehub.services.indicators`: the indicators service (one per deployment)."""
 
 from __future__ import annotations
 
 import logging
 
-from carehub.broker import create_topics, wait_for_metadata
-from carehub.metrics import serve_metrics
+from carehub.domain.definitions import load_catalogue
+from carehub.kafka.broker import create_topics, wait_for_metadata
+from carehub.runtime.metrics import serve_metrics
 from carehub.settings import load_settings
 from carehub.telemetry import setup_tracing
 from carehub.topics import topic_specs
-from services.indicators.app import serve
-from services.indicators.definitions import load_catalogue
+
+from .app import serve
 
 
 def main() -> None:

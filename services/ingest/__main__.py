@@ -1,6 +1,6 @@
-"""`python -m services.ingest`: run one ingest worker (same as `carehub ingest`)."""
+"""`python -m carehub.services.ingest`: run one ingest worker (same as `carehub ingest`)."""
 
-from services.ingest.worker import main
+from .worker import main
 
 if __name__ == "__main__":
     main()

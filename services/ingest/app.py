@@ -17,18 +17,19 @@ from typing import Any
 
 import faust
 
-from carehub.batching import batch_records, target_partition
-from carehub.faust_batches import add_batch_agent, current_event_of, forget_on_revoke, group_by_partition
-from carehub.faust_profile import faust_app
+from carehub.domain.dedupe import DedupeIndex
+from carehub.domain.pseudonymise import Pseudonymiser
+from carehub.kafka.batching import batch_records, target_partition
+from carehub.runtime.app import faust_app
+from carehub.runtime.batches import add_batch_agent, current_event_of, forget_on_revoke, group_by_partition
 from carehub.settings import Settings
 from carehub.topics import ACCEPTED_PARTITIONS, accepted_topic, deadletter_topic
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import ingest_pb2 as ing
-from services.ingest import metrics as m
-from services.ingest.dedupe import DedupeIndex
-from services.ingest.pseudonymise import Pseudonymiser
-from services.ingest.records import RawRecord, RecordProcessor, dedupe_key, now_utc, routing_key
-from services.ingest.validation import Limits
+
+from . import metrics as m
+from .records import RawRecord, RecordProcessor, dedupe_key, now_utc, routing_key
+from .validation import Limits
 
 log = logging.getLogger(__name__)
 APP_SUFFIX = "ingest"

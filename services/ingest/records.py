@@ -11,11 +11,12 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from carehub.domain.pseudonymise import Pseudonymiser
 from carehub.telemetry import extract_from_headers, trace_context_dict
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import ingest_pb2 as ing
-from services.ingest.pseudonymise import Pseudonymiser
-from services.ingest.validation import Limits, Rejection, decode, validate
+
+from .validation import Limits, Rejection, decode, validate
 
 log = logging.getLogger(__name__)
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()

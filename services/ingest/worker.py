@@ -1,7 +1,8 @@
 """`carehub ingest`: one ingest worker."""
 
-from carehub.worker import run_worker
-from services.ingest.app import build_app
+from carehub.runtime.worker import run_worker
+
+from .app import build_app
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
-"""`python -m services.timeline`: run the timeline worker."""
+"""`python -m carehub.services.timeline`: run the timeline worker."""
 
-from services.timeline.worker import main
+from .worker import main
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,7 @@
 """The timeline worker: linked events in; each person's timeline kept; enriched events out.
 
 It reads ``carehub.identity.linked`` (LinkedBatch records, partitioned by person id), applies
-each event to its person's ``PersonTimeline`` (services/timeline/state.py) and writes
+each event to its person's ``PersonTimeline`` (carehub/domain/timeline.py) and writes
 ``TimelineBatch`` records to ``carehub.timeline.events``, on the same partition (by person
 id), one record per target partition per batch.
 
@@ -14,10 +14,10 @@ the write repeats the batch's output downstream but never applies an event twice
 Identity merges: the absorbed person's timeline is handed to the survivor (and on an
 un-merge, the split-off part back to the restored person) as a ``TimelineHandover`` on the
 internal topic ``carehub.timeline.handover``, partitioned by the receiving person like the
-linked topic; this worker consumes it as a second source topic (services/timeline/state.py).
+linked topic; this worker consumes it as a second source topic (carehub/domain/timeline.py).
 A handover is sent, like the enriched events, before the sender's state is written.
 
-Indicators: the engine's person stage (services/indicators/partials.py) runs here, beside the
+Indicators: the engine's person stage (carehub/domain/indicator_counts.py) runs here, beside the
 state it reads. Each touched person's indicator cells are recomputed before and after the batch
 and the difference counted per partition; the changed counts go to
 ``carehub.indicators.partials`` after the persons are written.
@@ -37,19 +37,20 @@ from typing import Any
 import faust
 from opentelemetry import trace
 
-from carehub.batching import batch_records, target_partition
-from carehub.faust_batches import add_batch_agent, current_event_of, forget_on_revoke
-from carehub.faust_profile import faust_app
+from carehub.domain.definitions import load_catalogue
+from carehub.domain.indicator_counts import PartitionCounts
+from carehub.domain.indicator_facts import Cells, PersonFacts
+from carehub.domain.timeline import PersonState, Step, is_merge, receive, recipient, step
+from carehub.kafka.batching import batch_records, target_partition
+from carehub.runtime.app import faust_app
+from carehub.runtime.batches import add_batch_agent, current_event_of, forget_on_revoke
 from carehub.settings import Settings
 from carehub.telemetry import continue_trace, tracing_enabled
 from carehub.topics import indicator_partials_topic, linked_topic, timeline_handover_topic, timeline_topic
 from carehub.v1 import identity_pb2 as idn
 from carehub.v1 import timeline_pb2 as tl
-from services.indicators.definitions import load_catalogue
-from services.indicators.facts import Cells, PersonFacts
-from services.indicators.partials import PartitionCounts
-from services.timeline import metrics as m
-from services.timeline.state import PersonState, Step, is_merge, receive, recipient, step
+
+from . import metrics as m
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("carehub.timeline")

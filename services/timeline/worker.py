@@ -1,7 +1,8 @@
-"""`python -m services.timeline`: the timeline worker (start several to share the partitions)."""
+"""`python -m carehub.services.timeline`: the timeline worker (start several to share the partitions)."""
 
-from carehub.worker import run_worker
-from services.timeline.app import build_app
+from carehub.runtime.worker import run_worker
+
+from .app import build_app
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
-from carehub.broker import EmbeddedBroker, create_topics
+from carehub.kafka.broker import EmbeddedBroker, create_topics
 from carehub.settings import Settings, load_settings
 from carehub.topics import topic_specs
 

@@ -3,7 +3,7 @@
 Tansu reports a wrong end offset after a produce batch of more than one record; carehub's
 embedded faust profile therefore sends one record per batch. If the first test fails
 because the end offset is right, the broker is fixed: drop ``producer_max_batch_size``
-from carehub/faust_profile.py and this guard.
+from carehub/runtime/app.py and this guard.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
-from carehub.broker import EmbeddedBroker
+from carehub.kafka.broker import EmbeddedBroker
 
 pytestmark = pytest.mark.integration
 

@@ -16,12 +16,12 @@ import time
 
 import pytest
 
+from carehub.domain.definitions import PACKAGED
+from carehub.indicator_report import read_values
 from carehub.sdk import Publisher
 from carehub.synthetic import RegionConfig, generate_region
 from carehub.v1 import identity_pb2 as idn
 from carehub.v1 import indicators_pb2 as ind
-from services.indicators.definitions import PACKAGED
-from services.indicators.report import read_values
 from tests.integration.conftest import ROOT, Hub, consume, read_until_quiet
 from tests.reference.indicators import as_of, reference_values
 

@@ -13,13 +13,13 @@ from google.protobuf import json_format
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from carehub.broker import free_port
+from carehub import deadletters
 from carehub.demo import scrape
+from carehub.kafka.broker import free_port
 from carehub.sdk import Publisher
 from carehub.telemetry import setup_tracing
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import ingest_pb2 as ing
-from services.ingest import deadletters
 from tests.factories import VALID_NHS, care_event
 from tests.integration.conftest import ROOT, Hub, assert_not_in_clear, consume, hub_topics, read_until_quiet
 

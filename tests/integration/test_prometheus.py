@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from carehub.broker import free_port
+from carehub.kafka.broker import free_port
 from carehub.sdk import Publisher
 from carehub.v1 import care_event_pb2 as ce
 from tests.factories import care_event

@@ -1,10 +1,10 @@
-"""A batch reference for the indicator values of services/indicators/SEMANTICS.md.
+"""A batch reference for the indicator values of docs/indicator-semantics.md.
 
 Written from the contract alone, without the streaming engine's code, so that an integration
 test can require the engine's values to equal these exactly. Simple over fast: the whole linked
 log is read into per-person event lists, and every fact is derived at the end.
 
-    values = reference_values(linked_events, Path("services/indicators/definitions"))
+    values = reference_values(linked_events, Path("carehub/domain/data"))
     values[("acsc_all", "region", "12m")]  # (numerator, denominator or None, provisional)
 
 Keys emitted, per indicator (only for the unit kinds in its ``units``):

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from carehub.domain.alert_evaluation import AlertEngine
+from carehub.domain.alert_rules import PACKAGED, load_rules
+from carehub.domain.timeline import apply
 from carehub.v1 import alerts_pb2 as al
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import identity_pb2 as idn
 from carehub.v1 import indicators_pb2 as ind
 from carehub.v1 import timeline_pb2 as tl
-from services.alerts.evaluate import AlertEngine
-from services.alerts.rules import PACKAGED, load_rules
-from services.timeline.state import apply
 from tests.unit.test_timeline_state import Feed
 
 OCT = datetime(2026, 10, 1, 10, 0, tzinfo=UTC)

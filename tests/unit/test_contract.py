@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime
 
+from carehub.domain.pseudonymise import Pseudonymiser
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import ingest_pb2 as ing
 from carehub.wire import iter_delimited, repeated_field
-from services.ingest.pseudonymise import Pseudonymiser
 from services.ingest.records import RawRecord, RecordProcessor
 from services.ingest.validation import Limits
 from tests.factories import care_event
@@ -91,7 +91,7 @@ def test_header_names_in_any_case() -> None:
 
 
 def test_batch_records_split_by_size_and_keep_order() -> None:
-    from carehub.batching import batch_records
+    from carehub.kafka.batching import batch_records
 
     events = [ing.AcceptedEvent(event_id=f"{i:04d}" + "x" * 1000) for i in range(50)]
     records = batch_records(events, max_bytes=16 * 1024)

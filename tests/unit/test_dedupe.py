@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from services.ingest.dedupe import DedupeIndex, Row
+from carehub.domain.dedupe import DedupeIndex, Row
 
 DAY = 86400.0
 
@@ -16,7 +16,7 @@ def test_seen_after_record_and_per_partition() -> None:
 
 
 def test_large_batches_are_split_into_bounded_rows() -> None:
-    from services.ingest.dedupe import ROW_KEYS
+    from carehub.domain.dedupe import ROW_KEYS
 
     table: dict[str, Row | None] = {}
     index = DedupeIndex(table, retention_s=7 * DAY)

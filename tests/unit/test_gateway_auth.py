@@ -19,6 +19,7 @@ import grpc.aio
 import pytest
 
 from carehub import tlsgen
+from carehub.domain.definitions import UNITS
 from carehub.settings import Settings
 from services.gateway import partners as partners_module
 from services.gateway.auth import caller, client_channel, client_channel_sync, server_credentials
@@ -31,7 +32,6 @@ from services.gateway.partners import (
     load_partners,
     parse_partners,
 )
-from services.indicators.definitions import UNITS
 
 KNOWN = "B86001"
 HOSPITAL = "RR8"

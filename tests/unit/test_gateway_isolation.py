@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from carehub.batching import target_partition
+from carehub.kafka.batching import target_partition
 from carehub.settings import load_settings
 from carehub.tlsgen import DemoPki, make_demo_pki
 from carehub.v1 import alerts_pb2 as al

@@ -11,15 +11,15 @@ from types import SimpleNamespace
 import pytest
 from faust.types import TP
 
+from carehub.domain.definitions import PACKAGED, load_catalogue
+from carehub.domain.indicator_counts import PartitionCounts
+from carehub.domain.indicator_facts import PersonFacts, day_of
 from carehub.settings import load_settings
 from carehub.topics import linked_topic
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import indicators_pb2 as ind
 from services.indicators.aggregate import Aggregate, windows
 from services.indicators.app import Publisher
-from services.indicators.definitions import PACKAGED, load_catalogue
-from services.indicators.facts import PersonFacts, day_of
-from services.indicators.partials import PartitionCounts
 from services.timeline.app import Timeline
 from tests.unit.test_timeline_state import Feed
 
@@ -32,7 +32,7 @@ def admitted(f: Feed, when: datetime, code: str, *, spell: str = "S-1", coded: s
     link = f.linked(ce.EVENT_TYPE_ADMISSION, when, spell=spell, admission_method=ce.ADMISSION_METHOD_EMERGENCY,
                     diagnoses=[DX(code=code, position=1, provisional=True)])
     link.event.registered_practice, link.event.locality = practice, "L1"
-    from services.timeline.state import apply
+    from carehub.domain.timeline import apply
 
     apply(f.state, link)
     if discharged is not None:
@@ -87,7 +87,7 @@ def test_coding_revises_a_provisional_classification_and_cancellation_retracts()
     assert facts.cells(f.timeline)[("acsc_acute", "region", day)] == (0, 1, 0)  # coded: chest pain, not ACSC
     cancel = f.linked(ce.EVENT_TYPE_CANCELLATION, OCT + timedelta(days=6), spell="")
     cancel.event.target_event_id = f.timeline.spells[0].admission_event_id
-    from services.timeline.state import apply
+    from carehub.domain.timeline import apply
 
     apply(f.state, cancel)
     assert not [k for k in facts.cells(f.timeline) if k[0] == "acsc_acute"]
@@ -105,7 +105,7 @@ def test_late_discharge_makes_a_readmission_and_opt_out_leaves_later_events_out(
 
     opt_out = f.linked(ce.EVENT_TYPE_CONSENT_CHANGE, OCT + timedelta(days=21), spell="")
     opt_out.event.consent.planning_opt_out = True
-    from services.timeline.state import apply
+    from carehub.domain.timeline import apply
 
     apply(f.state, opt_out)
     before = facts.cells(f.timeline)

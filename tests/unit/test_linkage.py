@@ -12,6 +12,7 @@ from datetime import date
 
 import pytest
 
+from carehub.domain.pseudonymise import Pseudonymiser
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import ingest_pb2 as ing
 from services.identity.linkage import (
@@ -25,7 +26,6 @@ from services.identity.linkage import (
     Profile,
     load_model,
 )
-from services.ingest.pseudonymise import Pseudonymiser
 
 DAY = date(2026, 10, 1)
 NHS = "9434765919"

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 from datetime import date
 
+from carehub.domain.pseudonymise import Pseudonymiser
 from carehub.v1 import care_event_pb2 as ce
 from services.identity.linkage import Encoding, Linker, MemoryStore, Outcome, compare, load_model
 from services.identity.linkage.features import DOB, SWAP
-from services.ingest.pseudonymise import Pseudonymiser
 
 DAY = date(2026, 10, 1)
 

@@ -6,11 +6,11 @@ import os
 from datetime import date
 from typing import Any
 
+from carehub.domain.pseudonymise import Pseudonymiser
 from carehub.v1 import care_event_pb2 as ce
 from services.identity.linkage import Linker, load_model
 from services.identity.merges import merge, unmerge
 from services.identity.table_store import TABLES, TableStore
-from services.ingest.pseudonymise import Pseudonymiser
 
 PSEUDO = Pseudonymiser(os.urandom(32))
 

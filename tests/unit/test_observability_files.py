@@ -28,7 +28,7 @@ PROVISIONING = ROOT / "deploy/grafana/provisioning"
 COMPOSE = ROOT / "docker-compose.yml"
 
 CAREHUB_SERVICES = ("ingest", "identity", "timeline", "indicators", "alerts", "gateway")
-METRICS_MODULES = ("carehub.metrics", *(f"services.{s}.metrics" for s in CAREHUB_SERVICES))
+METRICS_MODULES = ("carehub.runtime.metrics", *(f"services.{s}.metrics" for s in CAREHUB_SERVICES))
 REQUIRED_ALERTS = ("CarehubFeedSilent", "CarehubStageLagGrowing", "CarehubStageStalled", "CarehubDeadLettersSpiking",
                    "CarehubAlertDeliverySlow")
 # Series Prometheus itself makes, which expressions may use besides carehub's.
@@ -252,7 +252,7 @@ def test_compose_runs_every_carehub_service_and_the_stack() -> None:
     compose = load_yaml(COMPOSE)
     services = compose["services"]
     for service in CAREHUB_SERVICES:
-        assert services[service]["entrypoint"] == ["python", "-m", f"services.{service}"]
+        assert services[service]["entrypoint"] == ["python", "-m", f"carehub.services.{service}"]
         assert services[service]["healthcheck"]["test"][:2] == ["CMD", "python"]
     assert services["feeder"]["command"][0] == "demo-feed"
     assert "make_demo_pki" in services["pki"]["command"][0]

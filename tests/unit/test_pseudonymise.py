@@ -3,8 +3,8 @@ from __future__ import annotations
 import os
 from datetime import date
 
+from carehub.domain.pseudonymise import Pseudonymiser, age_on, dice, normalise_name, postcode_parts
 from carehub.v1 import care_event_pb2 as ce
-from services.ingest.pseudonymise import Pseudonymiser, age_on, dice, normalise_name, postcode_parts
 
 KEY = bytes(range(32))
 

@@ -1,6 +1,6 @@
 """The batch indicator reference (tests/reference/indicators.py) on small hand-built linked logs.
 
-Each expected value is worked out by hand from services/indicators/SEMANTICS.md.
+Each expected value is worked out by hand from docs/indicator-semantics.md.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tests.reference.indicators import (
     reference_values,
 )
 
-DEFINITIONS = Path(__file__).resolve().parents[2] / "services" / "indicators" / "definitions"
+DEFINITIONS = Path(__file__).resolve().parents[2] / "carehub" / "domain" / "data"
 T0 = datetime(2026, 6, 1, 10, 0, tzinfo=UTC)
 _ids = itertools.count()
 

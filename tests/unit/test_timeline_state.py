@@ -7,15 +7,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-from carehub.batching import target_partition
-from carehub.settings import Settings
-from carehub.topics import timeline_handover_topic as handover_topic
-from carehub.v1 import care_event_pb2 as ce
-from carehub.v1 import identity_pb2 as idn
-from carehub.v1 import ingest_pb2 as ing
-from carehub.v1 import timeline_pb2 as tl
-from services.timeline.app import Timeline
-from services.timeline.state import (
+from carehub.domain.timeline import (
     MAX_APPLIED,
     MAX_SPELLS,
     PersonState,
@@ -27,6 +19,14 @@ from services.timeline.state import (
     split,
     step,
 )
+from carehub.kafka.batching import target_partition
+from carehub.settings import Settings
+from carehub.topics import timeline_handover_topic as handover_topic
+from carehub.v1 import care_event_pb2 as ce
+from carehub.v1 import identity_pb2 as idn
+from carehub.v1 import ingest_pb2 as ing
+from carehub.v1 import timeline_pb2 as tl
+from services.timeline.app import Timeline
 
 OCT = datetime(2026, 10, 1, 10, 0, tzinfo=UTC)
 PERSON = "0b4c3a52-8f1e-4c2e-9a57-1d2f3e4a5b6c"

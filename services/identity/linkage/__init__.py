@@ -7,10 +7,10 @@
 Method and reference figures: shared/domain/linkage.md.
 """
 
-from services.identity.linkage.features import FIELDS, LEVELS, Encoding, compare
-from services.identity.linkage.linker import Decision, Linker, Outcome, blocking_keys_of
-from services.identity.linkage.model import LinkageModel, load_model, load_model_file
-from services.identity.linkage.store import PROFILE_CAP, IdentityStore, MemoryStore, Profile
+from .features import FIELDS, LEVELS, Encoding, compare
+from .linker import Decision, Linker, Outcome, blocking_keys_of
+from .model import LinkageModel, load_model, load_model_file
+from .store import PROFILE_CAP, IdentityStore, MemoryStore, Profile
 
 __all__ = [
     "FIELDS",

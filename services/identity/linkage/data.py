@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from carehub.domain.pseudonymise import Pseudonymiser
 from carehub.synthetic import Region, RegionConfig, decode, generate_region, iter_records
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import ingest_pb2 as ing
-from services.ingest.pseudonymise import Pseudonymiser
 
 
 @dataclass(frozen=True, slots=True)

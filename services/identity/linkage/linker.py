@@ -15,7 +15,8 @@ from enum import StrEnum
 from typing import Final
 
 from carehub.v1 import ingest_pb2 as ing
-from services.identity.linkage.features import (
+
+from .features import (
     ADDRESS,
     DOB,
     FAMILY,
@@ -29,8 +30,8 @@ from services.identity.linkage.features import (
     Levels,
     compare,
 )
-from services.identity.linkage.model import LinkageModel
-from services.identity.linkage.store import IdentityStore, Profile
+from .model import LinkageModel
+from .store import IdentityStore, Profile
 
 # A block bigger than this is skipped when deciding (a placeholder value shared by thousands of
 # records says nothing and would make one decision slow); the other keys still find the person.

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from services.identity.linkage.features import ADDED_LEVELS, FIELDS, LEVELS, Levels
+from .features import ADDED_LEVELS, FIELDS, LEVELS, Levels
 
 # The weights the service loads unless told otherwise: v2 scores name swaps and day/month
 # transpositions, and was trained on FEBRL3 as well as the synthetic region (see the file).
@@ -115,7 +115,9 @@ def load_model(version: str = DEFAULT_VERSION) -> LinkageModel:
     """Read services/identity/weights/<version>.json, shipped with the package."""
     if not _VERSION.match(version):
         raise ValueError("weights version must be a short lower-case name such as 'v2'")
-    text = resources.files("services.identity").joinpath("weights", f"{version}.json").read_text(encoding="utf-8")
+    # the service package is ``services.identity`` in the source tree and ``carehub.services.identity`` installed
+    service_package = __name__.rsplit(".linkage", 1)[0]
+    text = resources.files(service_package).joinpath("weights", f"{version}.json").read_text(encoding="utf-8")
     return LinkageModel.from_json(json.loads(text))
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from services.identity.linkage.features import Encoding
+from .features import Encoding
 
 PROFILE_CAP: Final = 8  # distinct encoding variants kept per person
 _FORMAT: Final = 1

@@ -1,6 +1,6 @@
 """Estimate the linkage model's m and u probabilities by EM, without ground-truth labels.
 
-    python -m services.identity.linkage.train --out services/identity/weights/v2.json
+    python -m carehub.services.identity.linkage.train --out services/identity/weights/v2.json
 
 Follows the Fellegi-Sunter/EM recipe that Splink uses (shared/domain/linkage.md):
 
@@ -32,8 +32,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from services.identity.linkage.data import febrl_people, random_pseudonymiser, synthetic_local_records
-from services.identity.linkage.features import (
+from .data import febrl_people, random_pseudonymiser, synthetic_local_records
+from .features import (
     DOB,
     FAMILY,
     FIELDS,
@@ -45,7 +45,7 @@ from services.identity.linkage.features import (
     Levels,
     compare,
 )
-from services.identity.linkage.model import LinkageModel
+from .model import LinkageModel
 
 PSEUDO_COUNT = 0.5  # per level, so a level never seen gets a small probability instead of zero
 # Least m of any level. The synthetic region has no house moves, birth-date errors or wrong sex,
@@ -330,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--link-threshold", type=float, default=LINK_THRESHOLD)
     ap.add_argument("--review-threshold", type=float, default=REVIEW_THRESHOLD)
     args = ap.parse_args(argv)
-    command = "python -m services.identity.linkage.train " + shlex.join(sys.argv[1:] if argv is None else argv)
+    command = "python -m carehub.services.identity.linkage.train " + shlex.join(sys.argv[1:] if argv is None else argv)
     t0 = time.perf_counter()
     sources: list[list[Encoding]] = []
     trained_on: dict[str, object] = {"sources": []}

@@ -13,11 +13,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from carehub.domain.codelists import normal
+from carehub.domain.definitions import Catalogue, Indicator
+from carehub.domain.timeline import DAY_NS, DIED, ns
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import timeline_pb2 as tl
-from services.indicators.codelists import normal
-from services.indicators.definitions import Catalogue, Indicator
-from services.timeline.state import DAY_NS, DIED, ns
 
 ED_LOOKBACK_NS = 365 * DAY_NS
 REGION = "region"

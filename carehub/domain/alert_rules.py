@@ -2,7 +2,7 @@
 
 A rule names the moment it looks at (``on``), the conditions (``[when]``) and who receives the
 alert (``recipients``, by role). Conditions on diagnoses use the indicators' code lists
-(services/indicators/definitions/codelists), so an alert and the indicator it anticipates judge
+(carehub/domain/data/codelists), so an alert and the indicator it anticipates judge
 a spell the same way. Loading checks every word and fails with the file and key at fault.
 """
 
@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from carehub.domain.codelists import CodeList
+from carehub.domain.definitions import METHODS, load_catalogue
 from carehub.v1 import alerts_pb2 as al
-from services.indicators.codelists import CodeList
-from services.indicators.definitions import METHODS, load_catalogue
 
-PACKAGED = Path(__file__).resolve().parent / "rules"
+PACKAGED = Path(__file__).resolve().parent / "data" / "alert_rules"
 ON = ("admission", "discharge", "ed_attendance", "death", "followup_overdue", "indicator_outlier")
 ROLES = ("registered_practice", "social_care", "community", "care_home", "admitting_hospital",
          "discharging_hospital", "source", "unit")

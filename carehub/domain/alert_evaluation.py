@@ -15,14 +15,14 @@ import hashlib
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+from carehub.domain.alert_rules import Rule, RuleBook
+from carehub.domain.codelists import normal
+from carehub.domain.timeline import DAY_NS, DIED, FOLLOW_UP_SECTORS, ns
 from carehub.v1 import alerts_pb2 as al
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import indicators_pb2 as ind
 from carehub.v1 import ingest_pb2 as ing
 from carehub.v1 import timeline_pb2 as tl
-from services.alerts.rules import Rule, RuleBook
-from services.indicators.codelists import normal
-from services.timeline.state import DAY_NS, DIED, FOLLOW_UP_SECTORS, ns
 
 ROLE_SECTORS = {"social_care": ce.SECTOR_SOCIAL_CARE, "community": ce.SECTOR_COMMUNITY,
                 "care_home": ce.SECTOR_CARE_HOME}

@@ -1,7 +1,7 @@
 """Several events per Kafka record on internal topics, grouped by target partition.
 
 On the embedded broker every record sent is a produce request (the workaround in
-carehub/faust_profile.py), so stages send one record per target partition per batch
+carehub/runtime/app.py), so stages send one record per target partition per batch
 rather than one per event (shared/domain/embedded-broker.md).
 """
 

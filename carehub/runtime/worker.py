@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import faust
 
-from carehub.broker import create_topics, wait_for_metadata
-from carehub.metrics import serve_metrics
+from carehub.kafka.broker import create_topics, wait_for_metadata
+from carehub.runtime.metrics import serve_metrics
 from carehub.settings import Settings, load_settings
 from carehub.telemetry import setup_tracing
 from carehub.topics import topic_specs

@@ -1,7 +1,7 @@
 """The engine's person stage: counts per timeline partition, sent as absolute values.
 
 It runs inside the timeline worker, beside the person state it reads: each batch, every touched
-person's cells are recomputed before and after (services/indicators/facts.py) and the difference
+person's cells are recomputed before and after (carehub/domain/indicator_facts.py) and the difference
 is added to the counts of the person's partition. The changed cells then go to
 ``carehub.indicators.partials`` as absolute values (``IndicatorPartials``), one record per
 partition per batch, so a repeated record cannot double count. The counts live in memory: the
@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from carehub.domain.indicator_facts import Cells, Key, PersonFacts, day_of, diff
+from carehub.domain.timeline import ns
 from carehub.v1 import indicators_pb2 as ind
 from carehub.v1 import timeline_pb2 as tl
-from services.indicators.facts import Cells, Key, PersonFacts, day_of, diff
-from services.timeline.state import ns
 
 MAX_CELLS_PER_RECORD = 20_000  # ~0.5 MB: under Kafka's default 1 MB record limit
 

@@ -3,7 +3,7 @@
 An indicator is one TOML file in ``definitions/indicators/`` naming its fact, filter, numerator,
 measure, units and windows; code lists live in ``definitions/codelists/``. A new indicator that
 fits these words is a new file, not new code. The words are explained in
-``services/indicators/SEMANTICS.md`` (and the README). Loading checks every word and fails with
+``docs/indicator-semantics.md`` (and the README). Loading checks every word and fails with
 the file and key at fault, so a worker never starts on a definition it would misread.
 """
 
@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from carehub.domain.codelists import CodeList, parse_codelist
 from carehub.v1 import care_event_pb2 as ce
-from services.indicators.codelists import CodeList, parse_codelist
 
-PACKAGED = Path(__file__).resolve().parent / "definitions"
+PACKAGED = Path(__file__).resolve().parent / "data"
 FACTS = ("admission", "discharge", "open_spell", "ed_attendance")
 MEASURES = ("rate", "proportion", "count")
 UNITS = ("practice", "locality", "provider", "sector", "region")

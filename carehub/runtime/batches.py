@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import faust
 from mode.types.signals import BaseSignalT
 
-from carehub.metrics import STAGE_LAG, STAGE_LAST, STAGE_RECORDS
+from carehub.runtime.metrics import STAGE_LAG, STAGE_LAST, STAGE_RECORDS
 
 
 @contextlib.contextmanager
