@@ -26,7 +26,7 @@ class Profile(StrEnum):
 
 
 class BrokerProfile(StrEnum):
-    """Which Kafka flavour the workers talk to; selects the faust settings in carehub.runtime.app."""
+    """Which Kafka flavour the workers talk to; selects the client settings in carehub.kafka.profile."""
 
     EMBEDDED = "embedded"  # Tansu, the embedded Kafka-protocol broker
     KAFKA = "kafka"  # Apache Kafka or another fully compatible cluster
@@ -39,6 +39,8 @@ class Settings(BaseSettings):
     # host:port[,host:port]; unset means "start the embedded broker" where a command can.
     kafka_bootstrap: str | None = None
     broker_profile: BrokerProfile = BrokerProfile.EMBEDDED
+    # overrides the broker profile's fetch wait (carehub/kafka/profile.py) for every consumer
+    kafka_fetch_max_wait_ms: int | None = Field(default=None, ge=1, le=60_000)
     # Hex- or text-encoded secret of at least 32 bytes; see pseudonym_key_bytes().
     pseudonym_key: SecretStr | None = None
     data_dir: Path = Path(".carehub")

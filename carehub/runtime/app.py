@@ -1,35 +1,16 @@
-"""Faust application settings, including the one place that knows the embedded broker's quirks.
+"""Creating a faust App with carehub's defaults and the broker profile's client settings.
 
-The ``embedded`` profile (Tansu) carries the workaround for its high-watermark defect
-(``producer_max_batch_size=1``: a multi-record produce batch makes ListOffsets report a
-wrong end offset, and faust table recovery then loses updates) and shorter group-join
-timings. Measurements and reasons: shared/domain/embedded-broker.md. The guard test
-tests/integration/test_broker_defect.py tells when the workaround can go.
+The broker-specific values (batching, group timings, fetch wait) come from
+carehub/kafka/profile.py, the one place that knows the embedded broker's defects; the guard
+test tests/integration/test_broker_defect.py tells when its batching workaround can go.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import faust
 
-from carehub.settings import BrokerProfile, Settings
-
-EMBEDDED: dict[str, Any] = {
-    "producer_max_batch_size": 1,
-    # Tansu holds a group join for session_timeout / 2; 10 s gives ~5 s joins.
-    "broker_session_timeout": 10,
-    "broker_heartbeat_interval": 1,
-    "topic_disable_leader": True,
-}
-
-KAFKA: dict[str, Any] = {
-    "topic_disable_leader": True,
-}
-
-
-def broker_profile_settings(profile: BrokerProfile) -> dict[str, Any]:
-    return dict(EMBEDDED if profile is BrokerProfile.EMBEDDED else KAFKA)
+from carehub.kafka.profile import client_profile
+from carehub.settings import Settings
 
 
 def faust_app(app_id: str, settings: Settings, bootstrap: str) -> faust.App:
@@ -50,5 +31,5 @@ def faust_app(app_id: str, settings: Settings, bootstrap: str) -> faust.App:
         web_host="127.0.0.1",
         consumer_auto_offset_reset="earliest",
         table_cleanup_interval=60.0,
-        **broker_profile_settings(settings.broker_profile),
+        **client_profile(settings).faust_settings(),
     )

@@ -9,6 +9,7 @@ the file, the line and the import, whether or not that code path ever runs.
 from __future__ import annotations
 
 import ast
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -117,9 +118,18 @@ def test_the_checks_see_a_violation(tmp_path: Path) -> None:
 
 
 def test_the_wheel_installs_no_top_level_services_package(tmp_path: Path) -> None:
-    """What `pip install .` would put in site-packages: carehub only, the services under it."""
+    """What `pip install .` would put in site-packages: carehub only, the services under it.
+
+    Built from a copy, so that setuptools' build/ folder stays out of the source tree.
+    """
+    source = tmp_path / "src"
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
+    for folder in ("carehub", "services"):
+        shutil.copytree(ROOT / folder, source / folder, ignore=ignore)
+    for name in ("setup.py", "pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source / name)
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                             "-w", str(tmp_path), str(ROOT)], capture_output=True, text=True, timeout=300)
+                             "-w", str(tmp_path), str(source)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     (wheel,) = tmp_path.glob("carehub-*.whl")
     names = zipfile.ZipFile(wheel).namelist()

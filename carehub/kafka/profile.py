@@ -1,0 +1,100 @@
+"""What every Kafka client of carehub uses, per broker profile, in one place.
+
+carehub talks to Kafka through three clients: faust (over aiokafka) in the stream workers,
+aiokafka directly in the gateway and the indicators service, and kafka-python in the provider
+SDK, the CLI, the harness and admin. Each used to carry its own fetch wait, batching and acks;
+they now all take them from a :class:`ClientProfile`, chosen by ``CAREHUB_BROKER_PROFILE``.
+
+The embedded broker (Tansu) has two defects that shape its profile (docs/embedded-broker.md):
+- ListOffsets(latest) is wrong after a multi-record produce batch, and faust's table recovery
+  relies on it, so producers send one record per batch (``max_batch_bytes=1``);
+- a fetch is answered only when data is found on one of its polls or its wait expires, never
+  woken by a produce, so every hop of the pipeline pays up to the fetch wait: the wait is short.
+Nothing else in carehub may special-case the embedded broker: it asks its profile.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from carehub.settings import BrokerProfile, Settings
+
+
+@dataclass(frozen=True)
+class ClientProfile:
+    name: str
+    # Longest time a fetch may wait for data. On Kafka it is a long poll woken by a produce; on
+    # the embedded broker it is also the latency each hop adds when the stream is sparse.
+    fetch_max_wait_ms: int
+    # Producer batching: linger and the largest batch in bytes (1: one record per batch).
+    linger_ms: int
+    max_batch_bytes: int
+    acks: str
+    idempotence: bool
+    request_timeout_ms: int
+    # Consumer-group timings for faust workers (the embedded broker holds a join for session/2).
+    session_timeout_s: float
+    heartbeat_interval_s: float
+
+    # ---- per client ------------------------------------------------------------------------
+    def faust_settings(self) -> dict[str, Any]:
+        """Keyword arguments for ``faust.App`` (the fetch wait goes through carehub's transport)."""
+        return {
+            "producer_max_batch_size": self.max_batch_bytes,
+            "producer_linger": self.linger_ms / 1000.0,
+            "producer_acks": -1 if self.acks == "all" else int(self.acks),
+            # faust's own request timeouts stay (20 min producer, 90 s broker): it retries internally
+            "broker_session_timeout": self.session_timeout_s,
+            "broker_heartbeat_interval": self.heartbeat_interval_s,
+            "topic_disable_leader": True,
+        }
+
+    def aiokafka_consumer(self) -> dict[str, Any]:
+        return {"fetch_max_wait_ms": self.fetch_max_wait_ms, "request_timeout_ms": self.request_timeout_ms}
+
+    def aiokafka_producer(self) -> dict[str, Any]:
+        return {"linger_ms": self.linger_ms, "max_batch_size": max(self.max_batch_bytes, 1), "acks": self.acks,
+                "enable_idempotence": self.idempotence, "request_timeout_ms": self.request_timeout_ms}
+
+    def kafka_python_consumer(self) -> dict[str, Any]:
+        return {"fetch_max_wait_ms": self.fetch_max_wait_ms, "request_timeout_ms": self.request_timeout_ms}
+
+    def kafka_python_producer(self) -> dict[str, Any]:
+        return {"linger_ms": self.linger_ms, "batch_size": self.max_batch_bytes, "acks": self.acks,
+                "enable_idempotence": self.idempotence, "request_timeout_ms": self.request_timeout_ms}
+
+
+EMBEDDED = ClientProfile(
+    name="embedded",
+    fetch_max_wait_ms=100,       # one hop: ~7 ms p50 at 20 ms, ~76 ms at 500 ms (docs/embedded-broker.md)
+    linger_ms=0,
+    max_batch_bytes=1,           # one record per produce batch: the ListOffsets defect
+    acks="all",
+    idempotence=False,           # not checked against Tansu's InitProducerId
+    request_timeout_ms=40_000,   # longer than a 20 s broker stall
+    session_timeout_s=10.0,      # Tansu holds a join for session/2: ~5 s joins
+    heartbeat_interval_s=1.0,
+)
+
+KAFKA = ClientProfile(
+    name="kafka",
+    fetch_max_wait_ms=500,       # Kafka's default; a produce ends the wait early
+    linger_ms=5,
+    max_batch_bytes=16_384,      # the clients' default batch size
+    acks="all",
+    idempotence=True,
+    request_timeout_ms=40_000,
+    session_timeout_s=60.0,      # faust's defaults
+    heartbeat_interval_s=3.0,
+)
+
+PROFILES = {BrokerProfile.EMBEDDED: EMBEDDED, BrokerProfile.KAFKA: KAFKA}
+
+
+def client_profile(settings: Settings) -> ClientProfile:
+    """The profile ``settings`` select, with ``CAREHUB_KAFKA_FETCH_MAX_WAIT_MS`` applied if set."""
+    profile = PROFILES[settings.broker_profile]
+    if settings.kafka_fetch_max_wait_ms is not None:
+        profile = replace(profile, fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms)
+    return profile
