@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: help setup run test test-unit test-integration lint proto proto-check bench clean prometheus compose-up compose-down dashboard-png
+.PHONY: help setup run test test-unit test-integration test-loaded lint proto proto-check bench clean prometheus compose-up compose-down dashboard-png
 
 # root installs system packages itself; anyone else through sudo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -14,6 +14,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 help:
 	@echo "make run     - embedded broker + every service + synthetic region (Ctrl-C stops everything)"
 	@echo "make test    - unit and integration tests (starts its own broker; installs Prometheus if missing)"
+	@echo "make test-loaded - make test 3 times in a row with a CPU-bound process on every core (RUNS=n)"
 	@echo "make lint    - ruff, mypy, generated-code drift check"
 	@echo "make bench   - throughput vs faust baselines; linkage accuracy and latency; alert latency to partners"
 	@echo "make proto   - regenerate carehub/v1 from protos/"
@@ -58,6 +59,10 @@ run: $(STAMP)
 test: $(STAMP) prometheus
 	$(BIN)/pytest tests/unit -q
 	$(BIN)/pytest tests/integration -q
+
+# The suite must hold on a busy machine: three full runs with every core kept busy.
+test-loaded: $(STAMP) prometheus
+	PYTHON=$(PYTHON) tools/test_loaded.sh
 
 test-unit: $(STAMP) prometheus
 	$(BIN)/pytest tests/unit -q

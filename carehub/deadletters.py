@@ -1,7 +1,7 @@
 """Reading and replaying the dead-letter topic (`carehub dlq`).
 
-Reads stop when the topic has been quiet for ``idle_s`` rather than at the reported end
-offset, which the embedded broker gets wrong (shared/domain/embedded-broker.md).
+Reads go to the end each partition's Fetch response reports (carehub.kafka.read), which is
+right on every broker, unlike the embedded broker's ListOffsets (docs/embedded-broker.md).
 Replays are recorded in a compacted topic keyed by the dead letter's position, so each
 dead letter is replayed at most once; one rejected again lands anew in the topic.
 """
@@ -13,8 +13,9 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 
+from carehub.kafka.read import read_to_end
 from carehub.sdk import Publisher
 from carehub.v1 import ingest_pb2 as ing
 
@@ -32,25 +33,11 @@ class Stored:
         return f"{self.partition}:{self.offset}"
 
 
-def read_topic(bootstrap: str, topic: str, idle_s: float = 1.5) -> Iterator[tuple[int, int, bytes | None, bytes]]:
+def read_topic(bootstrap: str, topic: str) -> Iterator[tuple[int, int, bytes | None, bytes]]:
     """(partition, offset, key, value) of every record now in ``topic``."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, client_id="carehub-dlq")
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        if not parts:
-            return
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        last = time.monotonic()
-        while time.monotonic() - last < idle_s:
-            batch = consumer.poll(timeout_ms=200)
-            for records in batch.values():
-                for r in records:
-                    yield r.partition, r.offset, r.key, r.value
-                last = time.monotonic()
-    finally:
-        consumer.close()
+    for r in read_to_end(bootstrap, topic):
+        if r.value is not None:
+            yield r.partition, r.offset, r.key, r.value
 
 
 def read_dead_letters(bootstrap: str, topic: str, reason: str | None = None) -> list[Stored]:

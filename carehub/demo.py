@@ -11,11 +11,10 @@ import os
 import signal
 import subprocess
 import time
-import urllib.request
 
-from prometheus_client.parser import text_string_to_metric_families
 from tqdm import tqdm
 
+from carehub.harness import scrape
 from carehub.kafka.broker import kafka_for
 from carehub.runtime.services import SERVICES, service_command
 from carehub.sdk import Publisher
@@ -60,17 +59,6 @@ def demo_partners(settings: Settings, people: int, seed: int) -> dict[str, str]:
         f'[partners.{org}]\nname = "{org} (synthetic)"\n' for org in orgs))
     return {"CAREHUB_GATEWAY_TLS_CERT": str(pki.server.cert), "CAREHUB_GATEWAY_TLS_KEY": str(pki.server.key),
             "CAREHUB_GATEWAY_CLIENT_CA": str(pki.ca.cert), "CAREHUB_GATEWAY_PARTNERS_FILE": str(partners)}
-
-
-def scrape(url: str) -> dict[str, float]:
-    """Sum of each sample name across labels, from a Prometheus text endpoint."""
-    with urllib.request.urlopen(url, timeout=2) as resp:
-        text = resp.read().decode()
-    totals: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
-    return totals
 
 
 def run_demo(people: int, seed: int) -> int:

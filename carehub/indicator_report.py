@@ -3,45 +3,20 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable
 
 from google.protobuf import json_format
-from kafka import KafkaConsumer, TopicPartition
 
+from carehub.kafka.read import latest_by_key, read_to_end
 from carehub.settings import Settings
 from carehub.topics import indicators_topic
 from carehub.v1 import indicators_pb2 as ind
 
 
-def read_values(bootstrap: str, settings: Settings, quiet_s: float = 1.5, timeout_s: float = 60.0,
-                ) -> dict[str, ind.IndicatorValue]:
-    """The latest value per key in the compacted topic, read from the start until it is quiet.
-
-    (Not up to the topic's end offset: the embedded broker reports that wrongly, see
-    shared/domain/embedded-broker.md.)
-    """
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                             max_partition_fetch_bytes=8 * 1024 * 1024)
-    try:
-        tp = TopicPartition(indicators_topic(settings), 0)
-        consumer.assign([tp])
-        consumer.seek_to_beginning(tp)
-        out: dict[str, ind.IndicatorValue] = {}
-        deadline = time.monotonic() + timeout_s
-        last_seen = time.monotonic()
-        while time.monotonic() < deadline and time.monotonic() - last_seen < quiet_s:
-            for records in consumer.poll(timeout_ms=200).values():
-                for record in records:
-                    last_seen = time.monotonic()
-                    key = record.key.decode()
-                    if record.value is None:
-                        out.pop(key, None)
-                    else:
-                        out[key] = ind.IndicatorValue.FromString(record.value)
-        return out
-    finally:
-        consumer.close()
+def read_values(bootstrap: str, settings: Settings, timeout_s: float = 60.0) -> dict[str, ind.IndicatorValue]:
+    """The latest value per key in the compacted topic, read to its end (carehub.kafka.read)."""
+    latest = latest_by_key(read_to_end(bootstrap, indicators_topic(settings), timeout_s=timeout_s))
+    return {key.decode(): ind.IndicatorValue.FromString(r.value) for key, r in latest.items() if r.value}
 
 
 def select(values: Iterable[ind.IndicatorValue], unit: str | None = None, indicator: str | None = None,

@@ -1,21 +1,28 @@
 """Code lists: which conditions a spell's diagnoses and procedures meet.
 
-A code list file (``definitions/codelists/*.toml``) names conditions, each with a group and
-matching rules; the rules are explained in the header of ``codelists/acsc.toml``. Codes are
+A code list file (``carehub/domain/data/codelists/*.toml``) names conditions, each with a group
+and matching rules; the rules are explained in the header of ``codelists/acsc.toml`` and, for
+the indicators that use them, in docs/indicator-semantics.md ("Definition words"). Codes are
 compared upper-cased and without their dot, by prefix, so "J45" covers "J45.9".
+
+The file shape is :class:`CodeListFile`, checked by the domain loader (carehub/domain/loader.py);
+what the engine matches with is the frozen :class:`Condition` built from it, kept a plain
+dataclass of prefix tuples because ``Condition.matches`` runs for every spell of every person.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self, get_args
 
-POSITIONS = ("primary", "any")
-CONDITION_KEYS = {
-    "group", "position", "codes", "with_secondary_codes", "with_secondary", "exclude_secondary",
-    "require_secondary", "exclude_procedures",
-}
+from pydantic import AfterValidator, Field, model_validator
+
+from carehub.domain.loader import Definition, Loc, Reader, Text, Version, check_unique, fail_on, validate
+
+Position = Literal["primary", "any"]
+POSITIONS: tuple[str, ...] = get_args(Position)
 
 
 def normal(code: str) -> str:
@@ -24,6 +31,64 @@ def normal(code: str) -> str:
 
 def _prefixes(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(normal(v) for v in values)
+
+
+def _code(value: str) -> str:
+    # An entry that normalises to "" would be a prefix of every code: a condition met by anything.
+    if not normal(value):
+        raise ValueError("must be a code such as \"J45\" or \"J45.9\"")
+    return value
+
+
+Code = Annotated[str, AfterValidator(_code)]
+
+
+class ConditionEntry(Definition):
+    """One ``[conditions.<name>]`` table (matching rules: header of codelists/acsc.toml)."""
+
+    group: Text
+    position: Position = "primary"
+    codes: list[Code] = Field(min_length=1)
+    with_secondary_codes: list[Code] = Field(default_factory=list)
+    with_secondary: list[Code] = Field(default_factory=list)
+    exclude_secondary: list[Code] = Field(default_factory=list)
+    require_secondary: list[Code] = Field(default_factory=list)
+    exclude_procedures: list[Code] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _secondary_pair(self) -> Self:
+        # A primary code "with a secondary" means nothing without the secondary codes, and the
+        # reverse would be silently ignored.
+        if bool(self.with_secondary_codes) != bool(self.with_secondary):
+            missing, given = (("with_secondary", "with_secondary_codes") if self.with_secondary_codes
+                              else ("with_secondary_codes", "with_secondary"))
+            fail_on([((missing,), f"is required (not empty) with {given}: "
+                                  "with_secondary_codes and with_secondary go together")])
+        return self
+
+    def build(self, name: str) -> Condition:
+        return Condition(
+            name=name, group=self.group, position=self.position, codes=_prefixes(self.codes),
+            with_secondary_codes=_prefixes(self.with_secondary_codes), with_secondary=_prefixes(self.with_secondary),
+            exclude_secondary=_prefixes(self.exclude_secondary), require_secondary=_prefixes(self.require_secondary),
+            exclude_procedures=_prefixes(self.exclude_procedures))
+
+
+class CodeListFile(Definition):
+    """A whole code list file."""
+
+    id: Text
+    version: Version
+    title: Text
+    source: Text
+    conditions: dict[str, ConditionEntry]
+
+    def build(self) -> CodeList:
+        return CodeList(id=self.id, version=self.version, title=self.title, source=self.source,
+                        conditions=tuple(entry.build(name) for name, entry in self.conditions.items()))
+
+
+CONDITION_KEYS = frozenset(ConditionEntry.model_fields)
 
 
 @dataclass(frozen=True)
@@ -74,32 +139,34 @@ class CodeList:
 
 
 def parse_codelist(data: Mapping[str, Any], where: str) -> CodeList:
-    def need(key: str, kind: type) -> Any:
-        value = data.get(key)
-        if not isinstance(value, kind):
-            raise ValueError(f"{where}: '{key}' must be a {kind.__name__}")
-        return value
+    """One code list file's TOML, checked; errors name ``where`` (the file) and the entry."""
+    return validate(CodeListFile, data, where).build()
 
-    conditions = []
-    for name, raw in need("conditions", dict).items():
-        unknown = set(raw) - CONDITION_KEYS
-        if unknown:
-            raise ValueError(f"{where}: condition {name}: unknown keys {sorted(unknown)}")
-        position = raw.get("position", "primary")
-        if position not in POSITIONS:
-            raise ValueError(f"{where}: condition {name}: position must be one of {POSITIONS}")
-        lists = {k: raw.get(k, []) for k in CONDITION_KEYS - {"group", "position"}}
-        for key, value in lists.items():
-            if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-                raise ValueError(f"{where}: condition {name}: '{key}' must be a list of codes")
-        if not lists["codes"]:
-            raise ValueError(f"{where}: condition {name}: 'codes' is empty")
-        if bool(lists["with_secondary_codes"]) != bool(lists["with_secondary"]):
-            raise ValueError(f"{where}: condition {name}: with_secondary_codes and with_secondary go together")
-        group = raw.get("group")
-        if not isinstance(group, str) or not group:
-            raise ValueError(f"{where}: condition {name}: 'group' is required")
-        conditions.append(Condition(name=name, group=group, position=position,
-                                    **{k: _prefixes(v) for k, v in lists.items()}))
-    return CodeList(id=need("id", str), version=need("version", int), title=need("title", str),
-                    source=need("source", str), conditions=tuple(conditions))
+
+def load_codelists(directory: Path, reader: Reader) -> dict[str, CodeList]:
+    """Every code list under ``directory`` by id; ``reader`` hashes the files for the caller's digest."""
+    loaded = reader.load_all(directory, CodeListFile)
+    check_unique(((item.path, item.model.id) for item in loaded), "code list")
+    return {item.model.id: item.model.build() for item in loaded}
+
+
+def reference_problems(codelists: Mapping[str, CodeList], codelist: str | None,
+                       groups: Sequence[str] | None) -> list[tuple[Loc, str]]:
+    """What is wrong with a ``codelist`` + ``groups`` pair (an indicator's [numerator], a rule's [when]).
+
+    Both must name what exists: a misspelt group would match nothing, and an indicator or an
+    alert would quietly never fire (docs/indicator-semantics.md, "codelist + groups").
+    """
+    if codelist is None:
+        return [(("groups",), "needs codelist")] if groups is not None else []
+    found = codelists.get(codelist)
+    if found is None:
+        return [(("codelist",), f"names no known code list: {codelist!r} (have: {', '.join(sorted(codelists))})")]
+    have = sorted(found.groups())
+    if not groups:
+        return [(("groups",), f"is required with codelist: groups of code list {codelist!r} ({', '.join(have)})")]
+    unknown = [g for g in groups if g not in have]
+    if unknown:
+        return [(("groups",), f"must name groups of code list {codelist!r} ({', '.join(have)}); "
+                              f"not groups of it: {', '.join(map(repr, unknown))}")]
+    return []

@@ -1,7 +1,7 @@
 """Exact-duplicate detection by event id, durable in a faust table, bounded by retention.
 
 Writing one table row per event would send one changelog record per event, which is
-what limits faust pipelines on the embedded broker (shared/domain/embedded-broker.md).
+what limits faust pipelines on the embedded broker (docs/embedded-broker.md).
 So the table holds one row per processed batch and source partition (the keys that
 batch accepted), and an in-memory index over those rows answers lookups. The index of
 a partition is rebuilt from the table after it is (re)assigned, and rows older than

@@ -1,42 +1,150 @@
-"""Indicator definitions as data: the files under ``definitions/`` and what each word means.
+"""Indicator definitions as data: the files under ``carehub/domain/data`` and what each word means.
 
-An indicator is one TOML file in ``definitions/indicators/`` naming its fact, filter, numerator,
-measure, units and windows; code lists live in ``definitions/codelists/``. A new indicator that
-fits these words is a new file, not new code. The words are explained in
-``docs/indicator-semantics.md`` (and the README). Loading checks every word and fails with
-the file and key at fault, so a worker never starts on a definition it would misread.
+An indicator is one TOML file in ``data/indicators/`` naming its fact, filter, numerator,
+measure, units and windows; code lists live in ``data/codelists/``. A new indicator that fits
+these words is a new file, not new code. The words are explained in
+``docs/indicator-semantics.md`` ("Facts" and "Definition words"). The file shape is
+:class:`IndicatorFile`, read by the domain loader (carehub/domain/loader.py): loading checks
+every word, including which words fit which fact, and fails with the file and entry at fault,
+so a worker never starts on a definition it would misread.
 """
 
 from __future__ import annotations
 
-import hashlib
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Self, get_args
 
-from carehub.domain.codelists import CodeList, parse_codelist
+from pydantic import Field, ValidationInfo, model_validator
+
+from carehub.domain.codelists import CodeList, load_codelists, reference_problems
+from carehub.domain.loader import (
+    Count,
+    Definition,
+    DefinitionError,
+    Loc,
+    Reader,
+    Text,
+    Version,
+    check_unique,
+    fail_on,
+    validate,
+)
 from carehub.v1 import care_event_pb2 as ce
 
 PACKAGED = Path(__file__).resolve().parent / "data"
-FACTS = ("admission", "discharge", "open_spell", "ed_attendance")
-MEASURES = ("rate", "proportion", "count")
-UNITS = ("practice", "locality", "provider", "sector", "region")
+Fact = Literal["admission", "discharge", "open_spell", "ed_attendance"]
+Measure = Literal["rate", "proportion", "count"]
+Unit = Literal["practice", "locality", "provider", "sector", "region"]
+Window = Literal["30d", "12m", "month", "now"]
+Method = Literal["emergency", "elective", "maternity", "transfer"]
+FACTS: tuple[str, ...] = get_args(Fact)
+MEASURES: tuple[str, ...] = get_args(Measure)
+UNITS: tuple[str, ...] = get_args(Unit)
 POPULATION_UNITS = ("practice", "locality", "region")
-WINDOWS = ("30d", "12m", "month", "now")
+WINDOWS: tuple[str, ...] = get_args(Window)
 METHODS = {
     "emergency": ce.ADMISSION_METHOD_EMERGENCY,
     "elective": ce.ADMISSION_METHOD_ELECTIVE,
     "maternity": ce.ADMISSION_METHOD_MATERNITY,
     "transfer": ce.ADMISSION_METHOD_TRANSFER,
 }
-TOP_KEYS = {"id", "version", "title", "source", "fact", "measure", "per", "units", "windows", "lag_days",
-            "population_min_age", "filter", "numerator"}
-FILTER_KEYS = {"admission_method", "min_age", "max_age", "exclude_died"}
-NUMERATOR_KEYS = {"codelist", "groups", "admission_source", "readmission_max_days", "followed_up_within_days",
-                  "followed_up", "prior_ed_attendances_min"}
 SPELL_FACTS = ("admission", "discharge", "open_spell")
+# Which facts a [filter] / [numerator] word can be asked of (docs/indicator-semantics.md, "Facts"):
+# the others have no admission method, diagnoses, discharge or prior attendances to look at.
+APPLIES_TO: dict[Loc, tuple[tuple[str, ...], str]] = {
+    ("filter", "admission_method"): (SPELL_FACTS, "spells"),
+    ("filter", "min_age"): (SPELL_FACTS, "spells"),
+    ("filter", "max_age"): (SPELL_FACTS, "spells"),
+    ("filter", "exclude_died"): (("discharge",), "discharges"),
+    ("numerator", "codelist"): (SPELL_FACTS, "spells"),
+    ("numerator", "admission_source"): (SPELL_FACTS, "spells"),
+    ("numerator", "readmission_max_days"): (("discharge",), "discharges"),
+    ("numerator", "followed_up_within_days"): (("discharge",), "discharges"),
+    ("numerator", "prior_ed_attendances_min"): (("ed_attendance",), "ED attendances"),
+}
+
+
+class FilterTable(Definition):
+    """``[filter]``: applies to numerator and denominator."""
+
+    admission_method: list[Method] = Field(default_factory=list)
+    min_age: Count | None = None
+    max_age: Count | None = None
+    exclude_died: bool = False
+
+
+class NumeratorTable(Definition):
+    """``[numerator]``: all of its conditions must hold."""
+
+    codelist: Text | None = None
+    groups: list[Text] | None = None
+    admission_source: list[Text] = Field(default_factory=list)
+    readmission_max_days: Count | None = None
+    followed_up_within_days: Count | None = None
+    followed_up: bool = True
+    prior_ed_attendances_min: Count | None = None
+
+
+class IndicatorFile(Definition):
+    """A whole indicator definition file.
+
+    Validated with ``context={"codelists": {id: CodeList}}``: the code list and groups it names
+    must exist.
+    """
+
+    id: Text
+    version: Version
+    title: Text
+    source: Text
+    fact: Fact
+    measure: Measure
+    per: Annotated[float, Field(gt=0)] = 100_000.0
+    units: list[Unit] = Field(min_length=1)
+    windows: list[Window] = Field(min_length=1)
+    lag_days: Count = 0
+    population_min_age: Count = 0
+    filter: FilterTable = FilterTable()
+    numerator: NumeratorTable = NumeratorTable()
+
+    @model_validator(mode="after")
+    def _words_fit(self, info: ValidationInfo) -> Self:
+        problems: list[tuple[Loc, str]] = []
+        given = {("filter", k) for k in self.filter.model_fields_set}
+        given |= {("numerator", k) for k in self.numerator.model_fields_set}
+        for loc, (facts, what) in APPLIES_TO.items():
+            if loc in given and self.fact not in facts:
+                problems.append((loc, f"applies to {what}, not to fact {self.fact!r}"))
+        if ("numerator", "followed_up") in given and ("numerator", "followed_up_within_days") not in given:
+            problems.append((("numerator", "followed_up"), "needs followed_up_within_days"))
+        codelists: Mapping[str, CodeList] = (info.context or {}).get("codelists", {})
+        problems += [(("numerator", *loc), text) for loc, text in
+                     reference_problems(codelists, self.numerator.codelist, self.numerator.groups)]
+        if self.measure == "proportion" and not self.numerator.model_fields_set:
+            problems.append((("numerator",), "must name a condition: a proportion needs a [numerator] "
+                                             "narrower than its [filter]"))
+        fail_on(problems)
+        return self
+
+    def build(self, codelists: Mapping[str, CodeList]) -> Indicator:
+        flt, num = self.filter, self.numerator
+        return Indicator(
+            id=self.id, version=self.version, title=self.title, source=self.source, fact=self.fact,
+            measure=self.measure, units=tuple(self.units), windows=tuple(self.windows), per=float(self.per),
+            lag_days=self.lag_days, population_min_age=self.population_min_age,
+            admission_methods=frozenset(METHODS[m] for m in flt.admission_method),
+            min_age=flt.min_age, max_age=flt.max_age, exclude_died=flt.exclude_died,
+            codelist=codelists[num.codelist] if num.codelist is not None else None,
+            groups=frozenset(num.groups or ()), admission_sources=frozenset(num.admission_source),
+            readmission_max_days=num.readmission_max_days, followed_up_within_days=num.followed_up_within_days,
+            followed_up=num.followed_up, prior_ed_attendances_min=num.prior_ed_attendances_min,
+        )
+
+
+TOP_KEYS = frozenset(IndicatorFile.model_fields)
+FILTER_KEYS = frozenset(FilterTable.model_fields)
+NUMERATOR_KEYS = frozenset(NumeratorTable.model_fields)
 
 
 @dataclass(frozen=True)
@@ -93,129 +201,22 @@ class Catalogue:
 
 
 def load_catalogue(directory: Path | None = None) -> Catalogue:
-    """Read and check every definition under ``directory`` (the packaged ones by default)."""
+    """Read and check every definition under ``directory`` (the packaged ones by default).
+
+    Code lists first (indicators name them), then indicators; ids are unique per kind. Raises
+    DefinitionError (a ValueError) naming the file and entry at fault.
+    """
     root = Path(directory) if directory is not None else PACKAGED
-    digest = hashlib.sha256()
-    codelists: dict[str, CodeList] = {}
-    for path in sorted((root / "codelists").glob("*.toml")):
-        raw = path.read_bytes()
-        digest.update(path.name.encode() + b"\0" + raw)
-        codelist = parse_codelist(_toml(path, raw), str(path))
-        if codelist.id in codelists:
-            raise ValueError(f"{path}: code list id {codelist.id!r} is used twice")
-        codelists[codelist.id] = codelist
-    indicators: list[Indicator] = []
-    for path in sorted((root / "indicators").glob("*.toml")):
-        raw = path.read_bytes()
-        digest.update(path.name.encode() + b"\0" + raw)
-        indicator = parse_indicator(_toml(path, raw), codelists, str(path))
-        if any(i.id == indicator.id for i in indicators):
-            raise ValueError(f"{path}: indicator id {indicator.id!r} is used twice")
-        indicators.append(indicator)
-    if not indicators:
-        raise ValueError(f"{root}: no indicator definitions in {root / 'indicators'}")
-    return Catalogue(tuple(indicators), codelists, digest.hexdigest()[:16], root)
-
-
-def _toml(path: Path, raw: bytes) -> dict[str, Any]:
-    try:
-        return tomllib.loads(raw.decode())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not valid TOML: {exc}") from exc
+    reader = Reader()
+    codelists = load_codelists(root / "codelists", reader)
+    loaded = reader.load_all(root / "indicators", IndicatorFile, context={"codelists": codelists})
+    check_unique(((item.path, item.model.id) for item in loaded), "indicator")
+    if not loaded:
+        raise DefinitionError(root / "indicators", "", "no indicator definitions (*.toml) here")
+    indicators = tuple(item.model.build(codelists) for item in loaded)
+    return Catalogue(indicators, codelists, reader.digest, root)
 
 
 def parse_indicator(data: Mapping[str, Any], codelists: Mapping[str, CodeList], where: str) -> Indicator:
-    def bad(message: str) -> ValueError:
-        return ValueError(f"{where}: {message}")
-
-    def get(table: Mapping[str, Any], key: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
-        value = table.get(key, default)
-        if value is default:
-            return value
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
-            raise bad(f"'{key}' has the wrong type ({type(value).__name__})")
-        return value
-
-    def choice_list(key: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
-        values = get(data, key, list, [])
-        if not values or any(v not in allowed for v in values):
-            raise bad(f"'{key}' must be a non-empty list of {allowed}")
-        return tuple(values)
-
-    for table, allowed, name in ((data, TOP_KEYS, "top level"), (data.get("filter", {}), FILTER_KEYS, "[filter]"),
-                                 (data.get("numerator", {}), NUMERATOR_KEYS, "[numerator]")):
-        if not isinstance(table, dict):
-            raise bad(f"{name} must be a table")
-        unknown = set(table) - allowed
-        if unknown:
-            raise bad(f"unknown keys in {name}: {sorted(unknown)} (known: {sorted(allowed)})")
-    for key in ("id", "title", "source", "fact", "measure"):
-        if not isinstance(data.get(key), str) or not data[key]:
-            raise bad(f"'{key}' is required")
-    if not isinstance(data.get("version"), int) or data["version"] < 1:
-        raise bad("'version' must be a positive integer")
-    fact, measure = data["fact"], data["measure"]
-    if fact not in FACTS:
-        raise bad(f"fact must be one of {FACTS}")
-    if measure not in MEASURES:
-        raise bad(f"measure must be one of {MEASURES}")
-    flt: dict[str, Any] = data.get("filter", {})
-    num: dict[str, Any] = data.get("numerator", {})
-
-    methods = get(flt, "admission_method", list, [])
-    if any(m not in METHODS for m in methods):
-        raise bad(f"admission_method values must be among {sorted(METHODS)}")
-    spell_words: list[str] = [k for k in ("admission_method", "min_age", "max_age", "exclude_died") if k in flt]
-    spell_words += [k for k in ("codelist", "admission_source", "readmission_max_days", "followed_up_within_days")
-                    if k in num]
-    if spell_words and fact not in SPELL_FACTS:
-        raise bad(f"{spell_words} apply to spells, not to fact {fact!r}")
-    if "exclude_died" in flt and fact != "discharge":
-        raise bad("exclude_died applies to discharges")
-    for key in ("readmission_max_days", "followed_up_within_days"):
-        if key in num and fact != "discharge":
-            raise bad(f"{key} applies to discharges")
-    if "prior_ed_attendances_min" in num and fact != "ed_attendance":
-        raise bad("prior_ed_attendances_min applies to ED attendances")
-    if "followed_up" in num and "followed_up_within_days" not in num:
-        raise bad("followed_up needs followed_up_within_days")
-
-    codelist = None
-    groups: frozenset[str] = frozenset()
-    if "codelist" in num:
-        name = get(num, "codelist", str)
-        if name not in codelists:
-            raise bad(f"code list {name!r} not found (have {sorted(codelists)})")
-        codelist = codelists[name]
-        groups = frozenset(get(num, "groups", list, []))
-        if not groups or not groups <= codelist.groups():
-            raise bad(f"'groups' must name groups of code list {name!r}: {sorted(codelist.groups())}")
-    elif "groups" in num:
-        raise bad("'groups' needs 'codelist'")
-    if measure == "proportion" and not num:
-        raise bad("a proportion needs a [numerator] narrower than its [filter]")
-
-    def non_negative(table: Mapping[str, Any], key: str) -> int | None:
-        value = get(table, key, int)
-        if value is not None and value < 0:
-            raise bad(f"'{key}' must be >= 0")
-        return value  # type: ignore[no-any-return]
-
-    per = float(get(data, "per", (int, float), 100_000))
-    if per <= 0:
-        raise bad("'per' must be positive")
-    return Indicator(
-        id=data["id"], version=data["version"], title=data["title"], source=data["source"], fact=fact,
-        measure=measure, units=choice_list("units", UNITS), windows=choice_list("windows", WINDOWS), per=per,
-        lag_days=non_negative(data, "lag_days") or 0,
-        population_min_age=non_negative(data, "population_min_age") or 0,
-        admission_methods=frozenset(METHODS[m] for m in methods),
-        min_age=non_negative(flt, "min_age"), max_age=non_negative(flt, "max_age"),
-        exclude_died=bool(get(flt, "exclude_died", bool, False)),
-        codelist=codelist, groups=groups,
-        admission_sources=frozenset(get(num, "admission_source", list, [])),
-        readmission_max_days=non_negative(num, "readmission_max_days"),
-        followed_up_within_days=non_negative(num, "followed_up_within_days"),
-        followed_up=bool(get(num, "followed_up", bool, True)),
-        prior_ed_attendances_min=non_negative(num, "prior_ed_attendances_min"),
-    )
+    """One indicator file's TOML, checked against ``codelists``; errors name ``where`` and the entry."""
+    return validate(IndicatorFile, data, where, context={"codelists": codelists}).build(codelists)

@@ -1,6 +1,6 @@
 """Keyed encodings of a person's identifiers, made at the edge so raw values go no further.
 
-Methods follow shared/domain/linkage.md: a keyed hash (HMAC-SHA256) for the NHS number,
+Methods follow docs/linkage.md: a keyed hash (HMAC-SHA256) for the NHS number,
 whose ~10^9 values make a plain hash reversible by enumeration; keyed field-level Bloom
 filters of name and postcode bigrams (Dice similarity survives typos); keyed phonetic
 codes and keyed date parts for blocking and partial agreement. Without the key none of

@@ -2,7 +2,7 @@
 
 On the embedded broker every record sent is a produce request (the workaround in
 carehub/runtime/app.py), so stages send one record per target partition per batch
-rather than one per event (shared/domain/embedded-broker.md).
+rather than one per event (docs/embedded-broker.md).
 """
 
 from __future__ import annotations

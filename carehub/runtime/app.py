@@ -10,6 +10,7 @@ from __future__ import annotations
 import faust
 
 from carehub.kafka.profile import client_profile
+from carehub.kafka.transport import broker_urls
 from carehub.settings import Settings
 
 
@@ -19,7 +20,8 @@ def faust_app(app_id: str, settings: Settings, bootstrap: str) -> faust.App:
     datadir.parent.mkdir(parents=True, exist_ok=True)
     return faust.App(
         app_id,
-        broker=",".join(f"kafka://{hp.strip()}" for hp in bootstrap.split(",")),
+        # carehub://: faust's aiokafka transport with the profile's fetch wait (carehub/kafka/transport.py)
+        broker=broker_urls(bootstrap, client_profile(settings).fetch_max_wait_ms),
         store="memory://",
         datadir=str(datadir),
         topic_partitions=settings.partitions,

@@ -4,7 +4,7 @@ faust 0.15.3 raises "Cannot modify table key from outside of stream iteration" w
 table is written while handling a batch from ``take_events()``: table writes go to the
 changelog partition of the stream's *current event*. ``current_event_of`` sets it to an
 event of the partition being written, so the changelog stays co-partitioned with the
-source (shared/domain/embedded-broker.md). It uses a private faust method, wrapped here
+source (docs/embedded-broker.md). It uses a private faust method, wrapped here
 only, and tests/integration/test_ingest.py covers it through restart recovery.
 """
 

@@ -73,7 +73,7 @@ class Spell:
     discharged: int | None  # None: still open at the end of the window
     primary: str  # the coded primary diagnosis
     provisional: str  # the working diagnosis sent at admission
-    acsc: bool  # coded primary is an ACSC (Purdy list, shared/domain/indicators.md section 2)
+    acsc: bool  # coded primary is an ACSC (Purdy list, docs/indicators-reference.md section 2)
     fall: bool
     admission_source: str
     admission_event_id: str
@@ -599,7 +599,7 @@ def simulate(person: Person, rng: random.Random, world: World) -> list[Draft]:
 def mark_readmissions(spells: list[Spell]) -> None:
     """Flag emergency acute admissions 0-29 days after the same person's previous live discharge.
 
-    Counted across trusts, as a person-level readmission indicator (indicators.md, NHSOF 3b) would.
+    Counted across trusts, as a person-level readmission indicator (indicators-reference.md, NHSOF 3b) would.
     """
     by_person: dict[int, list[Spell]] = {}
     for s in spells:

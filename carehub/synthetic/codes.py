@@ -1,7 +1,7 @@
 """Diagnosis and procedure code lists the generator draws from.
 
 The ACSC codes are taken from the 19-condition list (Purdy et al. 2009) in
-``shared/domain/indicators.md`` section 2, so that the generator's ground truth agrees with
+``docs/indicators-reference.md`` section 2, so that the generator's ground truth agrees with
 the indicator reference. Codes that count as ACSC in *any* diagnosis position there
 (influenza/pneumonia, diabetes complications E10-E14 .0-.8, gangrene, vaccine-preventable)
 are kept out of the non-ACSC and secondary lists, otherwise a "non-ACSC" admission would
@@ -28,7 +28,7 @@ class Dx:
     procedure_share: float = 0.0
 
 
-# Purdy et al. 2009 (indicators.md section 2). A 3-character entry covers its subcodes.
+# Purdy et al. 2009 (indicators-reference.md section 2). A 3-character entry covers its subcodes.
 ACSC_PREFIXES: tuple[str, ...] = (
     # angina, asthma, cellulitis
     "I20", "I24.0", "I24.8", "I24.9", "J45", "J46",
@@ -144,7 +144,7 @@ NON_ACSC_EMERGENCY: tuple[Dx, ...] = (
     Dx("R11", 1, 0, 14, "gi"),
 )
 
-# Falls admissions 65+ (PHOF 22401, indicators.md section 4): an injury primary plus a W00-W19 secondary.
+# Falls admissions 65+ (PHOF 22401, indicators-reference.md section 4): an injury primary plus a W00-W19 secondary.
 FALL_INJURIES: tuple[Dx, ...] = (
     Dx("S72.0", 60, system="injury", procedure="W46.1", procedure_share=0.8),
     Dx("S72.1", 15, system="injury", procedure="W24.1", procedure_share=0.8),
@@ -223,7 +223,7 @@ PROVISIONAL_BY_SYSTEM: dict[str, str] = {
     "general": "R53",
 }
 
-# NHS Data Dictionary source of admission for care-home residents (indicators.md section 4).
+# NHS Data Dictionary source of admission for care-home residents (indicators-reference.md section 4).
 CARE_HOME_SOURCES: tuple[tuple[str, float], ...] = (("85", 70), ("65", 20), ("54", 10))
 USUAL_RESIDENCE = "19"
 DIED = "79"

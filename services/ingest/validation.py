@@ -1,7 +1,7 @@
 """Decoding and validation of provider records: each one is accepted or rejected with a reason.
 
 Rules that come from the contract (protos/carehub/v1/care_event.proto) and from the
-reference facts in shared/domain/events.md (what each ADT-like event must carry).
+reference facts in docs/events-reference.md (what each ADT-like event must carry).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ JSON = "application/json"
 PROTOBUF = "application/x-protobuf"
 
 # ICD-10: a letter, two digits, then optionally a dot and up to four characters
-# (J18.1, J181, E11.65, I50.810 in ICD-10-CM style). See shared/domain/indicators.md.
+# (J18.1, J181, E11.65, I50.810 in ICD-10-CM style). See docs/indicators-reference.md.
 ICD10 = re.compile(r"^[A-Z][0-9]{2}(\.?[0-9A-Z]{1,4})?$")
 UK_POSTCODE = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}$")
 ORG_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,31}$")

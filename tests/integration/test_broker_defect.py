@@ -1,4 +1,4 @@
-"""Guard for the embedded broker's high-watermark defect (shared/domain/embedded-broker.md).
+"""Guard for the embedded broker's high-watermark defect (docs/embedded-broker.md).
 
 Tansu reports a wrong end offset after a produce batch of more than one record; carehub's
 embedded faust profile therefore sends one record per batch. If the first test fails

@@ -9,7 +9,6 @@ is refused; acknowledgements and deliveries are audited.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from carehub.kafka.broker import free_port
 from carehub.sdk import Publisher
 from carehub.synthetic import RegionConfig, generate_region
 from carehub.tlsgen import CertFiles, issue_client, make_ca, make_demo_pki
@@ -31,19 +31,13 @@ from carehub.v1 import partner_pb2_grpc as pb_grpc
 from carehub.v1 import timeline_pb2 as tl
 from services.gateway.auth import client_channel_sync
 from tests.factories import VALID_NHS, VALID_NHS_2, care_event
-from tests.integration.conftest import ROOT, Hub, consume, read_until_quiet
+from tests.integration.conftest import ROOT, Hub
 
 pytestmark = pytest.mark.integration
 
 GP, GP_2, SOCIAL, HOSPITAL, OUTSIDER = "B86001", "B86002", "SC001", "RR8", "Y99999"
 OPTED_OUT_NHS = "9434765129"
 NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(days=20)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Partner:
@@ -54,20 +48,21 @@ class Partner:
     def stream(self, cursor: str = "") -> Iterator[pb.AlertMessage]:
         return self.stub.SubscribeAlerts(pb.SubscribeAlertsRequest(cursor=cursor), timeout=120)
 
-    def take(self, count: int, cursor: str = "", quiet_s: float = 0.0) -> tuple[list[al.Alert], str]:
-        """``count`` alerts after ``cursor`` (then, with ``quiet_s``, anything else within that time)."""
+    def take(self, count: int, cursor: str = "") -> tuple[list[al.Alert], str]:
+        """The alerts after ``cursor`` until ``count`` have come and then a heartbeat.
+
+        The gateway sends a heartbeat only when it has nothing to deliver, so an alert beyond
+        ``count`` already in its log arrives before that heartbeat and is returned too.
+        """
         got: list[al.Alert] = []
         call = self.stream(cursor)
         deadline = time.monotonic() + 100
-        extra_until = None
         try:
             for message in call:
                 cursor = message.cursor or cursor
                 if message.HasField("alert"):
                     got.append(message.alert)
-                if len(got) >= count and extra_until is None:
-                    extra_until = time.monotonic() + quiet_s
-                if extra_until is not None and time.monotonic() >= extra_until:
+                elif message.HasField("heartbeat") and len(got) >= count:
                     break
                 assert time.monotonic() < deadline, f"only {[(a.rule, a.kind) for a in got]} of {count} alerts"
         except grpc.RpcError as exc:
@@ -153,7 +148,7 @@ def test_alerts_reach_the_right_partners_resume_without_loss_and_refuse_stranger
         event(ce.EVENT_TYPE_REGISTRATION, NOW - timedelta(days=300), GP, ce.SECTOR_PRIMARY_CARE, "P-0003", **private),
         opt_out,
     )
-    consume(hub.bootstrap, hub.topic("timeline.events"), until=lambda v: len(v) >= 1, timeout_s=120)
+    hub.settle("ingest", "identity", "timeline")  # registrations and the opt-out first, as in life
     publish(admission, other, hers)
 
     ca = pki.ca.cert
@@ -172,7 +167,7 @@ def test_alerts_reach_the_right_partners_resume_without_loss_and_refuse_stranger
     assert (seen.rule, seen.local_id, seen.recipient_role) == ("acsc_emergency_admission", "C-7730", "social_care")
     [theirs], _ = gp_2.take(1)
     assert (theirs.local_id, theirs.recipient_org) == ("P-0002", GP_2)
-    nothing, _ = hospital.take(0, quiet_s=3)  # the hospital reported it; no rule sends it back there
+    nothing, _ = hospital.take(0)  # the hospital reported it; no rule sends it back there
     assert nothing == []
 
     # the GP's subscriber was killed after the first alert; more happens meanwhile
@@ -182,7 +177,7 @@ def test_alerts_reach_the_right_partners_resume_without_loss_and_refuse_stranger
     coded.clinical.spell_id = "S-1"
     coded.clinical.diagnoses.add(code="N10", position=1)
     publish(discharge, coded)
-    resumed, gp_cursor = gp.take(2, cursor=gp_cursor, quiet_s=2)
+    resumed, gp_cursor = gp.take(2, cursor=gp_cursor)
     assert [(a.rule, a.kind) for a in resumed] == [("discharge_followup_due", al.ALERT_KIND_NEW),
                                                    ("acsc_emergency_admission", al.ALERT_KIND_REVISION)]
     assert resumed[1].refers_to == first.alert_id and not resumed[1].provisional
@@ -190,13 +185,12 @@ def test_alerts_reach_the_right_partners_resume_without_loss_and_refuse_stranger
     # the gateway restarts; a death is recorded while it is down; the GP resumes from its cursor
     hub.stop(gateway)
     publish(event(ce.EVENT_TYPE_DEATH, NOW + timedelta(days=9), GP, ce.SECTOR_PRIMARY_CARE, "P-4471"))
-    consume(hub.bootstrap, hub.topic("alerts"), until=lambda v: any(al.Alert.FromString(x).rule == "death"
-                                                                    for x in v), timeout_s=120)
+    hub.wait_values("alerts", lambda v: any(al.Alert.FromString(x).rule == "death" for x in v), timeout_s=120)
     hub.start("gateway", **gateway_env)
     wait_serving(target, ca, pki.clients[GP])
-    after_restart, _ = gp.take(1, cursor=gp_cursor, quiet_s=2)
+    after_restart, _ = gp.take(1, cursor=gp_cursor)
     assert [a.rule for a in after_restart] == ["death"]
-    everything, _ = gp.take(4, quiet_s=2)  # from the start: all four, once each
+    everything, _ = gp.take(4)  # from the start: all four, once each
     assert len({a.alert_id for a in everything}) == len(everything) == 4
 
     # what a person at the practice reads: `carehub watch`, as they would run it
@@ -213,19 +207,18 @@ def test_alerts_reach_the_right_partners_resume_without_loss_and_refuse_stranger
         social.stub.Acknowledge(pb.AcknowledgeRequest(alert_id=first.alert_id, status=al.ACK_STATUS_RECEIVED),
                                 timeout=30)
     assert refused.value.code() == grpc.StatusCode.NOT_FOUND
-    acks = [al.Acknowledgement.FromString(v) for v in consume(hub.bootstrap, hub.topic("alerts.acks"), until=bool)]
+    acks = [al.Acknowledgement.FromString(v) for v in hub.values("alerts.acks")]  # written before the answer
     assert [(a.alert_id, a.org, a.status) for a in acks] == [(first.alert_id, GP, al.ACK_STATUS_ACTIONED)]
-    audit = [al.AuditRecord.FromString(v) for v in consume(
-        hub.bootstrap, hub.topic("audit"), until=lambda v: any(al.AuditRecord.FromString(x).action == "acknowledge"
-                                                               for x in v))]
+    audit = [al.AuditRecord.FromString(v) for v in hub.wait_values(
+        "audit", lambda v: any(al.AuditRecord.FromString(x).action == "acknowledge" for x in v))]
     assert {(r.org, r.action) for r in audit} >= {(GP, "deliver"), (GP, "acknowledge"), (SOCIAL, "deliver")}
 
     # every alert on the log went to one of the people's partners, in their own terms; nothing about
     # the woman who opted out of sharing went beyond the hospital that reported her admission
-    log = [al.Alert.FromString(v) for v in consume(hub.bootstrap, hub.topic("alerts"), until=bool)]
+    hub.settle("ingest", "identity", "timeline", "alerts")
+    log = [al.Alert.FromString(v) for v in hub.values("alerts")]
     assert {(a.recipient_org, a.local_id) for a in log} == {(GP, "P-4471"), (SOCIAL, "C-7730"), (GP_2, "P-0002")}
-    timeline = consume(hub.bootstrap, hub.topic("timeline.events"), until=lambda v: any(
-        e.linked.event.event_id == hers.event_id for x in v for e in tl.TimelineBatch.FromString(x).events))
+    timeline = hub.values("timeline.events")
     assert any(e.view.direct_care_opt_out for x in timeline for e in tl.TimelineBatch.FromString(x).events
                if e.linked.event.event_id == hers.event_id), "her admission was applied, with the opt-out in force"
 
@@ -263,8 +256,8 @@ def test_the_synthetic_regions_alerts_reach_each_persons_own_partners_and_nobody
         for record in region.records:
             pub.publish_raw(record.value, record.key, record.content_type)
         pub.flush()
-    logged = [al.Alert.FromString(v) for v in read_until_quiet(
-        hub.bootstrap, hub.topic("alerts"), idle_s=15, timeout_s=400)]
+    hub.settle("ingest", "identity", "timeline", "alerts", timeout_s=600)
+    logged = [al.Alert.FromString(v) for v in hub.values("alerts")]
     assert len(logged) > 100, "the region should raise alerts"
 
     target = f"127.0.0.1:{port}"
@@ -272,7 +265,7 @@ def test_the_synthetic_regions_alerts_reach_each_persons_own_partners_and_nobody
     received: dict[str, list[al.Alert]] = {}
     for org in orgs:
         expected = sum(1 for a in logged if a.recipient_org == org)
-        got, _ = Partner(target, pki.ca.cert, pki.clients[org]).take(expected, quiet_s=1.5)
+        got, _ = Partner(target, pki.ca.cert, pki.clients[org]).take(expected)
         received[org] = got
         assert all(a.recipient_org == org for a in got), f"{org} received another partner's alert"
         assert sorted(a.alert_id for a in got) == sorted(a.alert_id for a in logged if a.recipient_org == org)

@@ -127,9 +127,9 @@ def start_prometheus(tmp_path: Path) -> Iterator[Any]:
 
 
 def test_prometheus_scrapes_an_ingest_worker_and_evaluates_the_rules(hub: Hub, start_prometheus: Any) -> None:
-    metrics_port = free_port()
-    hub.start_ingest(CAREHUB_METRICS_PORT=str(metrics_port), CAREHUB_METRICS_HOST="127.0.0.1")
-    prometheus: Prometheus = start_prometheus({"ingest": f"127.0.0.1:{metrics_port}"})
+    worker = hub.start_with_metrics("ingest", CAREHUB_METRICS_HOST="127.0.0.1")
+    assert worker.metrics_url is not None
+    prometheus: Prometheus = start_prometheus({"ingest": worker.metrics_url.split("/")[2]})
 
     events = [care_event(ce.EVENT_TYPE_GP_CONTACT, local_id=f"prom-{i}", source_org="B86001", given=f"Given{i}")
               for i in range(5)]

@@ -21,12 +21,13 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from carehub.kafka.broker import free_port
 from carehub.sdk import Publisher
 from carehub.telemetry import setup_tracing
 from carehub.tlsgen import make_demo_pki
 from carehub.v1 import care_event_pb2 as ce
 from tests.integration.conftest import Hub
-from tests.integration.test_gateway import GP, HOSPITAL, Partner, event, free_port, wait_serving
+from tests.integration.test_gateway import GP, HOSPITAL, Partner, event, wait_serving
 
 pytestmark = pytest.mark.integration
 

@@ -57,7 +57,7 @@ def test_packaged_definitions_load_and_every_file_is_checked(tmp_path: Path) -> 
     with pytest.raises(ValueError, match=r"acsc_chronic\.toml.*groups"):
         load_catalogue(broken)
     path.write_text(path.read_text().replace('groups = ["chronik"]', 'groups = ["chronic"]\nnumerater = 1'))
-    with pytest.raises(ValueError, match="unknown keys"):
+    with pytest.raises(ValueError, match=r"acsc_chronic\.toml: \[numerator\]\.numerater is an unknown key"):
         load_catalogue(broken)
 
 

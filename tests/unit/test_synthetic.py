@@ -1,6 +1,6 @@
 """The synthetic region: determinism, contract conformance, ground truth and realistic shape.
 
-The ACSC check below uses its own copy of the Purdy list (shared/domain/indicators.md,
+The ACSC check below uses its own copy of the Purdy list (docs/indicators-reference.md,
 section 2) rather than the generator's, so a wrong generator list cannot vouch for itself.
 """
 
@@ -33,7 +33,7 @@ from carehub.v1 import care_event_pb2 as pb
 ICD10_SHAPE = re.compile(r"^[A-Z][0-9]{2}(\.?[0-9A-Z]{1,4})?$")
 DAY = 86_400
 
-# Purdy et al. 2009 as listed in shared/domain/indicators.md section 2 (primary-position rules).
+# Purdy et al. 2009 as listed in docs/indicators-reference.md section 2 (primary-position rules).
 PURDY = (
     "I20", "I24.0", "I24.8", "I24.9",  # angina
     "J45", "J46",  # asthma

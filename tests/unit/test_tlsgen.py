@@ -55,7 +55,7 @@ def test_demo_pki_files_modes_and_verification(tmp_path: Path) -> None:
         cert = load(files.cert)
         assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == org
         # cryptography's client verifier insists on a SAN, which these (CN-named) certificates do not
-        # carry; the real check is the mutual TLS handshake in test_gateway_auth.py. Here: issuer
+        # carry; the real check is the mutual TLS handshake in tests/integration/test_gateway_tls.py. Here: issuer
         # signature, validity and usage.
         cert.verify_directly_issued_by(ca)
         assert cert.not_valid_before_utc <= now < cert.not_valid_after_utc

@@ -4,7 +4,7 @@
     decision = linker.decide(org, person)          # pure: reads the store only
     linker.remember(org, person, decision.person_id or new_random_id())
 
-Method and reference figures: shared/domain/linkage.md.
+Method and reference figures: docs/linkage.md.
 """
 
 from .features import FIELDS, LEVELS, Encoding, compare

@@ -1,6 +1,6 @@
 """Comparison levels: how far two pseudonymised records agree, field by field.
 
-Fellegi-Sunter scoring (shared/domain/linkage.md) needs each field's agreement reduced to a
+Fellegi-Sunter scoring (docs/linkage.md) needs each field's agreement reduced to a
 few ordered levels whose m/u probabilities can be estimated. Only keyed encodings are compared:
 equality of keyed hashes, and the Dice coefficient of keyed Bloom filters, which survives typos.
 """

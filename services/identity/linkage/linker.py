@@ -1,7 +1,7 @@
 """Blocking, candidate scoring and the link / review / new decision for one record at a time.
 
 An in-process scorer over in-memory blocking indexes, with weights trained offline, matches a
-record in well under a millisecond (shared/domain/linkage.md), which is what a per-event stream
+record in well under a millisecond (docs/linkage.md), which is what a per-event stream
 stage needs. Blocking keys are keyed hashes of combinations of encodings, so neither the store
 nor a key reveals an identifier.
 """

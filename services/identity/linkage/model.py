@@ -2,7 +2,7 @@
 
 A pair's match weight is log2 of the prior odds that two random records are one person plus,
 for each field compared, log2(m/u): m = P(level | same person), u = P(level | different people)
-(Fellegi and Sunter 1969; as in Splink, shared/domain/linkage.md). m and u come from
+(Fellegi and Sunter 1969; as in Splink, docs/linkage.md). m and u come from
 ``train.py`` (EM without labels) and live in a versioned weights file next to this package.
 """
 

@@ -2,7 +2,7 @@
 
     python -m carehub.services.identity.linkage.train --out services/identity/weights/v2.json
 
-Follows the Fellegi-Sunter/EM recipe that Splink uses (shared/domain/linkage.md):
+Follows the Fellegi-Sunter/EM recipe that Splink uses (docs/linkage.md):
 
 - u, P(level | different people), from random record pairs, which are almost all non-matches;
   the few matches among them are weighed out by the same EM's posterior (E-step), so agreement
@@ -306,7 +306,7 @@ def fit(sources: Sequence[Sequence[Encoding]], *, version: str, random_pairs: in
             "method": "Fellegi-Sunter; u by EM over random pairs, m by EM over pairs sharing a birth date and "
                       "pairs sharing both names' phonetic codes (u fixed), prior from the random pairs; "
                       f"pseudo-count {PSEUDO_COUNT} per level; every m at least {M_FLOOR} (errors the synthetic "
-                      "region lacks, such as house moves, happen in real data) (shared/domain/linkage.md)",
+                      "region lacks, such as house moves, happen in real data) (docs/linkage.md)",
             "training": report,
             "threshold_rationale": "link: model probability of a match >= 0.999 (log2 odds 9.96); review: >= 0.5 "
                                    "(log2 odds 0); below: new person",

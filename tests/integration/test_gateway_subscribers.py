@@ -3,13 +3,13 @@
 A real gRPC server (the gateway's servicer, over mutual TLS on 127.0.0.1) serves an alert log
 filled with random alerts for random recipients; every partner subscribes from the start, from a
 random cursor, and must get exactly its own alerts after that cursor, in log order. The Kafka
-reader is the collaborator left out: the log is filled directly.
+reader is the collaborator left out: the log is filled directly, so no broker is needed; it is an
+integration test because it starts a server and opens sockets.
 """
 
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from carehub.kafka.batching import target_partition
+from carehub.kafka.broker import free_port
 from carehub.settings import load_settings
 from carehub.tlsgen import DemoPki, make_demo_pki
 from carehub.v1 import alerts_pb2 as al
@@ -30,18 +31,14 @@ from services.gateway.logs import AlertLog, Entry, IndicatorBoard
 from services.gateway.partners import Partner, Partners
 from services.gateway.server import Audit, PartnerGateway
 
+pytestmark = pytest.mark.integration
+
 ORGS = ("B86001", "B86002", "SC001", "RR8")
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> DemoPki:
     return make_demo_pki(tmp_path_factory.mktemp("pki"), ORGS)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:
