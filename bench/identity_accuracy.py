@@ -5,7 +5,7 @@
 
 Prints the command line and, for each data set, precision, recall and F1, false links, review
 count and blocking recall; then decide() latency (median, p99) at each store size and memory per
-known person. Reference figures: shared/domain/linkage.md. Nothing here tunes the model: the
+known person. Reference figures: docs/linkage.md. Nothing here tunes the model: the
 weights file is loaded as shipped.
 
 Definitions.
