@@ -1,16 +1,17 @@
 """Alert latency: a provider publishes an event, a partner's gRPC subscriber receives the alert.
 
-Everything runs on this machine, bound to 127.0.0.1: the embedded broker, the five services as
-processes (python -m services.ingest, .identity, .timeline, .alerts, .gateway, as in
-tests/integration/test_gateway.py), a publisher process and the subscribers (grpc.aio, in this
-process). The script starts and stops all of them itself and ends only the processes it started.
+Everything runs on this machine, bound to 127.0.0.1: the embedded broker, a hub per pass
+(carehub.harness.LocalHub: its workers ingest, identity, timeline, alerts and gateway, started by
+service name, each with its log in the hub's folder), a publisher process and the subscribers
+(grpc.aio, in this process). The script ends only the processes it started.
 
 1. **Paced latency.** 20 partner practices subscribe over mutual TLS. A paced stream of events
    (100 and then 1,000 events/s, 20 s each) is published through the SDK (carehub.sdk.Publisher):
    the synthetic region's records as background and, evenly spread, 10% *probes*: emergency
    admissions for an ambulatory care sensitive condition, each of a person registered with one
-   of the subscribed practices (registered, and on the timeline, before the clock starts). Each
-   probe raises exactly one alert, to that practice.
+   of the subscribed practices (registered, and known to the alert stage, before the clock
+   starts: ``hub.settle`` up to the alerts stage). Each probe raises exactly one alert, to that
+   practice.
 2. **Fan-out.** 1,000 partner practices (1,000 client certificates; bearer tokens with
    ``--fanout-auth token``) subscribe at once from this process, one channel each; probes for
    persons registered with all of them are published (100 events/s with 50% probes: 1,000
@@ -23,14 +24,16 @@ notes the wall-clock time just before the call. The hub carries the trace contex
 alert (``Alert.trace_id``); the subscriber notes the wall-clock time at which the message came out
 of its gRPC stream. Latency = received - published (one machine, one clock). It is split at
 ``Alert.raised_at`` (the alert worker's clock) and, afterwards, at the Kafka timestamp of the
-record carrying the probe on each stage's output topic.
+record carrying the probe on each stage's output topic (each topic read to its end). After a run
+the bench waits until every expected alert has arrived, at most ``--drain-s``; the rest count as
+not received.
 
-Passes (``--passes``, each a fresh set of services on the same broker):
-``0.02/fanout`` - CAREHUB_INGEST_BATCH_WITHIN_S=0.02 (the default 0.2 s window per stage would
-otherwise dominate), with the fan-out; ``0.2`` - the default window; ``0.02:20/fanout`` - as the
-first, but with every Kafka consumer's fetch_max_wait_ms capped at 20 ms, a what-if run through a
-wrapper (``--service-child``): the embedded broker answers a fetch when its wait runs out, not when
-a record arrives, and faust waits 1,500 ms (aiokafka's default, the gateway's, 500 ms).
+Passes (``--passes``, each a fresh hub on the same broker): ``0.02/fanout`` -
+CAREHUB_INGEST_BATCH_WITHIN_S=0.02 (the default 0.2 s window per stage would otherwise dominate),
+with the fan-out; ``0.2`` - the default window; ``0.02:20/fanout`` - as the first, with
+CAREHUB_KAFKA_FETCH_MAX_WAIT_MS=20 for every worker, a what-if: the embedded broker answers a fetch
+when its wait runs out, not when a record arrives, so each hop pays up to the broker profile's
+fetch wait (carehub/kafka/profile.py). ``--fetch-max-wait-ms`` sets it for the passes that do not.
 
     python bench/alerts_bench.py                          # all of it, about 9 minutes
     python bench/alerts_bench.py --rates 100 --seconds 10 --subscribers 100 --passes 0.02/fanout
@@ -49,7 +52,6 @@ import random
 import secrets
 import shlex
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -68,9 +70,17 @@ import grpc  # noqa: E402
 import grpc.aio  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
+from carehub.harness import LocalHub, Worker  # noqa: E402
+from carehub.kafka.broker import free_port  # noqa: E402
+from carehub.kafka.profile import EMBEDDED  # noqa: E402
+from carehub.kafka.read import Record  # noqa: E402
+from carehub.v1 import alerts_pb2 as al  # noqa: E402
 from carehub.v1 import care_event_pb2 as ce  # noqa: E402
+from carehub.v1 import identity_pb2 as idn  # noqa: E402
+from carehub.v1 import ingest_pb2 as ing  # noqa: E402
 from carehub.v1 import partner_pb2 as pb  # noqa: E402
 from carehub.v1 import partner_pb2_grpc as pb_grpc  # noqa: E402
+from carehub.v1 import timeline_pb2 as tl  # noqa: E402
 
 HOSPITAL = "RXH01"  # the probes' hospital; no synthetic organisation has this code
 ACSC = ("N10", "J44.1")  # acute pyelonephritis, COPD: both on the ACSC list, both raise acsc_emergency_admission
@@ -80,6 +90,7 @@ FAMILY = ("Ashworth", "Bell", "Chaudhry", "Dobson", "Evans", "Fairclough", "Gill
           "Khan", "Lister", "Mensah", "Nowak", "Okafor", "Patel", "Quigley", "Rowe", "Shaw", "Turner")
 PREFIX_PHASE1, PREFIX_FANOUT, PREFIX_WARMUP = "BP", "BQ", "BW"
 SERVICES = ("ingest", "identity", "timeline", "alerts")
+STAGES = ("provider.events", "ingest.accepted", "identity.linked", "timeline.events", "alerts")
 
 
 # ---- the publisher child: `alerts_bench.py --publish-child SPEC` ---------------------------------------
@@ -105,8 +116,7 @@ def publish_child(spec_path: Path) -> None:
         started = time.perf_counter() + 0.2
         p = b = 0
         for i in range(total):
-            due = started + i / rate
-            wait = due - time.perf_counter()
+            wait = started + i / rate - time.perf_counter()
             if wait > 0:
                 time.sleep(wait)
             else:
@@ -131,27 +141,6 @@ def publish_child(spec_path: Path) -> None:
     }))
 
 
-def service_child(service: str, fetch_wait_ms: int) -> None:
-    """Run ``services.<service>`` with every aiokafka consumer's fetch_max_wait_ms capped (a what-if).
-
-    The embedded broker answers a fetch when its wait runs out, not when a record arrives, so the
-    wait (1,500 ms in faust's consumer, 500 ms in aiokafka's default, the gateway's) is latency.
-    """
-    import runpy
-
-    import aiokafka
-
-    original = aiokafka.AIOKafkaConsumer.__init__
-
-    def capped(self: Any, *args: Any, **kwargs: Any) -> None:
-        kwargs["fetch_max_wait_ms"] = min(int(kwargs.get("fetch_max_wait_ms", 500)), fetch_wait_ms)
-        original(self, *args, **kwargs)
-
-    setattr(aiokafka.AIOKafkaConsumer, "__init__", capped)  # noqa: B010
-    sys.argv = [f"services.{service}"]  # faust's worker reads the command line
-    runpy.run_module(f"services.{service}", run_name="__main__", alter_sys=True)
-
-
 def is_probe(i: int, share: float) -> bool:
     """Whether event ``i`` of a run is a probe: evenly spread, ``share`` of them."""
     return math.floor((i + 1) * share) > math.floor(i * share)
@@ -169,14 +158,6 @@ class Person:
     birth_date: str
     postcode: str
     practice: str
-
-    @property
-    def practice_id(self) -> str:
-        return f"P-{self.n:06d}"
-
-    @property
-    def hospital_id(self) -> str:
-        return f"H-{self.n:06d}"
 
 
 def make_people(count: int, practices: list[str], start: int, rng: random.Random, taken: set[str]) -> list[Person]:
@@ -209,7 +190,7 @@ def care_event(person: Person, kind: ce.EventType.ValueType, org: str, sector: c
 
 
 def registration(person: Person) -> tuple[bytes, bytes]:
-    e = care_event(person, ce.EVENT_TYPE_REGISTRATION, person.practice, ce.SECTOR_PRIMARY_CARE, person.practice_id,
+    e = care_event(person, ce.EVENT_TYPE_REGISTRATION, person.practice, ce.SECTOR_PRIMARY_CARE, f"P-{person.n:06d}",
                    datetime.now(UTC) - timedelta(days=200))
     e.registered_practice, e.locality = person.practice, "L01"  # only the practice says where one is registered
     return encoded(e)
@@ -217,7 +198,7 @@ def registration(person: Person) -> tuple[bytes, bytes]:
 
 def admission(person: Person, k: int) -> tuple[bytes, bytes]:
     """An emergency ACSC admission: one alert, to the person's practice."""
-    e = care_event(person, ce.EVENT_TYPE_ADMISSION, HOSPITAL, ce.SECTOR_ACUTE, person.hospital_id,
+    e = care_event(person, ce.EVENT_TYPE_ADMISSION, HOSPITAL, ce.SECTOR_ACUTE, f"H-{person.n:06d}",
                    datetime.now(UTC) - timedelta(hours=2))
     e.clinical.spell_id = f"S-{person.n}-{k}"
     e.clinical.admission_method = ce.ADMISSION_METHOD_EMERGENCY
@@ -239,7 +220,7 @@ def background_records(count: int, seed: int) -> list[tuple[bytes, bytes, str]]:
 
     people = max(1000, count // 6)
     while True:
-        records = generate_region(RegionConfig(people=people, seed=11)).records
+        records = generate_region(RegionConfig(people=people, seed=seed)).records
         if len(records) >= count:
             return [(r.key, r.value, r.content_type) for r in records[:count]]
         people *= 2
@@ -286,167 +267,55 @@ def partner_set(pki_dir: Path, orgs: list[str], auth: str) -> tuple[PartnerSet, 
     return ps, pki.server.cert, pki.server.key
 
 
-# ---- the hub: broker and services as processes -------------------------------------------------------
+# ---- the hub (carehub.harness) ---------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    from carehub.kafka.broker import free_port as fp
+def publish_now(hub: LocalHub, records: list[tuple[bytes, bytes]]) -> None:
+    from carehub.sdk import Publisher
 
-    return fp("127.0.0.1")
-
-
-@dataclass
-class Hub:
-    bootstrap: str
-    work: Path
-    batch_within: float
-    partitions: int
-    fetch_wait_ms: int | None = None  # cap every consumer's fetch_max_wait_ms (a what-if), or leave it
-    prefix: str = field(default_factory=lambda: f"ab{uuid.uuid4().hex[:8]}")
-    key: str = field(default_factory=lambda: secrets.token_hex(32))
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
-
-    def topic(self, name: str) -> str:
-        return f"{self.prefix}.{name}"
-
-    def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CAREHUB_", "OTEL_"))}
-        env.update(
-            CAREHUB_KAFKA_BOOTSTRAP=self.bootstrap, CAREHUB_PSEUDONYM_KEY=self.key, CAREHUB_TOPIC_PREFIX=self.prefix,
-            CAREHUB_DATA_DIR=str(self.work / self.prefix), CAREHUB_METRICS_PORT="0",
-            CAREHUB_PARTITIONS=str(self.partitions), CAREHUB_INGEST_BATCH_WITHIN_S=str(self.batch_within),
-            CAREHUB_LOG_LEVEL="warning", CAREHUB_WEB_PORT=str(free_port()),
-            CAREHUB_WORKER_NAME=f"w{len(self.procs) + 1}", **extra,
-        )
-        return env
-
-    def create_topics(self) -> None:
-        from carehub.kafka.broker import create_topics
-        from carehub.settings import load_settings
-        from carehub.topics import topic_specs
-
-        settings = load_settings(kafka_bootstrap=self.bootstrap, pseudonym_key=self.key, topic_prefix=self.prefix,
-                                 data_dir=self.work / self.prefix, partitions=self.partitions)
-        create_topics(self.bootstrap, topic_specs(settings))
-
-    def start(self, service: str, **extra: str) -> subprocess.Popen[bytes]:
-        (self.work / self.prefix).mkdir(parents=True, exist_ok=True)
-        log = (self.work / self.prefix / f"{service}-{len(self.procs) + 1}.log").open("ab")
-        command = [sys.executable, "-m", f"services.{service}"]
-        if self.fetch_wait_ms is not None:
-            command = [sys.executable, __file__, "--service-child", service, "--fetch-wait-ms", str(self.fetch_wait_ms)]
-        proc = subprocess.Popen(command, cwd=ROOT, env=self.env(**extra), stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        self.procs.append(proc)
-        return proc
-
-    def stop(self, proc: subprocess.Popen[bytes], timeout_s: float = 20.0) -> None:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc in self.procs:
-            self.procs.remove(proc)
-
-    def stop_all(self) -> None:
-        for proc in reversed(list(self.procs)):
-            self.stop(proc)
-
-    def check_alive(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{shlex.join(proc.args)} (pid {proc.pid}) exited with {proc.returncode}; "  # type: ignore[arg-type]
-                                   f"see {self.work / self.prefix}")
-
-    def publish_now(self, records: list[tuple[bytes, bytes]]) -> None:
-        from carehub.sdk import Publisher
-
-        with Publisher(self.bootstrap, topic=self.topic("provider.events"), linger_ms=20) as pub:
-            for key, value in records:
-                pub.publish_raw(value, key, "application/json")
-            pub.flush()
-        if pub.failed:
-            raise RuntimeError(f"publishing failed: {pub.errors[:3]}")
-
-    def wait_timeline(self, count: int, timeout_s: float) -> float:
-        """Seconds until the timeline has written ``count`` events (the pre-registrations)."""
-        from kafka import KafkaConsumer, TopicPartition
-
-        from carehub.v1 import timeline_pb2 as tl
-
-        started = time.monotonic()
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
-        try:
-            topic = self.topic("timeline.events")
-            tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-            consumer.assign(tps)
-            consumer.seek_to_beginning(*tps)
-            seen = 0
-            while seen < count:
-                if time.monotonic() - started > timeout_s:
-                    raise RuntimeError(f"the timeline wrote {seen} of {count} registrations in {timeout_s:.0f} s")
-                self.check_alive()
-                for records in consumer.poll(timeout_ms=200).values():
-                    seen += sum(len(tl.TimelineBatch.FromString(r.value).events) for r in records)
-            return time.monotonic() - started
-        finally:
-            consumer.close()
+    with Publisher(hub.bootstrap, topic=hub.topic("provider.events"), linger_ms=20) as pub:
+        for key, value in records:
+            pub.publish_raw(value, key, "application/json")
+        pub.flush()
+    if pub.failed:
+        raise RuntimeError(f"publishing failed: {pub.errors[:3]}")
 
 
-STAGES = ("provider.events", "ingest.accepted", "identity.linked", "timeline.events", "alerts")
-
-
-def trace_of(context: Any) -> str:
-    parts = context.get("traceparent", "").split("-")
+def trace_of(traceparent: str) -> str:
+    parts = traceparent.split("-")
     return parts[1] if len(parts) == 4 else ""
 
 
-def stage_stamps(hub: Hub, trace_ids: set[str], idle_s: float = 3.0) -> dict[str, dict[str, float]]:
-    """For each stage's output topic, the Kafka timestamp (s) of the first record carrying each probe."""
-    from kafka import KafkaConsumer, TopicPartition
+def traces(stage: str, r: Record) -> list[str]:
+    """The trace ids of the events a record of a stage's output topic carries."""
+    if r.value is None:
+        return []
+    if stage == "provider.events":
+        return [trace_of(next((v.decode("latin-1") for k, v in r.headers if k == "traceparent"), ""))]
+    if stage == "ingest.accepted":
+        return [trace_of(e.trace_context.get("traceparent", "")) for e in ing.AcceptedBatch.FromString(r.value).events]
+    if stage == "identity.linked":
+        return [trace_of(e.event.trace_context.get("traceparent", ""))
+                for e in idn.LinkedBatch.FromString(r.value).events]
+    if stage == "timeline.events":
+        return [trace_of(e.linked.event.trace_context.get("traceparent", ""))
+                for e in tl.TimelineBatch.FromString(r.value).events]
+    return [al.Alert.FromString(r.value).trace_id]
 
-    from carehub.v1 import alerts_pb2 as al
-    from carehub.v1 import identity_pb2 as idn
-    from carehub.v1 import ingest_pb2 as ing
-    from carehub.v1 import timeline_pb2 as tl
 
-    def provider(value: bytes, headers: list[tuple[str, bytes]]) -> list[str]:
-        return [trace_of({k: v.decode("latin-1") for k, v in headers})]
+def stage_stamps(hub: LocalHub, trace_ids: set[str]) -> dict[str, dict[str, float]]:
+    """For each stage's output topic, the Kafka timestamp (s) of the first record carrying each probe.
 
-    readers: dict[str, Callable[[bytes, list[tuple[str, bytes]]], list[str]]] = {
-        "provider.events": provider,
-        "ingest.accepted": lambda v, h: [trace_of(e.trace_context) for e in ing.AcceptedBatch.FromString(v).events],
-        "identity.linked": lambda v, h: [trace_of(e.event.trace_context) for e in idn.LinkedBatch.FromString(v).events],
-        "timeline.events": lambda v, h: [trace_of(e.linked.event.trace_context)
-                                         for e in tl.TimelineBatch.FromString(v).events],
-        "alerts": lambda v, h: [al.Alert.FromString(v).trace_id],
-    }
+    Each topic is read to the end its partitions report (carehub.kafka.read), keeping only the
+    records that carry a probe.
+    """
+    stage_of = {hub.topic(s): s for s in STAGES}
     out: dict[str, dict[str, float]] = {stage: {} for stage in STAGES}
-    consumer = KafkaConsumer(bootstrap_servers=hub.bootstrap, enable_auto_commit=False, max_poll_records=5000)
-    try:
-        tps = [TopicPartition(hub.topic(s), p) for s in STAGES
-               for p in sorted(consumer.partitions_for_topic(hub.topic(s)) or ())]
-        by_topic = {hub.topic(s): s for s in STAGES}
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        last = time.monotonic()
-        while time.monotonic() - last < idle_s:
-            for tp, records in consumer.poll(timeout_ms=300).items():
-                last = time.monotonic()
-                stage = by_topic[tp.topic]
-                seen = out[stage]
-                for r in records:
-                    if r.value is None:
-                        continue
-                    for trace_id in readers[stage](r.value, list(r.headers or ())):
-                        if trace_id in trace_ids:
-                            seen[trace_id] = min(seen.get(trace_id, math.inf), r.timestamp / 1000)
-        return out
-    finally:
-        consumer.close()
+    for r in hub.read(STAGES, timeout_s=300, keep=lambda r: bool(trace_ids.intersection(traces(stage_of[r.topic], r)))):
+        seen = out[stage_of[r.topic]]
+        for trace_id in trace_ids.intersection(traces(stage_of[r.topic], r)):
+            seen[trace_id] = min(seen.get(trace_id, math.inf), r.timestamp_ms / 1000)
+    return out
 
 
 # ---- subscribers --------------------------------------------------------------------------------------
@@ -503,13 +372,10 @@ class Subscribers:
                 await asyncio.sleep(0.5)
 
     async def wait_ready(self, timeout_s: float) -> float:
-        started = time.monotonic()
-        while len(self.ready) < len(self.partners.orgs):
-            if time.monotonic() - started > timeout_s:
-                raise RuntimeError(f"only {len(self.ready)} of {len(self.partners.orgs)} subscribers got a first "
-                                   f"message in {timeout_s:.0f} s; errors {dict(self.errors)}")
-            await asyncio.sleep(0.1)
-        return time.monotonic() - started
+        """Seconds until every subscriber has had a first message (a heartbeat at least)."""
+        return await until(lambda: len(self.ready) == len(self.partners.orgs), timeout_s,
+                           lambda: f"only {len(self.ready)} of {len(self.partners.orgs)} subscribers got a first "
+                                   f"message; errors {dict(self.errors)}")
 
     async def close(self) -> None:
         for task in self.tasks:
@@ -518,28 +384,44 @@ class Subscribers:
         await asyncio.gather(*(c.close() for c in self.channels), return_exceptions=True)
 
 
+async def until(condition: Callable[[], bool], timeout_s: float, failure: Callable[[], str] | None = None,
+                interval_s: float = 0.1) -> float:
+    """Seconds until ``condition()`` holds, polled on this event loop; RuntimeError after ``timeout_s``.
+
+    Without ``failure`` a timeout is not an error: the caller counts what is missing.
+    """
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout_s:
+            if failure is None:
+                break
+            raise RuntimeError(f"not within {timeout_s:.0f} s: {failure()}")
+        await asyncio.sleep(interval_s)
+    return time.monotonic() - started
+
+
 async def wait_serving(target: str, partners: PartnerSet, timeout_s: float = 90.0) -> float:
+    """Seconds until the gateway's health service says SERVING."""
     started = time.monotonic()
     channel = partners.channel(target, partners.orgs[0])
+    stub = health_pb2_grpc.HealthStub(channel)
+    request = health_pb2.HealthCheckRequest(service="carehub.v1.PartnerGateway")
     try:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
+        while time.monotonic() - started < timeout_s:
             with contextlib.suppress(grpc.aio.AioRpcError):
-                request = health_pb2.HealthCheckRequest(service="carehub.v1.PartnerGateway")
                 reply = await stub.Check(request, timeout=5)  # type: ignore[attr-defined]
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return time.monotonic() - started
-            if time.monotonic() - started > timeout_s:
-                raise RuntimeError("the gateway did not come up")
             await asyncio.sleep(0.3)
+        raise RuntimeError(f"the gateway at {target} did not serve within {timeout_s:.0f} s")
     finally:
         await channel.close()
 
 
-def start_gateway(hub: Hub, partners: PartnerSet, server: tuple[Path, Path], heartbeat_s: float,
-                  ) -> tuple[subprocess.Popen[bytes], str]:
+def start_gateway(hub: LocalHub, partners: PartnerSet, server: tuple[Path, Path], heartbeat_s: float,
+                  ) -> tuple[Worker, str]:
     port = free_port()
-    path = partners.write(hub.work / f"partners-{hub.prefix}-{partners.orgs[0]}-{len(partners.orgs)}.toml")
+    path = partners.write(hub.data_dir / f"partners-{partners.orgs[0]}-{len(partners.orgs)}.toml")
     env = dict(CAREHUB_GATEWAY_HOST="127.0.0.1", CAREHUB_GATEWAY_PORT=str(port),
                CAREHUB_GATEWAY_TLS_CERT=str(server[0]), CAREHUB_GATEWAY_TLS_KEY=str(server[1]),
                CAREHUB_GATEWAY_PARTNERS_FILE=str(path), CAREHUB_GATEWAY_HEARTBEAT_S=str(heartbeat_s))
@@ -575,14 +457,14 @@ class RunResult:
     stages: dict[str, list[float]] = field(default_factory=dict)  # stage -> ms after publish, per probe
 
 
-async def paced_run(label: str, hub: Hub, subs: Subscribers, probes: list[tuple[Person, tuple[bytes, bytes]]],
+async def paced_run(label: str, hub: LocalHub, subs: Subscribers, probes: list[tuple[Person, tuple[bytes, bytes]]],
                     background: list[tuple[bytes, bytes, str]], rate: float, seconds: float, share: float,
                     drain_s: float) -> RunResult:
     total = int(rate * seconds)
     n_probes = sum(is_probe(i, share) for i in range(total))
     if n_probes > len(probes):
         raise RuntimeError(f"{label}: {n_probes} probes wanted, {len(probes)} people prepared")
-    spec = hub.work / f"spec-{uuid.uuid4().hex[:6]}.pickle"
+    spec = hub.data_dir / f"spec-{uuid.uuid4().hex[:6]}.pickle"
     out = spec.with_suffix(".json")
     spec.write_bytes(pickle.dumps({
         "bootstrap": hub.bootstrap, "topic": hub.topic("provider.events"), "rate": rate, "total": total,
@@ -603,10 +485,12 @@ async def paced_run(label: str, hub: Hub, subs: Subscribers, probes: list[tuple[
     if result["failed"]:
         raise RuntimeError(f"{label}: {result['failed']} publishes failed: {result['errors']}")
     published = {trace_id: (t, probes[i][0].practice) for i, (trace_id, t) in enumerate(result["probes"])}
-    deadline = time.monotonic() + drain_s  # a backlog drains; "not received" means not within drain_s
-    while time.monotonic() < deadline and any(t not in subs.received for t in published):
-        hub.check_alive()
-        await asyncio.sleep(0.2)
+
+    def all_received() -> bool:  # a backlog drains; "not received" means not within drain_s
+        hub.assert_running()
+        return all(t in subs.received for t in published)
+
+    await until(all_received, drain_s, interval_s=0.2)
     latencies, to_raised, to_received, second_half = [], [], [], []
     missing = duplicates = wrong = 0
     half = min((t for t, _ in published.values()), default=0.0) + seconds / 2
@@ -689,32 +573,39 @@ class Plan:
 @dataclass(frozen=True)
 class Pass:
     batch_within: float
-    fetch_wait_ms: int | None
+    fetch_wait_ms: int | None  # CAREHUB_KAFKA_FETCH_MAX_WAIT_MS for every worker (a what-if); None: the profile's
     fanout: bool
 
     @classmethod
-    def parse(cls, text: str) -> Pass:
+    def parse(cls, text: str, fetch_wait_ms: int | None = None) -> Pass:
         """``WINDOW[:FETCH_MS][/fanout]``, e.g. ``0.02/fanout``, ``0.2``, ``0.02:20/fanout``."""
         spec, _, flag = text.partition("/")
         window, _, fetch = spec.partition(":")
         if flag not in ("", "fanout"):
             raise argparse.ArgumentTypeError(f"{text!r}: expected WINDOW[:FETCH_MS][/fanout]")
-        return cls(float(window), int(fetch) if fetch else None, flag == "fanout")
+        return cls(float(window), int(fetch) if fetch else fetch_wait_ms, flag == "fanout")
 
     @property
     def tag(self) -> str:
-        fetch = f", fetch wait <= {self.fetch_wait_ms} ms" if self.fetch_wait_ms is not None else ""
+        fetch = f", fetch wait {self.fetch_wait_ms} ms" if self.fetch_wait_ms is not None else ""
         return f"window {self.batch_within:g} s{fetch}"
 
+    def hub(self, bootstrap: str, work: Path, partitions: int) -> LocalHub:
+        prefix = f"ab{uuid.uuid4().hex[:8]}"
+        env = {"CAREHUB_INGEST_BATCH_WITHIN_S": str(self.batch_within), "CAREHUB_LOG_LEVEL": "warning"}
+        if self.fetch_wait_ms is not None:
+            env["CAREHUB_KAFKA_FETCH_MAX_WAIT_MS"] = str(self.fetch_wait_ms)
+        return LocalHub(bootstrap, work / prefix, prefix=prefix, partitions=partitions, base_env=env)
 
-async def fan_out(plan: Plan, hub: Hub, gateway: subprocess.Popen[bytes], spec: Pass, fan_orgs: list[str],
+
+async def fan_out(plan: Plan, hub: LocalHub, gateway: Worker, spec: Pass, fan_orgs: list[str],
                   fan_runs: list[tuple[float, float, list[Person]]], background: list[tuple[bytes, bytes, str]],
                   ) -> None:
     """A gateway for 1,000 partners, all subscribed at once; probes spread over all of them."""
     a, tag, offset = plan.args, spec.tag, 0
     subs: Subscribers | None = None
     try:
-        hub.stop(gateway)
+        await asyncio.to_thread(hub.stop, gateway)
         pf, server_cert, server_key = partner_set(plan.work / "pki", fan_orgs, a.fanout_auth)
         gateway, target = start_gateway(hub, pf, (server_cert, server_key), a.heartbeat_s)
         up = await wait_serving(target, pf)
@@ -747,7 +638,7 @@ async def fan_out(plan: Plan, hub: Hub, gateway: subprocess.Popen[bytes], spec: 
 
 async def one_pass(plan: Plan, bootstrap: str, spec: Pass, background: list[tuple[bytes, bytes, str]]) -> None:
     a = plan.args
-    hub = Hub(bootstrap, plan.work, spec.batch_within, a.partitions, spec.fetch_wait_ms)
+    hub = spec.hub(bootstrap, plan.work, a.partitions)
     tag = spec.tag
     fanout = spec.fanout and a.subscribers > 0
     first_result = len(plan.results)
@@ -769,16 +660,18 @@ async def one_pass(plan: Plan, bootstrap: str, spec: Pass, background: list[tupl
     subs: Subscribers | None = None
     completed = False
     try:
-        hub.create_topics()
+        await asyncio.to_thread(hub.create_topics)
         for service in SERVICES:
             hub.start(service)
         p1, server_cert, server_key = partner_set(plan.work / "pki", warm_orgs + phase1_orgs, "mtls")
         gateway, target = start_gateway(hub, p1, (server_cert, server_key), a.heartbeat_s)
         t0 = time.monotonic()
-        await asyncio.to_thread(hub.publish_now, [registration(p) for p in everyone])
-        linked_s = await asyncio.to_thread(hub.wait_timeline, len(everyone), 240)
-        say(f"{tag}: {len(everyone):,} people registered and on the timeline "
-            f"{time.monotonic() - t0:.1f} s after the workers started ({linked_s:.1f} s waiting)")
+        await asyncio.to_thread(publish_now, hub, [registration(p) for p in everyone])
+        t1 = time.monotonic()
+        # registered before the clock starts: every stage up to alerts has committed its input to the end
+        await asyncio.to_thread(hub.settle, *SERVICES, timeout_s=240)
+        say(f"{tag}: {len(everyone):,} people registered, through every stage up to alerts "
+            f"{time.monotonic() - t0:.1f} s after the workers started ({time.monotonic() - t1:.1f} s waiting)")
         await wait_serving(target, p1)
         subs = Subscribers(target, p1)
         subs.start()
@@ -852,8 +745,6 @@ async def bench(plan: Plan) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--publish-child", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--service-child", help=argparse.SUPPRESS)
-    parser.add_argument("--fetch-wait-ms", type=int, default=500, help=argparse.SUPPRESS)
     parser.add_argument("--rates", default="100,1000", help="paced rates, events/s (default 100,1000)")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each paced run (default 20)")
     parser.add_argument("--share", type=float, default=0.1, help="share of events that are probes (default 0.1)")
@@ -866,8 +757,11 @@ def main() -> None:
                         help="fan-out partners: client certificates, or bearer tokens without them")
     parser.add_argument("--passes", default="0.02/fanout,0.2,0.02:20/fanout",
                         help="hub configurations, each WINDOW[:FETCH_MS][/fanout]: CAREHUB_INGEST_BATCH_WITHIN_S, "
-                             "optionally every consumer's fetch_max_wait_ms capped (a what-if), and whether the "
-                             "fan-out runs (default 0.02/fanout,0.2,0.02:20/fanout)")
+                             "optionally CAREHUB_KAFKA_FETCH_MAX_WAIT_MS for every worker (a what-if), and whether "
+                             "the fan-out runs (default 0.02/fanout,0.2,0.02:20/fanout)")
+    parser.add_argument("--fetch-max-wait-ms", type=int, default=None,
+                        help="CAREHUB_KAFKA_FETCH_MAX_WAIT_MS for the passes that give no FETCH_MS (default: the "
+                             f"broker profile's, {EMBEDDED.fetch_max_wait_ms} ms)")
     parser.add_argument("--partitions", type=int, default=4, help="CAREHUB_PARTITIONS (default 4)")
     parser.add_argument("--heartbeat-s", type=float, default=5.0, help="CAREHUB_GATEWAY_HEARTBEAT_S")
     parser.add_argument("--warmup-rate", type=float, default=50.0, help="events/s while warming up (default 50)")
@@ -880,22 +774,20 @@ def main() -> None:
     if args.publish_child:
         publish_child(args.publish_child)
         return
-    if args.service_child:
-        service_child(args.service_child, args.fetch_wait_ms)
-        return
     args.rates = [float(r) for r in args.rates.split(",") if r]
     args.fanout_rates = [float(r) for r in args.fanout_rates.split(",") if r]
     args.fanout_shares = [float(r) for r in args.fanout_shares.split(",") if r]
     if len(args.fanout_rates) != len(args.fanout_shares):
         parser.error("--fanout-rates and --fanout-shares need as many values each")
-    args.passes = [Pass.parse(p) for p in args.passes.split(",") if p]
+    args.passes = [Pass.parse(p, args.fetch_max_wait_ms) for p in args.passes.split(",") if p]
     work = Path(tempfile.mkdtemp(prefix="carehub-alerts-bench-"))
     plan = Plan(args, work)
     print("$ " + shlex.join([Path(sys.executable).name, *sys.argv]))
     print(f"settings: rates {args.rates} events/s x {args.seconds:g} s, probe share {args.share:g}, "
           f"{args.partners} partners (mutual TLS); fan-out {args.subscribers} subscribers ({args.fanout_auth}) at "
           f"{args.fanout_rates} events/s, probe shares {args.fanout_shares}; passes "
-          f"{[p.tag + (' + fan-out' if p.fanout else '') for p in args.passes]}; "
+          f"{[p.tag + (' + fan-out' if p.fanout else '') for p in args.passes]}; fetch wait "
+          f"{EMBEDDED.fetch_max_wait_ms} ms (the broker profile's) unless a pass gives one; "
           f"CAREHUB_PARTITIONS {args.partitions}; heartbeat {args.heartbeat_s:g} s; "
           f"{os.cpu_count()} CPUs; work dir {work}", flush=True)
     started = time.monotonic()

@@ -8,12 +8,15 @@ ratio to the do-nothing agent (goal: carehub ingest and the full path >= 0.5 of 
 Each stage variant runs in its own process with a fresh consumer group over the same
 topic; the clock runs from its first event to its last, so start-up and group joins are out.
 
-carehub-full runs the four services as `make run` does (python -m services.ingest,
-.identity, .timeline, .indicators; one process each, all at once) over their own topics,
-with the events published before they start. Its clock runs from the last metrics scrape
-(every 0.2s) at which ingest had read nothing to the first at which the timeline had
-applied every event; the per-stage rates come from the same scrapes. It also reports when
-the indicators service first published values whose as_of is the newest event day.
+carehub-full runs the four services as `make run` does (ingest, identity, timeline,
+indicators; one worker each, all at once, started by carehub.harness.LocalHub) over their own
+topics, with the events published before they start. A thread scrapes their metrics every
+0.2s while the bench waits for the pipeline to finish: ingest has read every record, then each
+stage has committed its input to the end (``hub.settle``: its output is then in its topics and
+its counters final), then the indicators service has applied every record the timeline wrote
+to indicators.partials and published values whose as_of is the newest event day. The clock runs
+from the last scrape at which ingest had read nothing to the first at which the timeline had
+applied every event; the per-stage rates come from the same scrapes.
 
     make bench                               # embedded broker, 100k events (the full path too)
     python bench/ingest_bench.py --events 20000
@@ -29,19 +32,22 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
+import threading
 import time
-import urllib.request
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from carehub.harness import LocalHub, eventually  # noqa: E402
+from carehub.harness import Worker as HubWorker  # noqa: E402
+from carehub.kafka.read import ReadTimeout, Record, fetch_ends, read_to_end  # noqa: E402
 
 VARIANTS = ("raw-aiokafka", "faust-do-nothing", "faust-take-nothing", "faust-naive", "carehub-ingest",
             "carehub-identity", "carehub-timeline", "carehub-full")
@@ -125,6 +131,7 @@ def run_faust_variant(variant: str, bootstrap: str, topic: str, clock: Clock, pr
     from faust.worker import Worker
 
     from carehub.runtime.app import faust_app
+    from carehub.runtime.stage import Batch
     from carehub.settings import load_settings
 
     uvloop.install()
@@ -149,16 +156,16 @@ def run_faust_variant(variant: str, bootstrap: str, topic: str, clock: Clock, pr
             app = build_ingest(settings, bootstrap)
             stage = app.carehub_ingest  # type: ignore[attr-defined]
 
-            def count(events: list[Any]) -> int:
-                return len(events)
+            def count(batch: Batch) -> int:
+                return len(batch)
         elif variant == "carehub-identity":  # reads what the carehub-ingest variant accepted, so it runs after it
             from services.identity.app import build_app as build_identity
 
             app = build_identity(settings, bootstrap)
             stage = app.carehub_identity  # type: ignore[attr-defined]
 
-            def count(events: list[Any]) -> int:
-                return sum(len(ing.AcceptedBatch.FromString(e.message.value).events) for e in events)
+            def count(batch: Batch) -> int:
+                return sum(len(ing.AcceptedBatch.FromString(r.value).events) for r in batch)
         else:  # reads what the carehub-identity variant linked, so it runs after it
             from services.timeline.app import build_app as build_timeline
 
@@ -166,16 +173,15 @@ def run_faust_variant(variant: str, bootstrap: str, topic: str, clock: Clock, pr
             stage = app.carehub_timeline  # type: ignore[attr-defined]
             linked = linked_topic(settings)
 
-            def count(events: list[Any]) -> int:  # linked events; handovers (its own output) are not counted
-                return sum(len(idn.LinkedBatch.FromString(e.message.value).events)
-                           for e in events if e.message.topic == linked)
+            def count(batch: Batch) -> int:  # linked events; handovers (its own output) are not counted
+                return sum(len(idn.LinkedBatch.FromString(r.value).events) for r in batch if r.topic == linked)
 
         inner = stage.process_batch
 
-        async def timed(stream: Any, events: list[Any]) -> None:
+        async def timed(batch: Batch) -> None:
             clock.start()
-            await inner(stream, events)
-            if clock.tick(count(events)):
+            await inner(batch)
+            if clock.tick(count(batch)):
                 stop()
 
         stage.process_batch = timed
@@ -251,31 +257,19 @@ def run_variant(variant: str, bootstrap: str, topic: str, prefix: str, target: i
     return Result(r["events"], r["seconds"])
 
 
-async def count_linked(bootstrap: str, topic: str, partitions: int) -> int:
-    """LinkedEvents in ``topic``'s LinkedBatch records, from the start to its current end."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
+def count_linked(bootstrap: str, topic: str) -> int:
+    """LinkedEvents in ``topic``'s LinkedBatch records, from the start to its end (nothing writes it now)."""
     from carehub.v1 import identity_pb2 as idn
 
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        total = 0
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            behind = [tp for tp in tps if await consumer.position(tp) < ends[tp]]
-            if not behind:
-                break
-            batch = await consumer.getmany(*behind, timeout_ms=500, max_records=10_000)
-            for records in batch.values():
-                total += sum(len(idn.LinkedBatch.FromString(r.value).events) for r in records if r.value)
-        return total
-    finally:
-        await consumer.stop()
+    total = 0
+
+    def count(r: Record) -> bool:  # counted while reading, nothing kept
+        nonlocal total
+        total += len(idn.LinkedBatch.FromString(r.value).events) if r.value else 0
+        return False
+
+    read_to_end(bootstrap, topic, timeout_s=120, keep=count)
+    return total
 
 
 def newest_event_day(events: list[tuple[bytes, bytes, str, str]]) -> int:
@@ -297,35 +291,15 @@ def newest_event_day(events: list[tuple[bytes, bytes, str, str]]) -> int:
     return newest // 86_400
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def scrape(url: str) -> dict[str, float]:
-    """Each sample name summed across its labels, from a Prometheus text endpoint."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    with urllib.request.urlopen(url, timeout=2) as resp:
-        text = resp.read().decode()
-    totals: dict[str, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            totals[sample.name] = totals.get(sample.name, 0.0) + sample.value
-    return totals
-
-
 RECEIVED = "carehub_ingest_received_total"
 LINKED = "carehub_identity_linked_total"
 TIMELINE = "carehub_timeline_events_total"
+PARTIALS = "carehub_indicators_partials_total"
 AS_OF = "carehub_indicators_as_of_timestamp_seconds"
 PUBLISHED = "carehub_indicators_values_published_total"
-# the pipeline is done when ingest has read everything and none of these moved for QUIET_S
-PROGRESS = (RECEIVED, LINKED, "carehub_identity_duplicates_total", TIMELINE, "carehub_timeline_duplicates_total",
-            "carehub_indicators_partials_total", PUBLISHED)
-QUIET_S = 3.0
 POLL_S = 0.2
+SETTLE_POLL_S = 1.0  # each look at a stage's committed offsets costs two Kafka clients: not every scrape
+AS_OF_WAIT_S = 30.0  # indicators publish every second once they have news; a deadline, not a guess
 Sample = tuple[float, dict[str, float]]
 
 
@@ -338,40 +312,59 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def watch(children: dict[str, subprocess.Popen[bytes]], urls: dict[str, str], sent: int, as_of_s: float,
-          timeout: float, broker_pid: int | None) -> tuple[list[Sample], str]:
-    """Scrape the services until the pipeline is quiet (and indicators reached ``as_of_s``, or 15s more).
+@dataclass
+class Sampler:
+    """Scrapes the workers every POLL_S in a thread of its own, while the bench waits for conditions.
 
     Each sample also holds the CPU seconds used so far by each service (``cpu:NAME``), the
-    broker when it is ours, and this process (the scraping).
+    broker when it is ours, and this process (the scraping and the waiting).
     """
-    samples: list[Sample] = []
-    current: dict[str, float] = {}
-    state: tuple[float, ...] = ()
-    changed = time.perf_counter()
-    deadline = changed + timeout
-    while time.perf_counter() < deadline:
-        for service, child in children.items():
-            if child.poll() is not None:
-                return samples, f"{service} exited with code {child.returncode}"
-        for service, url in urls.items():
-            with contextlib.suppress(OSError):  # counters only grow: keep the last value if a scrape fails
-                current.update(scrape(url))
-            current[f"cpu:{service}"] = cpu_seconds(children[service].pid)
-        if broker_pid:
-            current["cpu:broker"] = cpu_seconds(broker_pid)
-        current["cpu:bench"] = time.process_time()
-        now = time.perf_counter()
-        samples.append((now, dict(current)))
-        progress = tuple(current.get(k, 0.0) for k in PROGRESS)
-        if progress != state:
-            state, changed = progress, now
-        quiet = now - changed
-        if current.get(RECEIVED, 0) >= sent and current.get(TIMELINE, 0) > 0 and quiet >= QUIET_S and (
-                current.get(AS_OF, 0) >= as_of_s or quiet >= 15):
-            return samples, ""
-        time.sleep(POLL_S)
-    return samples, f"not settled within {timeout:.0f}s"
+
+    workers: dict[str, HubWorker]
+    broker_pid: int | None
+    samples: list[Sample] = field(default_factory=list)
+    halt: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        current: dict[str, float] = {}
+        while True:
+            for service, worker in self.workers.items():
+                with contextlib.suppress(OSError):  # counters only grow: keep the last value if a scrape fails
+                    current.update(worker.metrics())
+                current[f"cpu:{service}"] = cpu_seconds(worker.pid)
+            if self.broker_pid:
+                current["cpu:broker"] = cpu_seconds(self.broker_pid)
+            current["cpu:bench"] = time.process_time()
+            self.samples.append((time.perf_counter(), dict(current)))
+            if self.halt.wait(POLL_S):
+                return
+
+    def last(self, key: str) -> float:
+        return self.samples[-1][1].get(key, 0.0) if self.samples else 0.0
+
+
+def wait_finished(hub: LocalHub, sampler: Sampler, sent: int, as_of_s: float, timeout_s: float) -> None:
+    """Wait until the pipeline has done everything with the ``sent`` records, each step a condition.
+
+    AssertionError if a worker exits or a step is not reached by the deadline; only the as_of the
+    indicators publish may fall short (the report says so).
+    """
+    deadline = time.monotonic() + timeout_s
+
+    def left() -> float:
+        return max(1.0, deadline - time.monotonic())
+
+    def reached(key: str, value: float) -> bool:
+        hub.assert_running()
+        return sampler.last(key) >= value
+
+    eventually(lambda: reached(RECEIVED, sent), left(), f"ingest read all {sent} records")
+    for stage in ("ingest", "identity", "timeline"):  # each has committed its input to the end
+        hub.settle(stage, timeout_s=left(), interval_s=SETTLE_POLL_S)
+    partials = sum(fetch_ends(hub.bootstrap, [hub.topic("indicators.partials")]).values())
+    eventually(lambda: reached(PARTIALS, partials), left(), f"indicators applied all {partials} partials")
+    with contextlib.suppress(AssertionError):
+        eventually(lambda: sampler.last(AS_OF) >= as_of_s, min(left(), AS_OF_WAIT_S), "indicators' as_of")
 
 
 def span(samples: list[Sample], key: str, final: float) -> tuple[float, float]:
@@ -381,86 +374,65 @@ def span(samples: list[Sample], key: str, final: float) -> tuple[float, float]:
     return start, end
 
 
-def records_written(bootstrap: str, prefix: str) -> dict[str, int]:
-    """Records in the topics of each faust worker under ``prefix`` (outputs and table changelogs).
+def records_written(hub: LocalHub) -> dict[str, int]:
+    """Records in the topics of the faust workers ingest, identity and timeline (outputs and table
+    changelogs), each topic's end as a Fetch response reports it (carehub.kafka.read.fetch_ends)."""
+    from kafka import KafkaConsumer
 
-    End offsets are exact only for topics written one record per produce request, as the
-    faust workers do on the embedded broker (carehub/runtime/app.py); so the provider topic
-    and the indicators service's topics are left out.
-    """
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="carehub-bench")
+    consumer = KafkaConsumer(bootstrap_servers=hub.bootstrap, client_id="carehub-bench")
     try:
-        written: dict[str, int] = {}
-        for topic in sorted(consumer.topics()):
-            service = next((s for s in SERVICES[:3] if topic.startswith((f"{prefix}.{s}.", f"{prefix}-{s}-"))), None)
-            if topic == f"{prefix}.indicators.partials":
-                service = "timeline"
-            if service is None:
-                continue
-            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-            written[service] = written.get(service, 0) + sum(consumer.end_offsets(tps).values())
-        return written
+        topics = sorted(consumer.topics())
     finally:
         consumer.close()
-
-
-def stop_children(children: dict[str, subprocess.Popen[bytes]]) -> None:
-    for child in children.values():
-        if child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-    for child in children.values():
-        try:
-            child.wait(20)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+    written: dict[str, int] = {}
+    for topic in topics:
+        service = next((s for s in SERVICES[:3] if topic.startswith((f"{hub.prefix}.{s}.", f"{hub.prefix}-{s}-"))),
+                       None)
+        if topic == hub.topic("indicators.partials"):
+            service = "timeline"
+        if service is not None:
+            written[service] = written.get(service, 0) + sum(fetch_ends(hub.bootstrap, [topic]).values())
+    return written
 
 
 def run_full(bootstrap: str, prefix: str, events: list[tuple[bytes, bytes, str, str]], args: argparse.Namespace,
              results: dict[str, Result], notes: list[str], broker_pid: int | None) -> None:
     """The four services at once over their own topics; adds carehub-full and its stages to ``results``."""
-    from carehub.kafka.broker import create_topics
-    from carehub.settings import load_settings
-    from carehub.topics import topic_specs
+    from carehub.settings import Settings
 
     full_prefix = f"{prefix}full"
-    key = secrets.token_hex(32)
-    settings = load_settings(topic_prefix=full_prefix, provider_topics=["provider.events"],
-                             partitions=args.partitions, kafka_bootstrap=bootstrap, pseudonym_key=key)
-    create_topics(bootstrap, topic_specs(settings))
-    rate = asyncio.run(publish(bootstrap, settings.source_topics[0], events))
+    # the settings' own batching window (the harness's default is shorter, for tests)
+    window = str(Settings.model_fields["ingest_batch_within_s"].default)
+    hub = LocalHub(bootstrap, BENCH_DIR / full_prefix, prefix=full_prefix, partitions=args.partitions,
+                   base_env={"CAREHUB_INGEST_BATCH_WITHIN_S": window, "CAREHUB_LOG_LEVEL": "info"})
+    hub.create_topics()
+    rate = asyncio.run(publish(bootstrap, hub.topic("provider.events"), events))
     newest = newest_event_day(events)
-    print(f"carehub-full: published {len(events)} records to {settings.source_topics[0]} at {rate:,.0f}/s; "
+    print(f"carehub-full: published {len(events)} records to {hub.topic('provider.events')} at {rate:,.0f}/s; "
           f"newest event day {datetime.fromtimestamp(newest * 86_400).date()}; starting the four services",
           flush=True)
-    children: dict[str, subprocess.Popen[bytes]] = {}
-    urls: dict[str, str] = {}
-    logs = []
+    sampler = Sampler({}, broker_pid)
+    thread = threading.Thread(target=sampler.run, name="bench-scrape", daemon=True)
+    failure = ""
     try:
         for service in SERVICES:
-            port = free_port()
-            env = dict(os.environ, CAREHUB_KAFKA_BOOTSTRAP=bootstrap, CAREHUB_TOPIC_PREFIX=full_prefix,
-                       CAREHUB_PROVIDER_TOPICS="provider.events", CAREHUB_PARTITIONS=str(args.partitions),
-                       CAREHUB_PSEUDONYM_KEY=key, CAREHUB_METRICS_HOST="127.0.0.1", CAREHUB_METRICS_PORT=str(port),
-                       CAREHUB_DATA_DIR=str(BENCH_DIR / full_prefix), CAREHUB_WORKER_NAME=f"bench-{service}",
-                       CAREHUB_LOG_LEVEL="info")
-            log = BENCH_DIR / f"{prefix}-carehub-full-{service}.log"
-            logs.append(str(log))
-            with log.open("wb") as out:
-                children[service] = subprocess.Popen([sys.executable, "-m", f"services.{service}"], env=env,
-                                                     cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-            urls[service] = f"http://127.0.0.1:{port}/metrics"
-        samples, failure = watch(children, urls, len(events), newest * 86_400, args.timeout, broker_pid)
+            sampler.workers[service] = hub.start_with_metrics(service)
+        thread.start()
+        wait_finished(hub, sampler, len(events), newest * 86_400, args.timeout)
+    except (AssertionError, ReadTimeout) as exc:
+        failure = str(exc).splitlines()[0]
     finally:
-        stop_children(children)
+        sampler.halt.set()
+        if thread.is_alive():
+            thread.join()
+        hub.stop_all()
+    samples = sampler.samples
     written = {}
     with contextlib.suppress(Exception):  # a diagnostic only
-        written = records_written(bootstrap, full_prefix)
+        written = records_written(hub)
     last = samples[-1][1] if samples else {}
     if failure or not last.get(TIMELINE):
-        print(f"carehub-full       did not finish ({failure}); logs: {', '.join(logs)}", flush=True)
+        print(f"carehub-full       did not finish ({failure}); logs in {hub.data_dir}", flush=True)
         return
     final = {k: last[k] for k in (RECEIVED, LINKED, TIMELINE)}
     (start, _), (_, end) = span(samples, RECEIVED, final[RECEIVED]), span(samples, TIMELINE, final[TIMELINE])
@@ -482,11 +454,14 @@ def run_full(bootstrap: str, prefix: str, events: list[tuple[bytes, bytes, str, 
         notes.append(f"full: indicators published values with as_of {day} (the newest event day) "
                      f"{reached - start:.1f}s after ingest's first batch, {reached - end:+.1f}s from the timeline's "
                      f"last event")
+    applied = next(t for t, m in samples if m.get(PARTIALS, 0) >= last.get(PARTIALS, 0))
+    notes.append(f"full: indicators applied all {int(last.get(PARTIALS, 0))} records of indicators.partials "
+                 f"{applied - end:+.1f}s from the timeline's last event")
     if last.get(PUBLISHED):
         settled = next(t for t, m in samples if m.get(PUBLISHED, 0) >= last[PUBLISHED])
-        notes.append(f"full: indicators' last publication {settled - end:+.1f}s from the timeline's last event "
-                     f"({int(last[PUBLISHED])} values written, {int(last.get('carehub_indicators_values', 0))} "
-                     f"held)")
+        notes.append(f"full: indicators' last publication seen by then {settled - end:+.1f}s from the timeline's "
+                     f"last event ({int(last[PUBLISHED])} values written, "
+                     f"{int(last.get('carehub_indicators_values', 0))} held)")
     notes.append(f"full: {int(final[RECEIVED])} records read by ingest, {int(final[LINKED])} events linked, "
                  f"{int(final[TIMELINE])} on timelines; clocks from metric scrapes every {POLL_S}s")
     if written:
@@ -550,7 +525,7 @@ def parent(args: argparse.Namespace) -> None:
             if variant == "carehub-identity":
                 target = accepted
             elif variant == "carehub-timeline":
-                target = asyncio.run(count_linked(bootstrap, f"{prefix}.identity.linked", args.partitions))
+                target = count_linked(bootstrap, f"{prefix}.identity.linked")
                 if not target:
                     print(f"{variant:18} skipped: it reads what carehub-identity linked earlier in the run", flush=True)
                     continue
@@ -561,7 +536,7 @@ def parent(args: argparse.Namespace) -> None:
                       flush=True)
         notes.append(f"whole run {time.perf_counter() - started:.0f}s; load average {load:.2f} before it, "
                      f"{os.getloadavg()[0]:.2f} after (other work on the machine skews the figures); "
-                     f"child logs in {BENCH_DIR}/{prefix}-*.log")
+                     f"child logs in {BENCH_DIR}/{prefix}-*.log and {BENCH_DIR}/{prefix}full/")
         print_summary(results, notes)
     finally:
         if broker:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
@@ -102,6 +103,19 @@ def fetch_ends(bootstrap: str, topics: Sequence[str], *, timeout_s: float = 30.0
                                   f"{sorted(f'{tp.topic}[{tp.partition}]' for tp in set(tps) - set(ends))}")
     finally:
         consumer.close()
+
+
+async def at_end(consumer: Any, tps: Iterable[TopicPartition]) -> bool:
+    """Has an aiokafka ``consumer`` handed out every record of ``tps`` up to the Fetch high watermark?
+
+    For long-lived readers (the gateway's logs, the indicators service) that must say when they
+    have caught up; False until each partition has had a fetch answer.
+    """
+    for tp in tps:
+        high = consumer.highwater(tp)
+        if high is None or await consumer.position(tp) < high:
+            return False
+    return True
 
 
 def values_to_end(bootstrap: str, topics: str | Sequence[str], *, timeout_s: float = 60.0) -> list[bytes]:

@@ -1,11 +1,12 @@
-"""Prometheus endpoint for a service, bound to loopback unless configured otherwise."""
+"""A service's HTTP endpoint (/metrics, /ready, /live), bound to loopback unless configured otherwise."""
 
 from __future__ import annotations
 
 import logging
 
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import Counter, Gauge
 
+from carehub.runtime.health import serve_health_and_metrics
 from carehub.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -14,15 +15,18 @@ log = logging.getLogger(__name__)
 STAGE_RECORDS = Counter("carehub_stage_records_total", "Kafka records a stage has processed", ["stage"])
 STAGE_LAG = Gauge("carehub_stage_lag_seconds",
                   "Consumer lag in time: now minus the produce timestamp of the newest record processed", ["stage"])
+STAGE_LAG_RECORDS = Gauge("carehub_stage_lag_records",
+                          "Records waiting: the Fetch high watermark minus the next offset to process, summed over "
+                          "the stage's assigned partitions", ["stage"])
 STAGE_LAST = Gauge("carehub_stage_last_record_timestamp_seconds",
                    "Produce timestamp of the newest record processed (Unix time)", ["stage"])
 
 
 def serve_metrics(settings: Settings) -> str | None:
-    """Start /metrics; returns its URL, or None when CAREHUB_METRICS_PORT=0."""
+    """Start /metrics (with /ready and /live, carehub/runtime/health.py); its URL, or None when the port is 0."""
     if settings.metrics_port == 0:
         return None
-    start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    serve_health_and_metrics(settings.metrics_host, settings.metrics_port)
     url = f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
     log.info("metrics at %s", url)
     return url

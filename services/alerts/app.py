@@ -28,8 +28,7 @@ from carehub.domain.alert_evaluation import AlertEngine
 from carehub.domain.alert_rules import load_rules
 from carehub.domain.timeline import ns
 from carehub.kafka.batching import target_partition
-from carehub.runtime.app import faust_app
-from carehub.runtime.batches import add_batch_agent, current_event_of, forget_on_revoke
+from carehub.runtime.stage import Batch, StageRuntime
 from carehub.settings import Settings
 from carehub.telemetry import continue_trace, tracing_enabled
 from carehub.topics import alerts_topic, indicator_signals_topic, timeline_topic
@@ -121,18 +120,13 @@ class Alerts:
         else:
             index[person_id] = due
 
-    async def process_batch(self, stream: Any, events: list[Any]) -> None:
+    async def process_batch(self, batch: Batch) -> None:
         started = time.perf_counter()
-        last_of: dict[int, Any] = {}
-        values: list[tuple[int, bytes]] = []
-        for record in events:
-            msg = record.message
-            last_of[msg.partition] = record
-            values.append((msg.partition, msg.value))
+        values = [(record.partition, record.value) for record in batch]
         alerts, changed = self.apply_records(values, time.time_ns())
         await self.send(alerts)
         for partition, states in changed.items():
-            with current_event_of(stream, last_of[partition]):
+            with batch.state_for(self.source_topic, partition):
                 for person_id, state in states.items():
                     self.persons[person_id] = state.SerializeToString()
         m.BATCH_SECONDS.observe(time.perf_counter() - started)
@@ -150,23 +144,23 @@ class Signals:
     def __init__(self, alerts: Alerts) -> None:
         self.alerts = alerts
 
-    async def process_batch(self, stream: Any, events: list[Any]) -> None:
+    async def process_batch(self, batch: Batch) -> None:
         out: list[al.Alert] = []
-        for record in events:
-            signal = ind.IndicatorSignal.FromString(record.message.value)
+        for record in batch:
+            signal = ind.IndicatorSignal.FromString(record.value)
             out += self.alerts.engine.on_signal(signal.value, time.time_ns())
         await self.alerts.send(out)
 
 
 def build_app(settings: Settings, bootstrap: str) -> faust.App:
-    app = faust_app(settings.topic(APP_SUFFIX).replace(".", "-"), settings, bootstrap)
-    raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
-    persons = app.Table(TABLE, default=None, partitions=settings.partitions, key_type=str, value_type=bytes)
+    runtime = StageRuntime(APP_SUFFIX, settings, bootstrap)
+    persons = runtime.table(TABLE, partitions=settings.partitions, value_type=bytes)
     engine = AlertEngine(load_rules(definitions=settings.indicator_definitions), settings.alerts_involved_within_days)
-    alerts = Alerts(settings, persons, app.topic(alerts_topic(settings), **raw), engine)
-    add_batch_agent(app, app.topic(timeline_topic(settings), **raw), "alerts", alerts, settings.ingest_batch_size,
-                    settings.ingest_batch_within_s)
-    add_batch_agent(app, app.topic(indicator_signals_topic(settings), **raw), "signals", Signals(alerts), 100, 0.5)
-    forget_on_revoke(app, alerts)
+    alerts = Alerts(settings, persons, runtime.topic(alerts_topic(settings)), engine)
+    runtime.batch_stage("alerts", [timeline_topic(settings)], alerts, settings.ingest_batch_size,
+                        settings.ingest_batch_within_s)
+    runtime.batch_stage("signals", [indicator_signals_topic(settings)], Signals(alerts), 100, 0.5)
+    runtime.forget_on_revoke(alerts)
+    app = runtime.app
     app.carehub_alerts = alerts  # type: ignore[attr-defined]
     return app

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from carehub.kafka.profile import ClientProfile
+from carehub.kafka.read import at_end
 from carehub.v1 import alerts_pb2 as al
 from carehub.v1 import indicators_pb2 as ind
 
 log = logging.getLogger(__name__)
-FETCH_MAX_WAIT_MS = 50
 
 
 def cursor_of(partition: int, offset: int) -> str:
@@ -117,15 +118,16 @@ class IndicatorBoard:
 
 
 async def tail(bootstrap: str, topic: str, handle: Callable[[int, int, bytes | None, bytes | None], None],
-               ready: asyncio.Event, stop: asyncio.Event) -> None:
+               ready: asyncio.Event, stop: asyncio.Event, profile: ClientProfile) -> None:
     """Read ``topic`` (every partition) from the start and forever; ``ready`` once caught up.
 
-    Caught up means a poll returned nothing new, not the end offset (wrong on the embedded broker).
+    Caught up means every partition read to the high watermark a Fetch response reported
+    (carehub.kafka.read.at_end), not to ListOffsets' end (wrong on the embedded broker). The
+    fetch wait is the profile's: on a broker that answers a fetch only when its wait expires
+    (the embedded one), it bounds what the gateway adds to each delivery.
     """
-    # A short fetch wait: a broker that answers a fetch only when the wait expires (the embedded
-    # one does) would otherwise add up to aiokafka's 500 ms default to every delivery.
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+                                auto_offset_reset="earliest", **profile.aiokafka_consumer())
     await consumer.start()
     try:
         partitions: set[int] = set()
@@ -142,7 +144,7 @@ async def tail(bootstrap: str, topic: str, handle: Callable[[int, int, bytes | N
             for tp, records in batches.items():
                 for record in records:
                     handle(tp.partition, record.offset, record.key, record.value)
-            if not batches and not ready.is_set():
+            if not ready.is_set() and await at_end(consumer, tps):
                 ready.set()
                 log.info("gateway: %s read up to date", topic)
     finally:

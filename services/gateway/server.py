@@ -28,6 +28,8 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
 from opentelemetry.propagate import extract
 
+from carehub.kafka.profile import client_profile
+from carehub.runtime.health import HEALTH
 from carehub.settings import Settings
 from carehub.topics import acks_topic, alerts_topic, audit_topic, indicators_topic
 from carehub.v1 import alerts_pb2 as al
@@ -218,7 +220,8 @@ class Gateway:
             self.board.put(key.decode(), ind.IndicatorValue.FromString(value) if value is not None else None)
 
     async def run(self, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5)
+        profile = client_profile(self.settings)
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, **profile.aiokafka_producer())
         await producer.start()
         server = grpc.aio.server()
         pb_grpc.add_PartnerGatewayServicer_to_server(
@@ -246,9 +249,9 @@ class Gateway:
                  "required" if self.settings.gateway_require_client_cert else "optional, bearer tokens accepted")
         readers = [
             asyncio.create_task(tail(self.bootstrap, alerts_topic(self.settings), self._on_alert, self.alerts.ready,
-                                     stop)),
+                                     stop, profile)),
             asyncio.create_task(tail(self.bootstrap, indicators_topic(self.settings), self._on_value,
-                                     self.board.ready, stop)),
+                                     self.board.ready, stop, profile)),
         ]
         try:
             await self.alerts.ready.wait()
@@ -258,6 +261,7 @@ class Gateway:
                 started.set()
             while not stop.is_set():
                 m.SUBSCRIBERS_NOW.set(self.alerts.count_subscribers())
+                HEALTH.judge([] if self.board.ready.is_set() else ["indicator values not read up to date yet"])
                 await asyncio.wait([asyncio.ensure_future(stop.wait()), *readers], timeout=1.0,
                                    return_when=asyncio.FIRST_COMPLETED)
                 for reader in readers:

@@ -26,8 +26,7 @@ from opentelemetry import trace
 
 from carehub.domain.dedupe import DedupeIndex
 from carehub.kafka.batching import batch_records, target_partition
-from carehub.runtime.app import faust_app
-from carehub.runtime.batches import add_batch_agent, current_event_of, forget_on_revoke
+from carehub.runtime.stage import Batch, StageRuntime
 from carehub.settings import Settings
 from carehub.telemetry import continue_trace, tracing_enabled
 from carehub.topics import accepted_topic, linked_topic, registry_topic, review_topic
@@ -108,7 +107,7 @@ class Identity:
                 out.append(other)
         return out, review, registry
 
-    async def process_batch(self, stream: Any, events: list[Any]) -> None:
+    async def process_batch(self, batch: Batch) -> None:
         started = time.perf_counter()
         now_s = time.time()
         outgoing: dict[int, list[idn.LinkedEvent]] = {}
@@ -117,21 +116,19 @@ class Identity:
         new_keys: list[str] = []
         batch_keys: set[str] = set()
         tag = ""
-        for record in events:
-            msg = record.message
-            tag = f"{msg.topic}:{msg.partition}"
-            batch = ing.AcceptedBatch.FromString(msg.value)
-            for position, event in enumerate(batch.events):
+        for record in batch:
+            tag = f"{record.topic}:{record.partition}"
+            for position, event in enumerate(ing.AcceptedBatch.FromString(record.value).events):
                 key = f"{event.source_org}/{event.event_id}"
                 if key in batch_keys or self.index.seen(tag, key):
                     m.DUPLICATES.inc()
                     continue
                 batch_keys.add(key)
                 new_keys.append(key)
-                with (continue_trace(tracer, "identity", event.trace_context, msg.topic, msg.partition,
+                with (continue_trace(tracer, "identity", event.trace_context, record.topic, record.partition,
                                      event.event_id) if self.tracing else contextlib.nullcontext()):
                     linked_events, review, entries = self.link_one(
-                        event, msg.offset * MAX_EVENTS_PER_RECORD + position, msg.offset, position
+                        event, record.offset * MAX_EVENTS_PER_RECORD + position, record.offset, position
                     )
                 for linked in linked_events:
                     partition = target_partition(linked.person_id, self.settings.partitions)
@@ -140,13 +137,14 @@ class Identity:
                     reviews.append(review)
                 registry += entries
         await self._send(outgoing, reviews, registry)
-        if events:
-            with current_event_of(stream, events[-1]):
+        if batch.records:
+            last = batch.records[-1]  # one source partition: the linkage log
+            with batch.state_for(last.topic, last.partition):
                 m.TABLE_WRITES.inc(self.store.flush())
                 m.FULL_BLOCKS.inc(self.store.full_blocks)
                 self.store.full_blocks = 0
                 if new_keys:
-                    self.index.record(tag, events[0].message.offset, new_keys, now_s)
+                    self.index.record(tag, batch.records[0].offset, new_keys, now_s)
                 self.index.expire(tag, now_s)
         m.LINKED.inc(sum(len(v) for v in outgoing.values()))
         m.BATCH_SECONDS.observe(time.perf_counter() - started)
@@ -173,24 +171,22 @@ def _entry(org: str, local_id: str, person_id: str) -> idn.RegistryEntry:
 
 
 def build_app(settings: Settings, bootstrap: str) -> faust.App:
-    app = faust_app(settings.topic(APP_SUFFIX).replace(".", "-"), settings, bootstrap)
-    raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
-    source = app.topic(accepted_topic(settings), **raw)
+    runtime = StageRuntime(APP_SUFFIX, settings, bootstrap)
     tables = {
-        "local": app.Table("identity-local", default=None, partitions=1, key_type=str, value_type=str),
-        "blocks": app.Table("identity-blocks", default=None, partitions=1, key_type=str),
-        "profiles": app.Table("identity-profiles", default=None, partitions=1, key_type=str, value_type=bytes),
-        "members": app.Table("identity-members", default=None, partitions=1, key_type=str),
-        "redirects": app.Table("identity-redirects", default=None, partitions=1, key_type=str, value_type=str),
-        "merges": app.Table("identity-merges", default=None, partitions=1, key_type=str),
-        "dedupe": app.Table("identity-dedupe", default=None, partitions=1, key_type=str),
+        "local": runtime.table("identity-local", partitions=1, value_type=str),
+        "blocks": runtime.table("identity-blocks", partitions=1),
+        "profiles": runtime.table("identity-profiles", partitions=1, value_type=bytes),
+        "members": runtime.table("identity-members", partitions=1),
+        "redirects": runtime.table("identity-redirects", partitions=1, value_type=str),
+        "merges": runtime.table("identity-merges", partitions=1),
+        "dedupe": runtime.table("identity-dedupe", partitions=1),
     }
-    identity = Identity(settings, tables, app.topic(linked_topic(settings), **raw),
-                        app.topic(review_topic(settings), **raw), app.topic(registry_topic(settings), **raw))
-
-    add_batch_agent(app, source, "identity", identity, settings.ingest_batch_size,
-                    settings.ingest_batch_within_s)
-    forget_on_revoke(app, identity.index)
+    identity = Identity(settings, tables, runtime.topic(linked_topic(settings)),
+                        runtime.topic(review_topic(settings)), runtime.topic(registry_topic(settings)))
+    runtime.batch_stage("identity", [accepted_topic(settings)], identity, settings.ingest_batch_size,
+                        settings.ingest_batch_within_s)
+    runtime.forget_on_revoke(identity.index)
+    app = runtime.app
 
     app.carehub_identity = identity  # type: ignore[attr-defined]
     return app

@@ -23,6 +23,9 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from carehub.domain.definitions import Catalogue, load_catalogue
+from carehub.kafka.profile import client_profile
+from carehub.kafka.read import at_end
+from carehub.runtime.health import HEALTH
 from carehub.settings import Settings
 from carehub.topics import indicator_partials_topic, indicator_signals_topic, indicators_topic
 from carehub.v1 import indicators_pb2 as ind
@@ -85,21 +88,28 @@ class IndicatorService:
         self.dirty = False
 
     async def run(self, stop: asyncio.Event) -> None:
+        profile = client_profile(self.settings)
+        topic = indicator_partials_topic(self.settings)
         consumer = AIOKafkaConsumer(
-            indicator_partials_topic(self.settings), bootstrap_servers=self.bootstrap, group_id=None,
-            auto_offset_reset="earliest", enable_auto_commit=False, max_partition_fetch_bytes=8 * 1024 * 1024,
-            fetch_max_bytes=32 * 1024 * 1024)
-        # The values topic is read by consumers that never rely on end offsets (the CLI reads until
-        # quiet), so ordinary producer batching is safe on the embedded broker.
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=20, max_request_size=2 * 1024 * 1024)
+            topic, bootstrap_servers=self.bootstrap, group_id=None, auto_offset_reset="earliest",
+            enable_auto_commit=False, max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024,
+            **profile.aiokafka_consumer())
+        # Every reader of the values topic reads to the Fetch high watermark (carehub.kafka.read),
+        # never to ListOffsets' end, so batching many values in one produce is safe here even on
+        # the embedded broker: the profile's one-record batches are only for faust's changelogs.
+        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, max_request_size=2 * 1024 * 1024,
+                                    **(profile.aiokafka_producer() | {"linger_ms": 20, "max_batch_size": 16_384}))
         await consumer.start()
         await producer.start()
         log.info("indicators: %d definitions (digest %s), publishing every %.1fs",
                  len(self.catalogue.indicators), self.catalogue.digest, self.settings.indicators_publish_interval_s)
         next_publish = time.monotonic() + self.settings.indicators_publish_interval_s
+        caught_up = False
         try:
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=200, max_records=500)
+                caught_up = caught_up or (bool(consumer.assignment()) and await at_end(consumer, consumer.assignment()))
+                HEALTH.judge([] if caught_up else ["reading the partials"])
                 for records in batches.values():
                     for record in records:
                         self.aggregate.apply(ind.IndicatorPartials.FromString(record.value))

@@ -20,8 +20,7 @@ import faust
 from carehub.domain.dedupe import DedupeIndex
 from carehub.domain.pseudonymise import Pseudonymiser
 from carehub.kafka.batching import batch_records, target_partition
-from carehub.runtime.app import faust_app
-from carehub.runtime.batches import add_batch_agent, current_event_of, forget_on_revoke, group_by_partition
+from carehub.runtime.stage import Batch, StageRecord, StageRuntime
 from carehub.settings import Settings
 from carehub.topics import ACCEPTED_PARTITIONS, accepted_topic, deadletter_topic
 from carehub.v1 import care_event_pb2 as ce
@@ -35,12 +34,9 @@ log = logging.getLogger(__name__)
 APP_SUFFIX = "ingest"
 
 
-def _raw(event: Any) -> RawRecord:
-    msg = event.message
-    headers = msg.headers
-    if not isinstance(headers, list):
-        headers = list(headers.items()) if isinstance(headers, dict) else list(headers or ())
-    return RawRecord(msg.topic, msg.partition, msg.offset, msg.key, msg.value, headers, msg.timestamp or 0.0)
+def _raw(record: StageRecord) -> RawRecord:
+    return RawRecord(record.topic, record.partition, record.offset, record.key, record.value,
+                     list(record.headers), record.timestamp_s)
 
 
 class Ingest:
@@ -55,7 +51,7 @@ class Ingest:
         self.index = DedupeIndex(table, settings.dedupe_retention.total_seconds())
         self._accepted = {v: m.ACCEPTED.labels(ce.Sector.Name(v)) for v in ce.Sector.values()}
 
-    async def process_batch(self, stream: Any, events: list[Any]) -> None:
+    async def process_batch(self, batch: Batch) -> None:
         started = time.perf_counter()
         now = now_utc()
         now_s = now.timestamp()
@@ -64,15 +60,15 @@ class Ingest:
         sectors: Counter[ce.Sector.ValueType] = Counter()
         feeds: Counter[str] = Counter()
         last_seen: dict[str, float] = {}
-        groups = group_by_partition(events)
+        groups = batch.by_partition()
         new_keys: dict[str, list[str]] = {f"{t}:{p}": [] for t, p in groups}
         batch_keys: set[str] = set()
         for (topic, _), group in groups.items():
             m.RECEIVED.labels(topic).inc(len(group))
         # In arrival order, not partition by partition: the accepted topic is the linkage log,
         # and its order is the order the identity stage decides in.
-        for event in events:
-            rec = _raw(event)
+        for record in batch:
+            rec = _raw(record)
             tag = f"{rec.topic}:{rec.partition}"
             result = self.processor.process(rec, now)
             if isinstance(result, ing.DeadLetter):
@@ -97,10 +93,10 @@ class Ingest:
         for (topic, partition), group in groups.items():
             keys = new_keys[f"{topic}:{partition}"]
             if keys:
-                with current_event_of(stream, group[-1]):
-                    self.index.record(f"{topic}:{partition}", group[0].message.offset, keys, now_s)
-        for (topic, partition), group in groups.items():
-            with current_event_of(stream, group[-1]):
+                with batch.state_for(topic, partition):
+                    self.index.record(f"{topic}:{partition}", group[0].offset, keys, now_s)
+        for topic, partition in groups:
+            with batch.state_for(topic, partition):
                 self.index.expire(f"{topic}:{partition}", now_s)
         for sector, n in sectors.items():
             self._accepted[sector].inc(n)
@@ -108,7 +104,7 @@ class Ingest:
             m.FEED_EVENTS.labels(org).inc(n)
         for org, ts in last_seen.items():
             m.LAST_EVENT.labels(org).set(ts)
-        m.BATCH_SIZE.observe(len(events))
+        m.BATCH_SIZE.observe(len(batch))
         m.BATCH_SECONDS.observe(time.perf_counter() - started)
 
     async def _send(self, outgoing: dict[int, list[ing.AcceptedEvent]], dead: list[ing.DeadLetter]) -> None:
@@ -127,16 +123,12 @@ class Ingest:
 
 
 def build_app(settings: Settings, bootstrap: str) -> faust.App:
-    app = faust_app(settings.topic(APP_SUFFIX).replace(".", "-"), settings, bootstrap)
-    source = app.topic(*settings.source_topics, key_serializer="raw", value_serializer="raw")
-    accepted = app.topic(accepted_topic(settings), key_serializer="raw", value_serializer="raw")
-    dlq = app.topic(deadletter_topic(settings), key_serializer="raw", value_serializer="raw")
-    table = app.Table("ingest-dedupe", default=None, partitions=settings.partitions, key_type=str)
-    ingest = Ingest(settings, accepted, dlq, table)
-
-    add_batch_agent(app, source, "ingest", ingest, settings.ingest_batch_size,
-                    settings.ingest_batch_within_s)
-    forget_on_revoke(app, ingest.index)
-
+    runtime = StageRuntime(APP_SUFFIX, settings, bootstrap)
+    table = runtime.table("ingest-dedupe", partitions=settings.partitions)
+    ingest = Ingest(settings, runtime.topic(accepted_topic(settings)), runtime.topic(deadletter_topic(settings)), table)
+    runtime.batch_stage("ingest", settings.source_topics, ingest, settings.ingest_batch_size,
+                        settings.ingest_batch_within_s)
+    runtime.forget_on_revoke(ingest.index)
+    app = runtime.app
     app.carehub_ingest = ingest  # type: ignore[attr-defined]
     return app

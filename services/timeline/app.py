@@ -42,8 +42,7 @@ from carehub.domain.indicator_counts import PartitionCounts
 from carehub.domain.indicator_facts import Cells, PersonFacts
 from carehub.domain.timeline import PersonState, Step, is_merge, receive, recipient, step
 from carehub.kafka.batching import batch_records, target_partition
-from carehub.runtime.app import faust_app
-from carehub.runtime.batches import add_batch_agent, current_event_of, forget_on_revoke
+from carehub.runtime.stage import Batch, StageRuntime
 from carehub.settings import Settings
 from carehub.telemetry import continue_trace, tracing_enabled
 from carehub.topics import indicator_partials_topic, linked_topic, timeline_handover_topic, timeline_topic
@@ -167,28 +166,23 @@ class Timeline:
             self.persons[person_id] = state.to_bytes()
         return len(states)
 
-    async def process_batch(self, stream: Any, events: list[Any]) -> None:
+    async def process_batch(self, batch: Batch) -> None:
         started = time.perf_counter()
-        last_of: dict[Any, Any] = {}
-        values: list[tuple[Any, bytes]] = []
-        for record in events:
-            msg = record.message
-            tag = (msg.topic, msg.partition)
-            last_of[tag] = record
-            values.append((tag, msg.value))
-        self.ensure_counted({tag[1] for tag in last_of})
+        values: list[tuple[Any, bytes]] = [(record.tag, record.value) for record in batch]
+        partitions = {record.partition for record in batch}
+        self.ensure_counted(partitions)
         outgoing, by_tag, handovers = self.apply_records(values)
         await self._send(outgoing, handovers)
         written = 0
-        for tag, timelines in by_tag.items():
-            with current_event_of(stream, last_of[tag]):
+        for (topic, partition), timelines in by_tag.items():
+            with batch.state_for(topic, partition):
                 written += self.write(timelines)
-        await self._send_partials({tag[1] for tag in last_of})
+        await self._send_partials(partitions)
         sent = sum(len(v) for v in outgoing.values())
         m.EVENTS.inc(sent)
         m.PERSONS_WRITTEN.observe(written)
         m.BATCH_SECONDS.observe(time.perf_counter() - started)
-        log.debug("timeline batch: %d records, %d events, %d persons written", len(events), sent, written)
+        log.debug("timeline batch: %d records, %d events, %d persons written", len(batch), sent, written)
 
     async def _send(self, outgoing: dict[int, list[tl.TimelineEvent]],
                     handovers: Sequence[tl.TimelineHandover] = ()) -> None:
@@ -219,17 +213,15 @@ class Timeline:
             for future in futures:
                 await future
 
-    async def snapshot_assigned(self, app: faust.App) -> None:
+    async def snapshot_assigned(self, runtime: StageRuntime) -> None:
         """Count and snapshot every partition assigned here, whether or not records come for it.
 
         A partition whose input is all done still needs its snapshot after a restart: the last
         batch before the stop may have been written to the table without its changes being sent.
         """
-        recovery = app.tables.recovery  # type: ignore[attr-defined]
-        if self.counts is None or app.rebalancing or app.in_recovery or not recovery.completed.is_set():
+        if self.counts is None or not runtime.recovered():
             return
-        linked = linked_topic(self.settings)
-        mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == linked}
+        mine = runtime.assigned(linked_topic(self.settings))
         missing = {p for p in mine if not self.counts.has(p)}
         if missing:
             self.ensure_counted(missing)
@@ -237,24 +229,21 @@ class Timeline:
 
 
 def build_app(settings: Settings, bootstrap: str) -> faust.App:
-    app = faust_app(settings.topic(APP_SUFFIX).replace(".", "-"), settings, bootstrap)
-    raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
-    # two source topics, both partitioned by person id with settings.partitions partitions
-    source = app.topic(linked_topic(settings), timeline_handover_topic(settings), **raw)
-    persons = app.Table(TABLE, default=None, partitions=settings.partitions, key_type=str, value_type=bytes)
+    runtime = StageRuntime(APP_SUFFIX, settings, bootstrap)
+    persons = runtime.table(TABLE, partitions=settings.partitions, value_type=bytes)
     counts = PartitionCounts(PersonFacts(load_catalogue(settings.indicator_definitions)))
-    timeline = Timeline(settings, persons, app.topic(timeline_topic(settings), **raw),
-                        app.topic(timeline_handover_topic(settings), **raw), counts,
-                        app.topic(indicator_partials_topic(settings), **raw))
+    timeline = Timeline(settings, persons, runtime.topic(timeline_topic(settings)),
+                        runtime.topic(timeline_handover_topic(settings)), counts,
+                        runtime.topic(indicator_partials_topic(settings)))
+    # two source topics, both partitioned by person id with settings.partitions partitions
+    runtime.batch_stage("timeline", [linked_topic(settings), timeline_handover_topic(settings)], timeline,
+                        settings.ingest_batch_size, settings.ingest_batch_within_s)
+    runtime.forget_on_revoke(timeline)
 
-    add_batch_agent(app, source, "timeline", timeline, settings.ingest_batch_size,
-                    settings.ingest_batch_within_s)
-    forget_on_revoke(app, timeline)
-
-    @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
     async def snapshot_assigned() -> None:
-        await timeline.snapshot_assigned(app)
+        await timeline.snapshot_assigned(runtime)
 
-
+    runtime.every(2.0, snapshot_assigned)
+    app = runtime.app
     app.carehub_timeline = timeline  # type: ignore[attr-defined]
     return app

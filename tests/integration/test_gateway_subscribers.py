@@ -136,8 +136,14 @@ def test_a_slow_subscriber_is_told_to_resume_and_others_are_not_held_up(pki: Dem
                     messages.append(message)
                 *delivered, last = messages
                 assert last.HasField("resume"), "the stuck subscriber was not told to resume"
-                assert delivered and all(m.HasField("alert") for m in delivered)
-                assert last.cursor == delivered[-1].cursor  # resume exactly after what it got
+                # It may have got some alerts before it fell behind, or none (on a busy machine the
+                # overflow can come before its stream runs again): either way it resumes exactly
+                # after what it got, and loses nothing.
+                assert all(m.HasField("alert") for m in delivered)
+                assert last.cursor == (delivered[-1].cursor if delivered else "")
+                rest = await receive(pki, server.settings.gateway_port, "B86001", last.cursor,
+                                     10 - len(delivered))
+                assert [m.alert.alert_id for m in delivered + rest] == [f"s{i}" for i in range(10)]
 
     asyncio.run(run())
 

@@ -188,7 +188,9 @@ def test_one_deployment_per_service_with_its_probes() -> None:
             assert all(p["grpc"]["port"] == 50052 for p in probes)
             assert probes[1]["grpc"]["service"] == "carehub.v1.PartnerGateway"
         else:
-            assert all(p["httpGet"] == {"path": "/metrics", "port": "metrics"} for p in probes)
+            assert [p["httpGet"] for p in probes] == [{"path": "/live", "port": "metrics"},
+                                                      {"path": "/ready", "port": "metrics"},
+                                                      {"path": "/live", "port": "metrics"}]
     gateway = find(objects, "Service", "carehub-gateway")
     assert gateway["spec"]["ports"] == [{"name": "grpc", "port": 50051, "targetPort": "grpc", "protocol": "TCP"}]
     assert gateway["spec"]["selector"]["app.kubernetes.io/component"] == "gateway"

@@ -9,7 +9,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from faust.types import TP
 
 from carehub.domain.definitions import PACKAGED, load_catalogue
 from carehub.domain.indicator_counts import PartitionCounts
@@ -202,19 +201,19 @@ def test_every_assigned_partition_is_snapshot_after_recovery_even_without_new_in
     topic = RecordingTopic()
     timeline = Timeline(settings, persons, out=None, counts=PartitionCounts(PersonFacts(load_catalogue())),
                         partials=topic)
-    completed = asyncio.Event()
+    recovered = False
     linked = linked_topic(settings)
-    app = SimpleNamespace(rebalancing=False, in_recovery=False,
-                          tables=SimpleNamespace(recovery=SimpleNamespace(completed=completed)),
-                          consumer=SimpleNamespace(assignment=lambda: {TP(linked, 0), TP(linked, 1),
-                                                                       TP("other-topic", 0)}))
+    # what the stage runtime answers (carehub/runtime/stage.py StageRuntime.recovered and .assigned)
+    runtime = SimpleNamespace(recovered=lambda: recovered,
+                              assigned=lambda t: {0, 1} if t == linked else set())
 
     async def run() -> None:
-        await timeline.snapshot_assigned(app)  # type: ignore[arg-type]
+        nonlocal recovered
+        await timeline.snapshot_assigned(runtime)  # type: ignore[arg-type]
         assert topic.sent == []  # tables not recovered yet: nothing counted from half a table
-        completed.set()
-        await timeline.snapshot_assigned(app)  # type: ignore[arg-type]
-        await timeline.snapshot_assigned(app)  # type: ignore[arg-type]
+        recovered = True
+        await timeline.snapshot_assigned(runtime)  # type: ignore[arg-type]
+        await timeline.snapshot_assigned(runtime)  # type: ignore[arg-type]
 
     asyncio.run(run())
     assert sorted(p.source_partition for p in topic.sent if p.replace) == [0, 1]  # one snapshot each, once

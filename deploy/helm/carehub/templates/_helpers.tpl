@@ -313,22 +313,25 @@ spec:
             timeoutSeconds: 5
             failureThreshold: 3
           {{- else }}
-          # The metrics endpoint: it shows the process is up and serving, not that it is
-          # consuming (faust's own web server stays off). The startup probe allows for
-          # waiting for Kafka and a slow first rebalance or table recovery (up to 3
-          # minutes) before liveness applies.
-          {{- $probe := dict "httpGet" (dict "path" "/metrics" "port" "metrics") }}
+          # On the metrics port (carehub/runtime/health.py): /ready means partitions assigned,
+          # tables recovered, lag read in the last seconds and no stall (records waiting with
+          # no progress); /live only that the worker keeps judging (its event loop is not
+          # wedged), so a slow or stalled stage is taken out of readiness, not restarted.
+          # The startup probe allows for waiting for Kafka (up to 3 minutes).
+          {{- $live := dict "httpGet" (dict "path" "/live" "port" "metrics") }}
           startupProbe:
-            {{- toYaml $probe | nindent 12 }}
+            {{- toYaml $live | nindent 12 }}
             periodSeconds: 5
             failureThreshold: 36
           readinessProbe:
-            {{- toYaml $probe | nindent 12 }}
+            httpGet:
+              path: /ready
+              port: metrics
             periodSeconds: 10
             timeoutSeconds: 3
             failureThreshold: 3
           livenessProbe:
-            {{- toYaml $probe | nindent 12 }}
+            {{- toYaml $live | nindent 12 }}
             periodSeconds: 20
             timeoutSeconds: 5
             failureThreshold: 3

@@ -1,0 +1,232 @@
+"""The stage runtime: the one module that owns faust.
+
+A service declares its stream stages and their state here: its topics, its tables, the batch
+stages that read them and the timers it needs. It never touches faust's internals; what it
+gets for each batch is a :class:`Batch` of plain :class:`StageRecord`\\ s in arrival order, and
+a way to write state for one source partition (:meth:`Batch.state_for`).
+
+Why the runtime does what it does:
+
+- Batches: faust's per-event machinery is the throughput ceiling (docs/embedded-broker.md), so
+  stages take up to ``size`` records at a time with ``take_events``.
+- State writes per source partition: faust 0.15.3 raises "Cannot modify table key from outside
+  of stream iteration" when a table is written while handling a ``take_events`` batch, and a
+  table write goes to the changelog partition of the stream's *current event*. ``state_for``
+  sets the current event to one of that partition's records (a private faust method, used here
+  only), so the changelog stays co-partitioned with the source and restores to the right owner.
+- Readiness (carehub/runtime/health.py): a worker is ready when its partitions are assigned,
+  its tables are recovered and its lag was read in the last few seconds, and no assigned
+  partition has input waiting while the stage has made no progress for ``stall_after_s``.
+  Lag in records is the Fetch response's high watermark (right on every broker; ListOffsets
+  is not on the embedded one) minus the next offset the stage will process (the committed
+  offset until the stage has processed a record of that partition).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import faust
+from mode.types.signals import BaseSignalT
+
+from carehub.runtime.app import faust_app
+from carehub.runtime.health import HEALTH, Health
+from carehub.runtime.metrics import STAGE_LAG, STAGE_LAG_RECORDS, STAGE_LAST, STAGE_RECORDS
+from carehub.settings import Settings
+
+log = logging.getLogger(__name__)
+RAW: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+# No progress for this long while records wait: the stage has stalled, and says so on /ready.
+STALL_AFTER_S = 60.0
+HEALTH_EVERY_S = 2.0
+
+Tag = tuple[str, int]  # (topic, partition)
+
+
+@dataclass(frozen=True, slots=True)
+class StageRecord:
+    """One Kafka record as a stage sees it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+    timestamp_s: float  # when it was produced (0.0 if the broker gave none)
+
+    @property
+    def tag(self) -> Tag:
+        return (self.topic, self.partition)
+
+
+def _record(event: Any) -> StageRecord:
+    msg = event.message
+    headers = msg.headers
+    if isinstance(headers, dict):
+        headers = headers.items()
+    return StageRecord(msg.topic, msg.partition, msg.offset, msg.key, msg.value or b"",
+                       tuple((k, v) for k, v in (headers or ()) if v is not None), msg.timestamp or 0.0)
+
+
+class Batch:
+    """Records of one take, in arrival order, with state writes routed per source partition."""
+
+    def __init__(self, stream: Any, events: Sequence[Any]) -> None:
+        self._stream = stream
+        self.records = [_record(e) for e in events]
+        self._last_event: dict[Tag, Any] = {}
+        for event, record in zip(events, self.records, strict=True):
+            self._last_event[record.tag] = event
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[StageRecord]:
+        return iter(self.records)
+
+    def by_partition(self) -> dict[Tag, list[StageRecord]]:
+        """The records grouped by (topic, partition), each group in offset order."""
+        groups: dict[Tag, list[StageRecord]] = {}
+        for record in self.records:
+            groups.setdefault(record.tag, []).append(record)
+        return groups
+
+    @contextlib.contextmanager
+    def state_for(self, topic: str, partition: int) -> Iterator[None]:
+        """Table writes inside go to the changelog partition of source ``topic``/``partition``."""
+        event = self._last_event[(topic, partition)]
+        previous = self._stream.current_event
+        self._stream._set_current_event(event)
+        try:
+            yield
+        finally:
+            self._stream._set_current_event(previous)
+
+
+class BatchStage(Protocol):
+    async def process_batch(self, batch: Batch) -> None: ...
+
+
+class PartitionIndex(Protocol):
+    def forget_partitions(self, topic_partitions: set[str]) -> None: ...
+
+
+@dataclass
+class _Progress:
+    next_offset: dict[Tag, int] = field(default_factory=dict)  # next offset to process, per source partition
+    progressed_at: float = field(default_factory=time.monotonic)
+
+
+class StageRuntime:
+    """A faust worker of one service: its topics, tables, batch stages, timers and readiness."""
+
+    def __init__(self, app_suffix: str, settings: Settings, bootstrap: str, health: Health = HEALTH,
+                 stall_after_s: float = STALL_AFTER_S) -> None:
+        self.settings = settings
+        self.app: faust.App = faust_app(settings.topic(app_suffix).replace(".", "-"), settings, bootstrap)
+        self.health = health
+        self.stall_after_s = stall_after_s
+        self._stages: dict[str, tuple[set[str], _Progress]] = {}
+        self._assigned_once = False
+        self.app.on_partitions_assigned.connect(self._on_assigned)
+        self.app.timer(interval=HEALTH_EVERY_S)(self._judge)
+
+    # ---- declarations ---------------------------------------------------------------------
+    def topic(self, *names: str) -> Any:
+        """A topic of raw bytes (keys and values), to read from or send to."""
+        return self.app.topic(*names, **RAW)
+
+    def table(self, name: str, partitions: int, value_type: type | None = None) -> Any:
+        """A faust table of str keys, its changelog partitioned ``partitions`` ways."""
+        return self.app.Table(name, default=None, partitions=partitions, key_type=str, value_type=value_type)
+
+    def batch_stage(self, name: str, topics: Sequence[str], stage: BatchStage, size: int, within_s: float) -> None:
+        """Hand ``stage.process_batch`` up to ``size`` records of ``topics`` at a time.
+
+        The method is looked up per batch, so a wrapper installed after start-up (a bench's
+        clock) takes effect.
+        """
+        progress = _Progress()
+        self._stages[name] = (set(topics), progress)
+
+        @self.app.agent(self.topic(*topics), name=name)
+        async def agent(stream: Any) -> None:
+            async for events in stream.take_events(size, within_s):
+                batch = Batch(stream, list(events))
+                await stage.process_batch(batch)
+                self._note_batch(name, batch, progress)
+
+    def every(self, interval_s: float, fn: Callable[[], Awaitable[None]]) -> None:
+        self.app.timer(interval=interval_s)(fn)
+
+    def forget_on_revoke(self, index: PartitionIndex) -> None:
+        """Drop ``index``'s in-memory view of partitions this worker no longer owns ("topic:partition")."""
+
+        @self.app.on_partitions_revoked.connect
+        def on_revoked(sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any) -> None:
+            revoked = args[0] if args else kwargs.get("revoked", set())
+            index.forget_partitions({f"{tp.topic}:{tp.partition}" for tp in revoked})
+
+    # ---- questions a stage may ask ------------------------------------------------------------
+    def recovered(self) -> bool:
+        """Assigned, not rebalancing, and every table restored from its changelog."""
+        app = self.app
+        recovery = app.tables.recovery  # type: ignore[attr-defined]
+        return bool(self._assigned_once and not app.rebalancing and not app.in_recovery
+                    and recovery.completed.is_set())
+
+    def assigned(self, topic: str) -> set[int]:
+        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic}
+
+    # ---- the runtime's own bookkeeping ----------------------------------------------------------
+    async def _on_assigned(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        self._assigned_once = True
+
+    def _note_batch(self, name: str, batch: Batch, progress: _Progress) -> None:
+        """Progress and lag in time, measured by the stage itself from record timestamps."""
+        if not batch.records:
+            return
+        for record in batch.records:
+            progress.next_offset[record.tag] = max(progress.next_offset.get(record.tag, 0), record.offset + 1)
+        progress.progressed_at = time.monotonic()
+        STAGE_RECORDS.labels(name).inc(len(batch))
+        newest = max(r.timestamp_s for r in batch.records)
+        if newest:
+            STAGE_LAG.labels(name).set(max(0.0, time.time() - newest))
+            STAGE_LAST.labels(name).set(newest)
+
+    async def _judge(self) -> None:
+        """Refresh the readiness judgement and the lag in records (every HEALTH_EVERY_S)."""
+        reasons: list[str] = []
+        details: dict[str, Any] = {}
+        if not self._assigned_once:
+            reasons.append("no partition assignment yet")
+        elif not self.recovered():
+            reasons.append("rebalancing or restoring tables")
+        else:
+            assignment = self.app.consumer.assignment()
+            for name, (topics, progress) in self._stages.items():
+                lag = 0
+                for tp in assignment:
+                    if tp.topic not in topics:
+                        continue
+                    tag = (tp.topic, tp.partition)
+                    high = self.app.consumer.highwater(tp)
+                    if high is None:
+                        continue  # not fetched yet
+                    done = progress.next_offset.get(tag)
+                    if done is None:  # nothing processed here yet: start from the committed offset
+                        done = self.app.consumer._committed_offset.get(tp) or 0  # type: ignore[attr-defined]
+                    lag += max(0, high - done)
+                STAGE_LAG_RECORDS.labels(name).set(lag)
+                details[name] = {"lag_records": lag}
+                idle = time.monotonic() - progress.progressed_at
+                if lag and idle > self.stall_after_s:
+                    reasons.append(f"{name}: {lag} records waiting and no progress for {idle:.0f} s")
+        self.health.judge(reasons, details)
