@@ -89,12 +89,16 @@ def run_demo(people: int, seed: int) -> int:
                                                  stdout=log.open("ab"), stderr=subprocess.STDOUT))
                 urls[service] = f"http://127.0.0.1:{port}/metrics"
                 print(f"{service:8} worker pid {children[-1].pid}; log {log}; metrics {urls[service]}")
-            sent = feed_region(bootstrap, settings, people, seed)
-            _watch(urls, sent, children, bootstrap)
+            try:
+                sent = feed_region(bootstrap, settings, people, seed)
+                _watch(urls, sent, children, bootstrap)
+            finally:
+                # the workers first, while the broker is still there to leave their groups cleanly
+                _stop_children(children)
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        _stop_children(children)
+        _stop_children(children)  # those started before an interrupt during start-up
     print("stopped" if interrupted else "done")
     return 0
 
