@@ -5,7 +5,7 @@
 #   docker run IMAGE topics          (create carehub's topics, then exit)
 #   docker run IMAGE demo-feed       (publish the synthetic region)
 #   docker run --entrypoint python IMAGE -m carehub.services.identity   (any service by its module:
-#                                    ingest, identity, timeline, indicators, alerts, gateway;
+#                                    ingest, identity, timeline, indicators, alerts, gateway, mllp;
 #                                    docker-compose.yml runs them this way)
 #
 # Two stages: the first builds a virtualenv, the second copies only that venv, so

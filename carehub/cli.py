@@ -133,6 +133,32 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mllp(args: argparse.Namespace) -> int:
+    from carehub.runtime.services import run_service
+
+    run_service("mllp")
+    return 0
+
+
+def cmd_send_hl7(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from carehub.hl7_client import messages_of, send
+
+    paths = [Path(p) for p in args.files]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise SystemExit(f"carehub send-hl7: no such file: {', '.join(missing)}")
+    host, _, port = args.target.rpartition(":")
+    try:
+        outcomes = asyncio.run(send(host or "127.0.0.1", int(port), messages_of(paths), args.timeout))
+    except (OSError, TimeoutError) as exc:
+        raise SystemExit(f"carehub send-hl7: {args.target}: {exc or type(exc).__name__}") from None
+    accepted = sum(o.code in ("AA", "CA") for o in outcomes)
+    print(f"sent {len(outcomes)}, accepted {accepted}, not accepted {len(outcomes) - accepted}")
+    return 0 if accepted == len(outcomes) else 1
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     from carehub.partner_cli import watch
 
@@ -167,6 +193,7 @@ def _key_of(value: bytes, content_type: str) -> bytes | None:
 def cmd_publish(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from carehub.kafka.profile import client_profile
     from carehub.sdk import Publisher
     from carehub.telemetry import setup_tracing
 
@@ -178,7 +205,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
     setup_tracing("carehub-publisher")
     topic = args.topic or settings.source_topics[0]
     records = list(_records_from_file(path, args.format))
-    with Publisher(bootstrap, topic=topic) as pub, tqdm(total=len(records), unit="ev", desc="publish") as bar:
+    with (Publisher(bootstrap, topic=topic, profile=client_profile(settings)) as pub,
+          tqdm(total=len(records), unit="ev", desc="publish") as bar):
         for value, content_type in records:
             pub.publish_raw(value, _key_of(value, content_type), content_type,
                             on_done=lambda _ok: bar.update(1))
@@ -201,6 +229,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_dlq(args: argparse.Namespace) -> int:
     from carehub import deadletters as dl
+    from carehub.kafka.profile import client_profile
     from carehub.topics import deadletter_topic, replayed_topic
     from carehub.v1 import ingest_pb2 as ing
 
@@ -208,9 +237,11 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     bootstrap = _bootstrap(settings, args.bootstrap, "dlq")
     topic = deadletter_topic(settings)
     if args.action == "replay":
-        n, skipped = dl.replay(bootstrap, topic, replayed_topic(settings), args.reason, dry_run=args.dry_run)
+        n, skipped = dl.replay(bootstrap, topic, replayed_topic(settings), args.reason, dry_run=args.dry_run,
+                               profile=client_profile(settings))
         verb = "would replay" if args.dry_run else "replayed"
-        print(f"{verb} {n} dead letters; {skipped} were replayed before")
+        print(f"{verb} {n} dead letters; {skipped} were replayed before or came from the MLLP door "
+              "(its senders resend)")
         return 0
     letters = dl.read_dead_letters(bootstrap, topic, args.reason)
     if args.json:
@@ -298,6 +329,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gateway", help="run the partner gateway (gRPC over TLS)")
     p.set_defaults(func=cmd_gateway)
+
+    p = sub.add_parser("mllp", help="run the HL7 v2 MLLP listener (CAREHUB_MLLP_PORT, default 2575)")
+    p.set_defaults(func=cmd_mllp)
+
+    p = sub.add_parser("send-hl7", help="send HL7 v2 messages over MLLP and print each ACK")
+    p.add_argument("files", nargs="+", help="files of HL7 v2 messages (segments by line, messages by MSH)")
+    p.add_argument("--target", default="127.0.0.1:2575", help="the MLLP listener's host:port")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each ACK")
+    p.set_defaults(func=cmd_send_hl7)
 
     p = sub.add_parser("watch", help="print your organisation's alerts from the partner gateway as they come")
     _add_gateway_options(p)

@@ -15,11 +15,13 @@ from dataclasses import dataclass
 
 from kafka import KafkaProducer
 
+from carehub.kafka.profile import EMBEDDED, ClientProfile
 from carehub.kafka.read import read_to_end
 from carehub.sdk import Publisher
 from carehub.v1 import ingest_pb2 as ing
 
 REPLAY_HEADER = "carehub-replay-of"
+HL7_CONTENT_TYPE = b"x-application/hl7-v2+er7"  # as services/mllp writes it
 
 
 @dataclass(frozen=True)
@@ -65,26 +67,35 @@ def _reason_number(reason: str) -> int:
         raise SystemExit(f"carehub dlq: unknown reason {reason!r}; one of: {known}") from None
 
 
+def replayable(letter: ing.DeadLetter) -> bool:
+    """Whether a dead letter came from a Kafka topic it can be published back to."""
+    return letter.original_headers.get("content-type") != HL7_CONTENT_TYPE
+
+
 def replayed_positions(bootstrap: str, replayed_topic: str) -> set[str]:
     return {key.decode() for _, _, key, value in read_topic(bootstrap, replayed_topic) if key and value}
 
 
 def replay(bootstrap: str, deadletter_topic: str, replayed_topic: str, reason: str | None,
-           dry_run: bool = False, progress: Callable[[int], None] | None = None) -> tuple[int, int]:
+           dry_run: bool = False, progress: Callable[[int], None] | None = None,
+           profile: ClientProfile = EMBEDDED) -> tuple[int, int]:
     """Re-publish dead letters to their source topics; returns (replayed, skipped as already replayed)."""
     done = replayed_positions(bootstrap, replayed_topic)
     letters = read_dead_letters(bootstrap, deadletter_topic, reason)
-    todo = [s for s in letters if s.position not in done]
+    # HL7 v2 refused at the MLLP door has no topic to go back to: its sender fixes and resends it
+    todo = [s for s in letters if s.position not in done and replayable(s.letter)]
     if dry_run or not todo:
         return len(todo), len(letters) - len(todo)
     publishers: dict[str, Publisher] = {}
-    marker = KafkaProducer(bootstrap_servers=bootstrap, acks="all", client_id="carehub-dlq-replay")
+    marker = KafkaProducer(bootstrap_servers=bootstrap, client_id="carehub-dlq-replay",
+                           **profile.kafka_python_producer())
     try:
         for i, s in enumerate(todo, 1):
             letter = s.letter
             pub = publishers.get(letter.source.topic)
             if pub is None:
-                pub = publishers[letter.source.topic] = Publisher(bootstrap, topic=letter.source.topic)
+                pub = publishers[letter.source.topic] = Publisher(bootstrap, topic=letter.source.topic,
+                                                                  profile=profile)
             headers = [(k, v) for k, v in letter.original_headers.items() if k not in ("traceparent", "tracestate")]
             content_type = dict(headers).pop("content-type", None)
             headers = [(k, v) for k, v in headers if k != "content-type"]

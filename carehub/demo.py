@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from carehub.harness import scrape
 from carehub.kafka.broker import kafka_for
+from carehub.kafka.profile import client_profile
 from carehub.runtime.services import SERVICES, service_command
 from carehub.sdk import Publisher
 from carehub.settings import Settings, load_settings
@@ -30,7 +31,7 @@ def feed_region(bootstrap: str, settings: Settings, people: int, seed: int) -> i
     print(f"generating the synthetic region: {people} people, seed {seed} ...", flush=True)
     region = generate_region(RegionConfig(people=people, seed=seed))
     records = list(region.records)
-    with Publisher(bootstrap, topic=settings.source_topics[0]) as pub, \
+    with Publisher(bootstrap, topic=settings.source_topics[0], profile=client_profile(settings)) as pub, \
             tqdm(total=len(records), unit="ev", desc="publish") as bar:
         for rec in records:
             pub.publish_raw(rec.value, rec.key, rec.content_type, on_done=lambda _ok: bar.update(1))
@@ -89,6 +90,8 @@ def run_demo(people: int, seed: int) -> int:
                                                  stdout=log.open("ab"), stderr=subprocess.STDOUT))
                 urls[service] = f"http://127.0.0.1:{port}/metrics"
                 print(f"{service:8} worker pid {children[-1].pid}; log {log}; metrics {urls[service]}")
+            print(f"HL7 v2 over MLLP: mllp://{settings.mllp_host}:{settings.mllp_port} "
+                  "(send with `.venv/bin/carehub send-hl7 FILE`)")
             try:
                 sent = feed_region(bootstrap, settings, people, seed)
                 _watch(urls, sent, children, bootstrap)

@@ -20,6 +20,7 @@ from kafka import KafkaProducer
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
+from carehub.kafka.profile import EMBEDDED, ClientProfile
 from carehub.telemetry import inject_into_headers
 from carehub.v1 import care_event_pb2 as ce
 
@@ -39,8 +40,11 @@ def encode(event: ce.CareEvent, fmt: Format = "json") -> tuple[bytes, str]:
 class Publisher:
     """A thread-safe publisher; ``sent`` and ``failed`` count delivery outcomes."""
 
-    def __init__(self, bootstrap: str, topic: str = DEFAULT_TOPIC, **producer_config: Any) -> None:
-        config: dict[str, Any] = {"linger_ms": 5, "acks": "all", "retries": 5, "client_id": "carehub-sdk"}
+    def __init__(self, bootstrap: str, topic: str = DEFAULT_TOPIC, profile: ClientProfile = EMBEDDED,
+                 **producer_config: Any) -> None:
+        """``profile``: the broker's client settings (carehub/kafka/profile.py: acks, batching,
+        idempotence, timeouts); ``producer_config`` overrides single kafka-python settings."""
+        config: dict[str, Any] = {**profile.kafka_python_producer(), "retries": 5, "client_id": "carehub-sdk"}
         config.update(producer_config)
         self.topic = topic
         self._producer = KafkaProducer(bootstrap_servers=bootstrap, **config)

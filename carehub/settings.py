@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     gateway_health_port: int = Field(default=0, ge=0, le=65535)
     gateway_heartbeat_s: float = Field(default=10.0, gt=0, le=3600)
     gateway_subscriber_buffer: int = Field(default=1000, ge=1, le=1_000_000)
+    # HL7 v2 over MLLP (services/mllp)
+    mllp_host: str = "127.0.0.1"
+    mllp_port: int = Field(default=2575, ge=0, le=65535)
+    mllp_max_message_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    mllp_idle_timeout_s: float = Field(default=600.0, gt=0, le=86_400)
+    hl7_mapping: Path | None = None      # the ADT mapping table (TOML); the packaged one by default
+    hl7_facilities: Path | None = None   # sending facility (MSH-4) -> organisation (TOML); packaged by default
     alerts_involved_within_days: int = Field(default=90, ge=1, le=3650)
     alerts_retention_days: int = Field(default=90, ge=1, le=3650)  # how far back a resume cursor may reach
     audit_retention_days: int = Field(default=2555, ge=1, le=36500)  # seven years

@@ -83,6 +83,11 @@ def audit_topic(settings: Settings) -> str:
     return settings.topic("audit")
 
 
+def hl7_raw_topic(settings: Settings) -> str:
+    """Every HL7 v2 message the MLLP door received, as its bytes, before the ACK (services/mllp)."""
+    return settings.topic("mllp.raw")
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     p, r = settings.partitions, settings.topic_replication_factor
     specs = [TopicSpec(t, p, replication=r) for t in settings.source_topics]
@@ -110,5 +115,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             replication=r,
         ),
         TopicSpec(replayed_topic(settings), 1, {"cleanup.policy": "compact"}, replication=r),
+        # Raw HL7 v2 as received (identifiers in clear, like the provider topics): bounded like the
+        # dead letters; nothing downstream reads it, ingest reads the events mapped from it.
+        TopicSpec(hl7_raw_topic(settings), 1, {"retention.ms": str(settings.deadletter_retention_days * DAY_MS)},
+                  replication=r),
     ]
     return specs

@@ -7,7 +7,9 @@ they now all take them from a :class:`ClientProfile`, chosen by ``CAREHUB_BROKER
 
 The embedded broker (Tansu) has two defects that shape its profile (docs/embedded-broker.md):
 - ListOffsets(latest) is wrong after a multi-record produce batch, and faust's table recovery
-  relies on it, so producers send one record per batch (``max_batch_bytes=1``);
+  relies on it, so faust's producers send one record per batch (``faust_max_batch_bytes=1``).
+  Nothing else relies on ListOffsets (readers go to the Fetch high watermark, carehub.kafka.read),
+  so every other producer batches as usual;
 - a fetch is answered only when data is found on one of its polls or its wait expires, never
   woken by a produce, so every hop of the pipeline pays up to the fetch wait: the wait is short.
 Nothing else in carehub may special-case the embedded broker: it asks its profile.
@@ -27,8 +29,10 @@ class ClientProfile:
     # Longest time a fetch may wait for data. On Kafka it is a long poll woken by a produce; on
     # the embedded broker it is also the latency each hop adds when the stream is sparse.
     fetch_max_wait_ms: int
-    # Producer batching: linger and the largest batch in bytes (1: one record per batch).
+    # Producer batching: linger and the largest batch in bytes, for faust (its changelogs and
+    # outputs; 1: one record per batch) and for every other producer.
     linger_ms: int
+    faust_max_batch_bytes: int
     max_batch_bytes: int
     acks: str
     idempotence: bool
@@ -36,17 +40,20 @@ class ClientProfile:
     # Consumer-group timings for faust workers (the embedded broker holds a join for session/2).
     session_timeout_s: float
     heartbeat_interval_s: float
+    # How often faust commits what its stages have done (and flushes their output first).
+    commit_interval_s: float
 
     # ---- per client ------------------------------------------------------------------------
     def faust_settings(self) -> dict[str, Any]:
         """Keyword arguments for ``faust.App`` (the fetch wait goes through carehub's transport)."""
         return {
-            "producer_max_batch_size": self.max_batch_bytes,
+            "producer_max_batch_size": self.faust_max_batch_bytes,
             "producer_linger": self.linger_ms / 1000.0,
             "producer_acks": -1 if self.acks == "all" else int(self.acks),
             # faust's own request timeouts stay (20 min producer, 90 s broker): it retries internally
             "broker_session_timeout": self.session_timeout_s,
             "broker_heartbeat_interval": self.heartbeat_interval_s,
+            "broker_commit_interval": self.commit_interval_s,
             "topic_disable_leader": True,
         }
 
@@ -54,7 +61,7 @@ class ClientProfile:
         return {"fetch_max_wait_ms": self.fetch_max_wait_ms, "request_timeout_ms": self.request_timeout_ms}
 
     def aiokafka_producer(self) -> dict[str, Any]:
-        return {"linger_ms": self.linger_ms, "max_batch_size": max(self.max_batch_bytes, 1), "acks": self.acks,
+        return {"linger_ms": self.linger_ms, "max_batch_size": self.max_batch_bytes, "acks": self.acks,
                 "enable_idempotence": self.idempotence, "request_timeout_ms": self.request_timeout_ms}
 
     def kafka_python_consumer(self) -> dict[str, Any]:
@@ -68,25 +75,29 @@ class ClientProfile:
 EMBEDDED = ClientProfile(
     name="embedded",
     fetch_max_wait_ms=100,       # one hop: ~7 ms p50 at 20 ms, ~76 ms at 500 ms (docs/embedded-broker.md)
-    linger_ms=0,
-    max_batch_bytes=1,           # one record per produce batch: the ListOffsets defect
+    linger_ms=0,                 # a hop already waits for its fetch: send at once
+    faust_max_batch_bytes=1,     # one record per produce batch: the ListOffsets defect
+    max_batch_bytes=16_384,
     acks="all",
     idempotence=False,           # not checked against Tansu's InitProducerId
     request_timeout_ms=40_000,   # longer than a 20 s broker stall
     session_timeout_s=10.0,      # Tansu holds a join for session/2: ~5 s joins
     heartbeat_interval_s=1.0,
+    commit_interval_s=1.0,       # local use: less to redo after a kill, and "caught up" shows sooner
 )
 
 KAFKA = ClientProfile(
     name="kafka",
     fetch_max_wait_ms=500,       # Kafka's default; a produce ends the wait early
     linger_ms=5,
-    max_batch_bytes=16_384,      # the clients' default batch size
+    faust_max_batch_bytes=16_384,  # the clients' default batch size
+    max_batch_bytes=16_384,
     acks="all",
     idempotence=True,
     request_timeout_ms=40_000,
     session_timeout_s=60.0,      # faust's defaults
     heartbeat_interval_s=3.0,
+    commit_interval_s=2.8,
 )
 
 PROFILES = {BrokerProfile.EMBEDDED: EMBEDDED, BrokerProfile.KAFKA: KAFKA}

@@ -1,9 +1,12 @@
-"""Starting a faust worker process: settings, telemetry, metrics, topics, then faust."""
+"""Starting a worker process: settings, telemetry, metrics, topics, then faust or an asyncio service."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 from collections.abc import Callable
+from typing import Protocol
 
 import faust
 
@@ -30,3 +33,32 @@ def run_worker(service: str, build_app: Callable[[Settings, str], faust.App]) ->
     uvloop.install()  # faust's per-event overhead is the ceiling; uvloop shaves some of it
     app = build_app(settings, settings.kafka_bootstrap)
     Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+
+class AsyncService(Protocol):
+    """A service that runs on its own asyncio loop until ``stop`` is set (gateway, indicators, mllp)."""
+
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
+def run_async_service(service: str, build: Callable[[Settings, str], AsyncService]) -> None:
+    """Build the service (its configuration is checked before Kafka is touched), then run it until
+    SIGINT or SIGTERM."""
+    settings = load_settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if not settings.kafka_bootstrap:
+        raise SystemExit(f"carehub {service}: set CAREHUB_KAFKA_BOOTSTRAP (or use `carehub run` for the demo)")
+    instance = build(settings, settings.kafka_bootstrap)
+    wait_for_metadata(settings.kafka_bootstrap, 60.0)
+    create_topics(settings.kafka_bootstrap, topic_specs(settings))
+    setup_tracing(f"carehub-{service}")
+    serve_metrics(settings)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await instance.run(stop)
+
+    asyncio.run(run())

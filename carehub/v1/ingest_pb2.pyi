@@ -51,6 +51,10 @@ class _RejectReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RejectRe
     """any other field of the wrong shape"""
     REJECT_REASON_PROCESSING_ERROR: _RejectReason.ValueType  # 12
     """an unexpected error while processing"""
+    REJECT_REASON_HL7_REFUSED: _RejectReason.ValueType  # 13
+    """an HL7 v2 message refused with AR (the reason is in message)"""
+    REJECT_REASON_UNKNOWN_CHARSET: _RejectReason.ValueType  # 14
+    """an HL7 v2 message whose MSH-18 names no supported charset"""
 
 class RejectReason(_RejectReason, metaclass=_RejectReasonEnumTypeWrapper):
     """Why an event was rejected. Machine-readable; the DeadLetter's message says more."""
@@ -79,6 +83,10 @@ REJECT_REASON_INVALID_FIELD: RejectReason.ValueType  # 11
 """any other field of the wrong shape"""
 REJECT_REASON_PROCESSING_ERROR: RejectReason.ValueType  # 12
 """an unexpected error while processing"""
+REJECT_REASON_HL7_REFUSED: RejectReason.ValueType  # 13
+"""an HL7 v2 message refused with AR (the reason is in message)"""
+REJECT_REASON_UNKNOWN_CHARSET: RejectReason.ValueType  # 14
+"""an HL7 v2 message whose MSH-18 names no supported charset"""
 Global___RejectReason: _TypeAlias = RejectReason  # noqa: Y015
 
 @_typing.final

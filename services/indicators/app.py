@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from collections.abc import Iterable
 
@@ -95,10 +94,10 @@ class IndicatorService:
             enable_auto_commit=False, max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024,
             **profile.aiokafka_consumer())
         # Every reader of the values topic reads to the Fetch high watermark (carehub.kafka.read),
-        # never to ListOffsets' end, so batching many values in one produce is safe here even on
-        # the embedded broker: the profile's one-record batches are only for faust's changelogs.
+        # never to ListOffsets' end, so the profile's ordinary batching is safe here; the linger
+        # gathers one publication's values into few requests.
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, max_request_size=2 * 1024 * 1024,
-                                    **(profile.aiokafka_producer() | {"linger_ms": 20, "max_batch_size": 16_384}))
+                                    **(profile.aiokafka_producer() | {"linger_ms": 20}))
         await consumer.start()
         await producer.start()
         log.info("indicators: %d definitions (digest %s), publishing every %.1fs",
@@ -152,16 +151,3 @@ class IndicatorService:
         log.info("indicators: %d values, %d changed, %d withdrawn, %d signals in %.2fs", len(values), len(changed),
                  len(gone), len(signals), time.perf_counter() - started)
         return len(changed)
-
-
-def serve(settings: Settings, bootstrap: str) -> None:
-    service = IndicatorService(settings, bootstrap)
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await service.run(stop)
-
-    asyncio.run(main())

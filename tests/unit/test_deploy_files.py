@@ -55,7 +55,10 @@ SERVICES = {  # component -> `carehub` subcommand
     "indicators": "indicators-worker",
     "alerts": "alerts-worker",
     "gateway": "gateway",
+    "mllp": "mllp",
 }
+# Services that never pseudonymise, so never get the key: the pods facing partners and hospitals.
+WITHOUT_KEY = {"indicators", "gateway", "mllp"}
 REQUIRED: dict[str, Any] = {
     "kafka": {"bootstrap": "kafka-0.kafka:9092,kafka-1.kafka:9092"},
     "pseudonymKey": {"existingSecret": "carehub-pseudonym-key"},
@@ -70,6 +73,12 @@ EVERYTHING: dict[str, Any] = {
         "clientCa": {"kind": "ConfigMap", "name": "partner-ca"},
         "partners": {"kind": "Secret", "name": "carehub-partners"},
         "service": {"type": "LoadBalancer", "annotations": {"example.org/lb": "nlb"}},
+    },
+    "mllp": {
+        "replicas": 8,  # more than kafka.partitions: the listener is no consumer, so not capped
+        "facilities": {"name": "carehub-hl7-facilities"},
+        "service": {"type": "LoadBalancer", "port": 12575, "annotations": {"example.org/lb": "internal"}},
+        "idleTimeoutSeconds": 120.5,
     },
     "ingest": {"autoscaling": {"enabled": True, "maxReplicas": 12}},
     "timeline": {"autoscaling": {"enabled": True}},
@@ -138,6 +147,7 @@ def test_chart_renders_objects_kubernetes_accepts(which: str) -> None:
     deployments = [("Deployment", f"carehub-{s}") for s in SERVICES]
     assert set(deployments) <= set(kinds)
     assert ("Service", "carehub-gateway") in kinds and ("Service", "carehub-metrics") in kinds
+    assert ("Service", "carehub-mllp") in kinds
     assert not [k for k in kinds if k[0] in ("Secret", "ConfigMap")], "secrets are taken by reference only"
     hpas = {name for kind, name in kinds if kind == "HorizontalPodAutoscaler"}
     assert hpas == (set() if which == "required" else {"carehub-ingest", "carehub-timeline", "carehub-alerts"})
@@ -191,9 +201,22 @@ def test_one_deployment_per_service_with_its_probes() -> None:
             assert [p["httpGet"] for p in probes] == [{"path": "/live", "port": "metrics"},
                                                       {"path": "/ready", "port": "metrics"},
                                                       {"path": "/live", "port": "metrics"}]
+        if service == "mllp":
+            # MLLP is plain TCP on 2575, listening on every interface of the pod
+            assert ports["mllp"] == 2575
+            assert {p["name"]: p["protocol"] for p in container["ports"]}["mllp"] == "TCP"
+            assert env["CAREHUB_MLLP_HOST"] == "0.0.0.0" and env["CAREHUB_MLLP_PORT"] == "2575"
+            assert env["CAREHUB_MLLP_MAX_MESSAGE_BYTES"] == "1048576"  # an integer, not 1.048576e+06
+            assert env["CAREHUB_MLLP_IDLE_TIMEOUT_S"] == "600"
+            assert "CAREHUB_HL7_FACILITIES" not in env  # the packaged facilities file by default
     gateway = find(objects, "Service", "carehub-gateway")
     assert gateway["spec"]["ports"] == [{"name": "grpc", "port": 50051, "targetPort": "grpc", "protocol": "TCP"}]
     assert gateway["spec"]["selector"]["app.kubernetes.io/component"] == "gateway"
+    mllp = find(objects, "Service", "carehub-mllp")
+    assert mllp["spec"]["type"] == "ClusterIP"  # inside the cluster unless asked otherwise
+    assert mllp["spec"]["ports"] == [{"name": "mllp", "port": 2575, "targetPort": "mllp", "protocol": "TCP"}]
+    assert mllp["spec"]["selector"]["app.kubernetes.io/component"] == "mllp"
+    assert "clusterIP" not in mllp["spec"]  # one address for every replica, unlike the headless metrics Service
 
 
 @pytest.mark.parametrize("which", ["required", "everything"])
@@ -214,6 +237,9 @@ def test_stream_workers_scale_at_most_to_the_partition_count() -> None:
         assert "replicas" not in find(objects, "Deployment", f"carehub-{service}")["spec"]  # the HPA owns it
     capped = render({**REQUIRED, "timeline": {"replicas": 9}})
     assert find(capped, "Deployment", "carehub-timeline")["spec"]["replicas"] == 4
+    # the MLLP listener consumes nothing: its replicas are not capped, and it has no autoscaler
+    assert find(objects, "Deployment", "carehub-mllp")["spec"]["replicas"] == 8
+    assert find(rendered("required"), "Deployment", "carehub-mllp")["spec"]["replicas"] == 1
 
 
 @pytest.mark.parametrize("which", ["required", "everything"])
@@ -223,8 +249,9 @@ def test_secrets_are_referenced_and_reach_only_the_services_that_use_them(which:
     for service in SERVICES:
         [container] = find(objects, "Deployment", f"carehub-{service}")["spec"]["template"]["spec"]["containers"]
         env = env_of(container)
-        if service in ("indicators", "gateway"):
+        if service in WITHOUT_KEY:
             assert "CAREHUB_PSEUDONYM_KEY" not in env, service
+            assert "carehub-pseudonym-key" not in str(container), service  # by no other route either
         else:
             assert env["CAREHUB_PSEUDONYM_KEY"] == key, service
     pod = find(objects, "Deployment", "carehub-gateway")["spec"]["template"]["spec"]
@@ -252,6 +279,29 @@ def test_secrets_are_referenced_and_reach_only_the_services_that_use_them(which:
                            ("CAREHUB_GATEWAY_PARTNERS_FILE", "partners.toml")]:
         assert env[variable] == f"{mount['mountPath']}/{path}"
     assert env["CAREHUB_GATEWAY_HOST"] == "0.0.0.0" and env["CAREHUB_GATEWAY_REQUIRE_CLIENT_CERT"] == "true"
+
+
+@pytest.mark.parametrize("which", ["required", "everything"])
+def test_the_mllp_facilities_file_is_mounted_only_when_named(which: str) -> None:
+    pod = find(rendered(which), "Deployment", "carehub-mllp")["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    env = env_of(container)
+    mounts = [m for m in container["volumeMounts"] if m["name"] == "mllp-files"]
+    volumes = [v for v in pod["volumes"] if v["name"] == "mllp-files"]
+    if which == "required":
+        assert not mounts and not volumes and "CAREHUB_HL7_FACILITIES" not in env
+        return
+    [mount], [volume] = mounts, volumes
+    assert mount["readOnly"] is True
+    assert volume["projected"]["defaultMode"] == 0o440
+    items = [{"key": "facilities.toml", "path": "facilities.toml"}]
+    assert volume["projected"]["sources"] == [{"configMap": {"name": "carehub-hl7-facilities", "items": items}}]
+    assert env["CAREHUB_HL7_FACILITIES"] == f"{mount['mountPath']}/facilities.toml"
+    assert env["CAREHUB_MLLP_IDLE_TIMEOUT_S"] == "120.5"
+    service = find(rendered(which), "Service", "carehub-mllp")
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert service["metadata"]["annotations"] == {"example.org/lb": "internal"}
+    assert service["spec"]["ports"] == [{"name": "mllp", "port": 12575, "targetPort": "mllp", "protocol": "TCP"}]
 
 
 def test_otel_settings_pass_through() -> None:
@@ -298,6 +348,8 @@ def test_service_monitor_scrapes_every_service() -> None:
         ({**REQUIRED, "alerts": {"autoscaling": {"enabled": True, "minReplicas": 5}}}, "more than kafka.partitions"),
         ({**REQUIRED, "identity": {"replicas": 2}}, "additional properties 'replicas' not allowed"),
         ({**REQUIRED, "podAntiAffinity": "maybe"}, "podAntiAffinity"),
+        ({**REQUIRED, "mllp": {"autoscaling": {"enabled": True}}}, "additional properties 'autoscaling' not allowed"),
+        ({**REQUIRED, "mllp": {"maxMessageBytes": 100}}, "maxMessageBytes"),
     ],
 )
 def test_the_chart_refuses_incomplete_or_wrong_values(values: dict[str, Any], message: str) -> None:
@@ -310,6 +362,12 @@ def test_the_chart_refuses_incomplete_or_wrong_values(values: dict[str, Any], me
 def test_the_gateway_can_be_left_out() -> None:
     objects = render({**REQUIRED, "gateway": {"enabled": False}})
     assert not [o for o in objects if o["metadata"]["name"] == "carehub-gateway"]
+
+
+def test_the_mllp_listener_can_be_left_out() -> None:
+    objects = render({**REQUIRED, "mllp": {"enabled": False}})
+    assert not [o for o in objects if o["metadata"]["name"] == "carehub-mllp"]
+    assert find(objects, "Deployment", "carehub-ingest")  # the rest is still there
 
 
 @pytest.mark.parametrize("which", ["required", "everything"])

@@ -140,3 +140,4 @@ def test_the_wheel_installs_no_top_level_services_package(tmp_path: Path) -> Non
     assert "carehub/services/identity/weights/v2.json" in names
     assert any(n.startswith("carehub/domain/data/indicators/") for n in names)
     assert any(n.startswith("carehub/domain/data/alert_rules/") for n in names)
+    assert "carehub/domain/data/hl7v2/adt.toml" in names and "carehub/domain/data/hl7v2/facilities.toml" in names

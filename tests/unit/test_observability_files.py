@@ -27,7 +27,7 @@ DASHBOARDS = ROOT / "deploy/grafana/dashboards"
 PROVISIONING = ROOT / "deploy/grafana/provisioning"
 COMPOSE = ROOT / "docker-compose.yml"
 
-CAREHUB_SERVICES = ("ingest", "identity", "timeline", "indicators", "alerts", "gateway")
+CAREHUB_SERVICES = ("ingest", "identity", "timeline", "indicators", "alerts", "gateway", "mllp")
 METRICS_MODULES = ("carehub.runtime.metrics", *(f"services.{s}.metrics" for s in CAREHUB_SERVICES))
 REQUIRED_ALERTS = ("CarehubFeedSilent", "CarehubStageLagGrowing", "CarehubStageStalled", "CarehubDeadLettersSpiking",
                    "CarehubAlertDeliverySlow")
@@ -94,6 +94,13 @@ def test_every_required_alert_has_a_rule_and_a_unit_test() -> None:
             assert rule["annotations"]["summary"] and rule["annotations"]["description"]
 
 
+def test_the_service_down_alert_watches_every_carehub_service() -> None:
+    [rule] = [r for r in rules() if r.get("alert") == "CarehubServiceDown"]
+    match = re.fullmatch(r'up\{job=~"([\w|-]+)"\} == 0', rule["expr"])
+    assert match, rule["expr"]
+    assert set(match.group(1).split("|")) == set(CAREHUB_SERVICES)
+
+
 def test_prometheus_scrapes_every_carehub_service_in_compose() -> None:
     config = load_yaml(PROMETHEUS_DIR / "prometheus.yml")
     targets = {job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]]
@@ -146,7 +153,8 @@ def test_series_in_finds_names_in_expressions() -> None:
 def test_the_registry_has_carehub_metrics() -> None:
     names = defined_series()
     assert {"carehub_ingest_received_total", "carehub_feed_last_event_timestamp_seconds",
-            "carehub_gateway_delivery_seconds_bucket", "carehub_identity_decisions_total"} <= names
+            "carehub_gateway_delivery_seconds_bucket", "carehub_identity_decisions_total",
+            "carehub_mllp_messages_total"} <= names
 
 
 def test_rules_use_only_metrics_that_exist() -> None:
@@ -255,6 +263,10 @@ def test_compose_runs_every_carehub_service_and_the_stack() -> None:
         assert services[service]["entrypoint"] == ["python", "-m", f"carehub.services.{service}"]
         assert services[service]["healthcheck"]["test"][:2] == ["CMD", "python"]
     assert services["feeder"]["command"][0] == "demo-feed"
+    for service in CAREHUB_SERVICES:  # every one waits for the topics
+        assert services[service]["depends_on"]["topics"] == {"condition": "service_completed_successfully"}
+    metrics_ports = [p for s in CAREHUB_SERVICES for p in services[s]["ports"] if p.endswith(":9464")]
+    assert len(set(metrics_ports)) == len(CAREHUB_SERVICES)  # one host port each
     assert "make_demo_pki" in services["pki"]["command"][0]
     for name in ("kafka", "otel-collector", "jaeger", "prometheus", "grafana"):
         image = services[name]["image"]
@@ -266,6 +278,17 @@ def test_compose_runs_every_carehub_service_and_the_stack() -> None:
         for volume in service.get("volumes", []):
             if volume.startswith("./"):
                 assert (ROOT / volume.split(":", 1)[0]).exists(), f"{name} mounts a missing {volume}"
+
+
+def test_compose_mllp_listens_on_2575_without_the_pseudonym_key() -> None:
+    services = load_yaml(COMPOSE)["services"]
+    mllp = services["mllp"]
+    env = mllp["environment"]
+    assert env["CAREHUB_MLLP_HOST"] == "0.0.0.0" and env["CAREHUB_MLLP_PORT"] == "2575"
+    assert "127.0.0.1:2575:2575" in mllp["ports"]
+    assert "CAREHUB_PSEUDONYM_KEY" not in env  # it never pseudonymises; ingest does
+    assert services["ingest"]["environment"]["CAREHUB_PSEUDONYM_KEY"].startswith("${CAREHUB_PSEUDONYM_KEY:?")
+    assert mllp["read_only"] is True and mllp["cap_drop"] == ["ALL"]
 
 
 def test_the_compose_pki_command_makes_what_the_gateway_needs(tmp_path: Path) -> None:

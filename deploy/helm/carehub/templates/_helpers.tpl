@@ -50,8 +50,8 @@ app.kubernetes.io/part-of: carehub
 Environment shared by every carehub container.
 Call with (dict "root" $ "component" "ingest"); the component names the OTel service.
 "withoutKey" true leaves out the pseudonymisation key, for services that never use it
-(the indicators service and the partner gateway): the key stays out of the one pod that
-faces partners.
+(the indicators service, the partner gateway and the MLLP listener): the key stays out of
+the pods that face partners and hospitals.
 The two required values fail the render with a message rather than deploying pods that
 crash on start-up.
 */}}
@@ -195,10 +195,11 @@ consumer group shares (kafka.partitions); more would sit idle. Call with (list n
 {{/*
 One carehub service as a Deployment. Call with a dict:
   root       the root context ($)
-  component  ingest | identity | timeline | indicators | alerts | gateway
+  component  ingest | identity | timeline | indicators | alerts | gateway | mllp
   args       the `carehub` subcommand that runs it (the image's entrypoint is `carehub`)
   single     true: exactly one replica, replaced with no overlap (strategy Recreate)
-The component's values are .Values.<component>.
+The component's values are .Values.<component>. Replicas are capped at kafka.partitions,
+except the MLLP listener's: it consumes nothing, so any number can share the work.
 */}}
 {{- define "carehub.deployment" -}}
 {{- $root := .root -}}
@@ -206,6 +207,7 @@ The component's values are .Values.<component>.
 {{- $c := .component -}}
 {{- $cv := index $v $c -}}
 {{- $gateway := eq $c "gateway" -}}
+{{- $mllp := eq $c "mllp" -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -219,6 +221,9 @@ spec:
   replicas: 1
   strategy:
     type: Recreate
+  {{- else if $mllp }}
+  # Not a consumer: any number of listeners can share one Service address.
+  replicas: {{ $cv.replicas | int }}
   {{- else if not (and $cv.autoscaling $cv.autoscaling.enabled) }}
   replicas: {{ include "carehub.cappedReplicas" (list $cv.replicas $root) }}
   {{- end }}
@@ -241,7 +246,8 @@ spec:
       {{- end }}
     spec:
       {{- include "carehub.podSpecCommon" (dict "root" $root "component" $c) | nindent 6 }}
-      # Time to commit offsets and leave the consumer group (or close streams) on SIGTERM.
+      # Time to commit offsets and leave the consumer group (or close streams or connections)
+      # on SIGTERM.
       terminationGracePeriodSeconds: 30
       containers:
         - name: {{ $c }}
@@ -276,7 +282,21 @@ spec:
             - name: CAREHUB_GATEWAY_PARTNERS_FILE
               value: /etc/carehub/gateway/partners.toml
             {{- end }}
-            {{- include "carehub.env" (dict "root" $root "component" $c "withoutKey" (has $c (list "indicators" "gateway"))) | nindent 12 }}
+            {{- if $mllp }}
+            - name: CAREHUB_MLLP_HOST
+              value: "0.0.0.0"
+            - name: CAREHUB_MLLP_PORT
+              value: {{ $cv.port | quote }}
+            - name: CAREHUB_MLLP_MAX_MESSAGE_BYTES
+              value: {{ $cv.maxMessageBytes | int | quote }}
+            - name: CAREHUB_MLLP_IDLE_TIMEOUT_S
+              value: {{ $cv.idleTimeoutSeconds | quote }}
+            {{- if $cv.facilities.name }}
+            - name: CAREHUB_HL7_FACILITIES
+              value: /etc/carehub/mllp/facilities.toml
+            {{- end }}
+            {{- end }}
+            {{- include "carehub.env" (dict "root" $root "component" $c "withoutKey" (has $c (list "indicators" "gateway" "mllp"))) | nindent 12 }}
           ports:
             {{- if $gateway }}
             - name: grpc
@@ -284,6 +304,12 @@ spec:
               protocol: TCP
             - name: grpc-health
               containerPort: {{ $cv.healthPort }}
+              protocol: TCP
+            {{- end }}
+            {{- if $mllp }}
+            # HL7 v2 over MLLP: plain TCP framing, not HTTP.
+            - name: mllp
+              containerPort: {{ $cv.port }}
               protocol: TCP
             {{- end }}
             - name: metrics
@@ -315,7 +341,8 @@ spec:
           {{- else }}
           # On the metrics port (carehub/runtime/health.py): /ready means partitions assigned,
           # tables recovered, lag read in the last seconds and no stall (records waiting with
-          # no progress); /live only that the worker keeps judging (its event loop is not
+          # no progress), or for the MLLP listener that it is listening with its producer
+          # started; /live only that the worker keeps judging (its event loop is not
           # wedged), so a slow or stalled stage is taken out of readiness, not restarted.
           # The startup probe allows for waiting for Kafka (up to 3 minutes).
           {{- $live := dict "httpGet" (dict "path" "/live" "port" "metrics") }}
@@ -347,6 +374,11 @@ spec:
               mountPath: /etc/carehub/gateway
               readOnly: true
             {{- end }}
+            {{- if and $mllp $cv.facilities.name }}
+            - name: mllp-files
+              mountPath: /etc/carehub/mllp
+              readOnly: true
+            {{- end }}
       volumes:
         {{- include "carehub.volumes" (dict "dataSizeLimit" $cv.dataDirSizeLimit) | nindent 8 }}
         {{- if $gateway }}
@@ -373,6 +405,17 @@ spec:
               {{- $p := dict "name" $partners "items" (list (dict "key" $cv.partners.key "path" "partners.toml")) }}
               - {{ ternary "secret" "configMap" (eq $cv.partners.kind "Secret") }}:
                   {{- toYaml $p | nindent 18 }}
+        {{- end }}
+        {{- if and $mllp $cv.facilities.name }}
+        # The deployment's own sending facilities file, by reference, read-only and readable
+        # by the carehub group (fsGroup) only.
+        - name: mllp-files
+          projected:
+            defaultMode: 0440
+            sources:
+              {{- $f := dict "name" $cv.facilities.name "items" (list (dict "key" $cv.facilities.key "path" "facilities.toml")) }}
+              - {{ ternary "secret" "configMap" (eq $cv.facilities.kind "Secret") }}:
+                  {{- toYaml $f | nindent 18 }}
         {{- end }}
 {{- end }}
 

@@ -1,0 +1,1 @@
+"""HL7 v2 ADT over MLLP: the door for hospitals' patient administration systems."""
