@@ -118,11 +118,6 @@ async def at_end(consumer: Any, tps: Iterable[TopicPartition]) -> bool:
     return True
 
 
-def values_to_end(bootstrap: str, topics: str | Sequence[str], *, timeout_s: float = 60.0) -> list[bytes]:
-    """The values of :func:`read_to_end` (tombstones left out)."""
-    return [r.value for r in read_to_end(bootstrap, topics, timeout_s=timeout_s) if r.value is not None]
-
-
 def latest_by_key(records: Iterable[Record]) -> dict[bytes, Record]:
     """A compacted topic's view: the newest record per key, tombstones removing the key."""
     latest: dict[bytes, Record] = {}

@@ -18,10 +18,11 @@ def faust_app(app_id: str, settings: Settings, bootstrap: str) -> faust.App:
     """A faust App on ``bootstrap`` with carehub's defaults for the configured broker profile."""
     datadir = settings.data_dir / "faust" / f"{app_id}-{settings.worker_name}"
     datadir.parent.mkdir(parents=True, exist_ok=True)
+    profile = client_profile(settings)
     return faust.App(
         app_id,
         # carehub://: faust's aiokafka transport with the profile's fetch wait (carehub/kafka/transport.py)
-        broker=broker_urls(bootstrap, client_profile(settings).fetch_max_wait_ms),
+        broker=broker_urls(bootstrap, profile.fetch_max_wait_ms),
         store="memory://",
         datadir=str(datadir),
         topic_partitions=settings.partitions,
@@ -33,5 +34,5 @@ def faust_app(app_id: str, settings: Settings, bootstrap: str) -> faust.App:
         web_host="127.0.0.1",
         consumer_auto_offset_reset="earliest",
         table_cleanup_interval=60.0,
-        **client_profile(settings).faust_settings(),
+        **profile.faust_settings(),
     )
