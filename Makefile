@@ -16,7 +16,7 @@ help:
 	@echo "make test    - unit and integration tests (starts its own broker; installs Prometheus if missing)"
 	@echo "make test-loaded - make test 3 times in a row with a CPU-bound process on every core (RUNS=n)"
 	@echo "make lint    - ruff, mypy, generated-code drift check"
-	@echo "make bench   - throughput vs faust baselines; linkage accuracy and latency; alert latency to partners"
+	@echo "make bench   - throughput vs faust baselines; linkage accuracy and latency; alert latency to partners; MLLP and FHIR doors"
 	@echo "make proto   - regenerate carehub/v1 from protos/"
 	@echo "make compose-up - Kafka + every service + synthetic feed + Prometheus/Grafana/Jaeger (docker compose)"
 
@@ -83,6 +83,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/ingest_bench.py
 	$(BIN)/python bench/identity_accuracy.py
 	$(BIN)/python bench/alerts_bench.py
+	$(BIN)/python bench/doors_bench.py
 
 clean:
 	rm -rf .carehub .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -159,6 +159,42 @@ def cmd_send_hl7(args: argparse.Namespace) -> int:
     return 0 if accepted == len(outcomes) else 1
 
 
+def cmd_fhir(args: argparse.Namespace) -> int:
+    from carehub.runtime.services import run_service
+
+    run_service("fhir")
+    return 0
+
+
+def cmd_send_fhir(args: argparse.Namespace) -> int:
+    import httpx
+
+    from carehub.fhir_client import bundles_of, client, send
+
+    paths = [Path(p) for p in args.files]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise SystemExit(f"carehub send-fhir: no such file: {', '.join(missing)}")
+    token = Path(args.token_file).read_text().strip() if args.token_file else None
+    if bool(args.cert) != bool(args.key):
+        raise SystemExit("carehub send-fhir: --cert and --key go together")
+    answers = []
+    with client(Path(args.ca) if args.ca else None, Path(args.cert) if args.cert else None,
+                Path(args.key) if args.key else None, token, args.timeout) as http:
+        for source, body in bundles_of(paths):
+            try:
+                answer = send(http, args.base, source, body)
+            except httpx.HTTPError as exc:
+                raise SystemExit(f"carehub send-fhir: {args.base}: {exc or type(exc).__name__}") from None
+            answers.append(answer)
+            print(f"{answer.source}: {answer.status} Bundle {answer.bundle_id or '(no id)'}")
+            for issue in answer.issues:
+                print(f"  {issue}")
+    accepted = sum(a.accepted for a in answers)
+    print(f"sent {len(answers)}, accepted {accepted}, not accepted {len(answers) - accepted}")
+    return 0 if accepted == len(answers) else 1
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
     from carehub.partner_cli import watch
 
@@ -227,6 +263,20 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fhir_dlq(args: argparse.Namespace) -> int:
+    from carehub import fhir_deadletters as fdl
+
+    settings = load_settings()
+    bootstrap = _bootstrap(settings, args.bootstrap, "fhir-dlq")
+    if args.action == "replay":
+        n, skipped = fdl.replay(settings, args.partner, dry_run=args.dry_run, bootstrap=bootstrap)
+        print(f"{'would replay' if args.dry_run else 'replayed'} {n} FHIR dead letters; "
+              f"{skipped} were replayed before")
+        return 0
+    print("\n".join(fdl.list_lines(settings, args.partner, bootstrap=bootstrap, each=args.each)))
+    return 0
+
+
 def cmd_dlq(args: argparse.Namespace) -> int:
     from carehub import deadletters as dl
     from carehub.kafka.profile import client_profile
@@ -240,8 +290,8 @@ def cmd_dlq(args: argparse.Namespace) -> int:
         n, skipped = dl.replay(bootstrap, topic, replayed_topic(settings), args.reason, dry_run=args.dry_run,
                                profile=client_profile(settings))
         verb = "would replay" if args.dry_run else "replayed"
-        print(f"{verb} {n} dead letters; {skipped} were replayed before or came from the MLLP door "
-              "(its senders resend)")
+        print(f"{verb} {n} dead letters; {skipped} were replayed before or came from the MLLP or FHIR door "
+              "(their senders resend)")
         return 0
     letters = dl.read_dead_letters(bootstrap, topic, args.reason)
     if args.json:
@@ -339,6 +389,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each ACK")
     p.set_defaults(func=cmd_send_hl7)
 
+    p = sub.add_parser("fhir", help="run the FHIR R4 endpoint (HTTPS; CAREHUB_FHIR_PORT, default 8443)")
+    p.set_defaults(func=cmd_fhir)
+
+    p = sub.add_parser("send-fhir", help="POST FHIR Bundles to the FHIR endpoint and print each answer")
+    p.add_argument("files", nargs="+", help="files of one Bundle (JSON) each, or .ndjson with one per line")
+    p.add_argument("--base", default="https://127.0.0.1:8443/fhir", help="the endpoint's base URL")
+    p.add_argument("--ca", help="CA certificate (PEM) that issued the endpoint's certificate")
+    p.add_argument("--cert", help="client certificate (PEM) for mutual TLS; its CN is the organisation code")
+    p.add_argument("--key", help="the client certificate's private key (PEM)")
+    p.add_argument("--token-file", help="file holding a bearer token (instead of a certificate)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each answer")
+    p.set_defaults(func=cmd_send_fhir)
+
     p = sub.add_parser("watch", help="print your organisation's alerts from the partner gateway as they come")
     _add_gateway_options(p)
     p.add_argument("--partner", help="your organisation code, for display (the identity is the certificate/token)")
@@ -381,6 +444,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="replay: count only")
     p.add_argument("--bootstrap")
     p.set_defaults(func=cmd_dlq)
+
+    p = sub.add_parser("fhir-dlq", help="list alerts whose FHIR delivery gave up, or deliver them again")
+    p.add_argument("action", choices=["list", "replay"])
+    p.add_argument("--partner", help="only this partner's (organisation code)")
+    p.add_argument("--each", action="store_true", help="list: one line per dead letter")
+    p.add_argument("--dry-run", action="store_true", help="replay: count only")
+    p.add_argument("--bootstrap")
+    p.set_defaults(func=cmd_fhir_dlq)
     return parser
 
 

@@ -22,6 +22,9 @@ from carehub.v1 import ingest_pb2 as ing
 
 REPLAY_HEADER = "carehub-replay-of"
 HL7_CONTENT_TYPE = b"x-application/hl7-v2+er7"  # as services/mllp writes it
+FHIR_CONTENT_TYPE = b"application/fhir+json"     # as services/fhir writes it
+# what the MLLP and FHIR doors refused: answered to the sender at once, nothing to re-publish
+DOOR_CONTENT_TYPES = (HL7_CONTENT_TYPE, FHIR_CONTENT_TYPE)
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ def _reason_number(reason: str) -> int:
 
 def replayable(letter: ing.DeadLetter) -> bool:
     """Whether a dead letter came from a Kafka topic it can be published back to."""
-    return letter.original_headers.get("content-type") != HL7_CONTENT_TYPE
+    return letter.original_headers.get("content-type", b"") not in DOOR_CONTENT_TYPES
 
 
 def replayed_positions(bootstrap: str, replayed_topic: str) -> set[str]:
@@ -82,7 +85,7 @@ def replay(bootstrap: str, deadletter_topic: str, replayed_topic: str, reason: s
     """Re-publish dead letters to their source topics; returns (replayed, skipped as already replayed)."""
     done = replayed_positions(bootstrap, replayed_topic)
     letters = read_dead_letters(bootstrap, deadletter_topic, reason)
-    # HL7 v2 refused at the MLLP door has no topic to go back to: its sender fixes and resends it
+    # HL7 v2 or FHIR refused at its door has no topic to go back to: its sender fixes and resends it
     todo = [s for s in letters if s.position not in done and replayable(s.letter)]
     if dry_run or not todo:
         return len(todo), len(letters) - len(todo)

@@ -7,59 +7,196 @@ worker's own /metrics until Ctrl-C, which stops the children it started, by pid.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import io
 import os
 import signal
+import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 from tqdm import tqdm
 
+from carehub import fhir_client, hl7_client
+from carehub.domain.hl7v2.mapping import load_adt_mapping
 from carehub.harness import scrape
 from carehub.kafka.broker import kafka_for
 from carehub.kafka.profile import client_profile
 from carehub.runtime.services import SERVICES, service_command
 from carehub.sdk import Publisher
 from carehub.settings import Settings, load_settings
+from carehub.synthetic.doors import Door, DoorMessage, Router, facilities_by_org, translate
+from carehub.synthetic.region import KIND_DUPLICATE, MALFORMED_PREFIX, decode
 
 FIRST_METRICS_PORT = 9464  # ingest; identity, timeline, indicators, alerts and gateway on the next ports
 
 
-def feed_region(bootstrap: str, settings: Settings, people: int, seed: int) -> int:
-    """Generate the synthetic region and publish it; returns the number of records sent."""
+def feed_region(bootstrap: str, settings: Settings, people: int, seed: int, *, doors: bool = False) -> int:
+    """Generate the synthetic region and publish it; returns the number of records the provider
+    topic gets (what ingest will have seen once it has caught up).
+
+    With ``doors`` (``carehub run``), a share of the acute hospitals' visit events goes through the
+    hub's other two doors instead of the SDK (carehub/synthetic/doors.py says which and how): HL7 v2
+    ADT over MLLP, one connection with the messages in order, and FHIR notification Bundles over
+    mutual TLS with each hospital's demo certificate. They are sent after the SDK records, once each
+    door accepts connections (a door that does not within a minute stops the run, with its log),
+    so their events may reach the hub a little after the rest. A refused message is counted and
+    the first refusal printed. Resends (``duplicate`` records) of door events are not repeated.
+    """
     from carehub.synthetic import RegionConfig, generate_region
 
     print(f"generating the synthetic region: {people} people, seed {seed} ...", flush=True)
     region = generate_region(RegionConfig(people=people, seed=seed))
-    records = list(region.records)
+    records: list[tuple[bytes, bytes, str]] = []  # (value, key, content type) for the SDK
+    outbox: dict[Door, list[DoorMessage]] = {Door.MLLP: [], Door.FHIR: []}
+    resends = 0
+    if not doors:
+        records = [(rec.value, rec.key, rec.content_type) for rec in region.records]
+    else:
+        facilities = facilities_by_org(load_adt_mapping(settings.hl7_mapping, settings.hl7_facilities).facilities)
+        hospitals = {org.code for org in region.directory.hospitals}
+        router = Router(hospitals, facilities)
+        for rec in region.records:
+            if rec.key.split(b"/", 1)[0].decode() not in hospitals or rec.kind.startswith(MALFORMED_PREFIX):
+                records.append((rec.value, rec.key, rec.content_type))
+                continue
+            event = decode(rec)
+            door = router.door(event)
+            if door != Door.SDK:
+                if rec.kind == KIND_DUPLICATE:
+                    resends += 1
+                else:
+                    outbox[door].append(translate(event, door, facilities))
+                continue
+            records.append((rec.value, rec.key, rec.content_type))
+        mllp_orgs = ", ".join(sorted({m.org for m in outbox[Door.MLLP]})) or "none"
+        print(f"hospital visit events through the other doors: {len(outbox[Door.MLLP])} as HL7 v2 over MLLP "
+              f"({mllp_orgs}: the organisations with a sending facility), {len(outbox[Door.FHIR])} as FHIR "
+              f"Bundles; {len(records)} records through the SDK"
+              + (f"; {resends} resends of door events not repeated" if resends else ""), flush=True)
     with Publisher(bootstrap, topic=settings.source_topics[0], profile=client_profile(settings)) as pub, \
             tqdm(total=len(records), unit="ev", desc="publish") as bar:
-        for rec in records:
-            pub.publish_raw(rec.value, rec.key, rec.content_type, on_done=lambda _ok: bar.update(1))
+        for value, key, content_type in records:
+            pub.publish_raw(value, key, content_type, on_done=lambda _ok: bar.update(1))
         pub.flush()
     print(f"published {pub.sent} records ({pub.failed} failed)", flush=True)
-    return pub.sent
+    if not doors:
+        return pub.sent
+
+    door_wait_s = 60.0
+
+    def wait_for(door: str, host: str, port: int, log: str) -> None:
+        deadline = time.monotonic() + door_wait_s
+        while True:
+            try:
+                socket.create_connection((host, port), timeout=2).close()
+                return
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"the {door} door at {host}:{port} did not accept connections within "
+                                     f"{door_wait_s:.0f} s ({exc}); see {settings.data_dir / 'logs' / log}") from None
+                time.sleep(0.5)
+
+    def report(door: str, where: str, sent: int, accepted: int, refusals: list[str]) -> None:
+        print(f"{door:4} {where}: sent {sent}, accepted {accepted}, refused {len(refusals)}", flush=True)
+        if refusals:
+            print(f"     first refusal: {refusals[0]}", flush=True)
+
+    events = 0
+    messages = outbox[Door.MLLP]
+    host, port = settings.mllp_host, settings.mllp_port
+    if not messages:
+        report("MLLP", f"mllp://{host}:{port}", 0, 0, [])
+    else:
+        wait_for("MLLP", host, port, "mllp.log")
+        with tqdm(total=len(messages), unit="msg", desc="MLLP") as bar:
+            def frames() -> Iterator[tuple[str, bytes]]:
+                for message in messages:
+                    yield message.source, message.body
+                    bar.update(1)  # asked for the next one: this one's ACK is in
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):  # hl7_client prints a line per ACK
+                    outcomes = asyncio.run(hl7_client.send(host, port, frames()))
+            except (TimeoutError, OSError, EOFError, asyncio.IncompleteReadError) as exc:
+                raise SystemExit(f"the MLLP door at {host}:{port} failed while sending "
+                                 f"({type(exc).__name__}: {exc}); see {settings.data_dir / 'logs' / 'mllp.log'}",
+                                 ) from None
+        accepted_mllp = [m for m, o in zip(messages, outcomes, strict=True) if o.code in ("AA", "CA")]
+        events += sum(m.events for m in accepted_mllp)
+        report("MLLP", f"mllp://{host}:{port}", len(outcomes), len(accepted_mllp),
+               [f"{o.source}: {o.code} {o.text}" for o in outcomes if o.code not in ("AA", "CA")])
+    messages = outbox[Door.FHIR]
+    host, port = settings.fhir_host, settings.fhir_port
+    base = f"https://{host}:{port}/fhir"
+    if not messages:
+        report("FHIR", base, 0, 0, [])
+    else:
+        pki = settings.data_dir / "pki"
+        wait_for("FHIR", host, port, "fhir.log")
+        answers: list[fhir_client.Answer] = []
+        with contextlib.ExitStack() as stack, tqdm(total=len(messages), unit="bundle", desc="FHIR") as bar:
+            clients: dict[str, httpx.Client] = {}
+            for message in messages:
+                http = clients.get(message.org)
+                if http is None:  # each hospital sends with its own certificate: its code is the sender
+                    try:
+                        http = clients[message.org] = stack.enter_context(fhir_client.client(
+                            pki / "ca.pem", pki / f"{message.org}.pem", pki / f"{message.org}.key", None, 30.0))
+                    except OSError as exc:  # ssl.SSLError is one too
+                        raise SystemExit(f"FHIR: no usable client certificate for {message.org} under {pki} "
+                                         f"({exc})") from None
+                try:
+                    answers.append(fhir_client.send(http, base, message.source, message.body))
+                except httpx.HTTPError as exc:
+                    raise SystemExit(f"the FHIR door at {base} failed while sending ({type(exc).__name__}: "
+                                     f"{exc}); see {settings.data_dir / 'logs' / 'fhir.log'}") from None
+                bar.update(1)
+        accepted_fhir = [m for m, a in zip(messages, answers, strict=True) if a.accepted]
+        events += sum(m.events for m in accepted_fhir)
+        report("FHIR", base, len(answers), len(accepted_fhir),
+               [f"{a.source}: HTTP {a.status} {'; '.join(a.issues)[:300]}" for a in answers if not a.accepted])
+    return pub.sent + events
 
 
 def demo_partners(settings: Settings, people: int, seed: int) -> dict[str, str]:
-    """TLS material and a partners file for every organisation of the synthetic region.
+    """TLS material, partners, FHIR senders and HL7 v2 facilities for the organisations of the region.
 
-    The gateway never runs without TLS, so the demo makes its own CA under the data directory
-    (kept between runs) and a client certificate per organisation, named by its code.
+    The gateway and the FHIR door never run without TLS, so the demo makes its own CA under the
+    data directory (kept between runs) and a client certificate per organisation, named by its code.
     """
     import random
 
     from carehub.synthetic import RegionConfig
     from carehub.synthetic.orgs import build_directory
     from carehub.tlsgen import make_demo_pki
+    from carehub.v1.care_event_pb2 import Sector
 
     config = RegionConfig(people=people, seed=seed)
-    orgs = [org.code for org in build_directory(config, random.Random(f"{config.seed}/orgs")).all]
+    directory = build_directory(config, random.Random(f"{config.seed}/orgs")).all
+    orgs = [org.code for org in directory]
     pki = make_demo_pki(settings.data_dir / "pki", orgs)
+    # the FHIR door: every organisation may send, with its client certificate (mutual TLS)
+    senders = settings.data_dir / "fhir-senders.toml"
+    senders.write_text("# the demo's FHIR senders: every organisation of the synthetic region\nversion = 1\n" + "".join(
+        f'[senders.{org.code}]\nsector = "{Sector.Name(org.sector).removeprefix("SECTOR_").lower()}"\n'
+        for org in directory))
+    # the MLLP door: each hospital's PAS writes its own code in MSH-4
+    facilities = settings.data_dir / "hl7-facilities.toml"
+    facilities.write_text("# the demo's HL7 v2 sending facilities: the region's hospitals\nversion = 1\n" + "".join(
+        f'[[facilities]]\nfacility = "{org.code}"\norg = "{org.code}"\nsector = "acute"\n'
+        for org in directory if org.sector == Sector.SECTOR_ACUTE))
     partners = settings.data_dir / "partners.toml"
     partners.write_text("# the demo's partners: every organisation of the synthetic region\n" + "".join(
         f'[partners.{org}]\nname = "{org} (synthetic)"\n' for org in orgs))
     return {"CAREHUB_GATEWAY_TLS_CERT": str(pki.server.cert), "CAREHUB_GATEWAY_TLS_KEY": str(pki.server.key),
-            "CAREHUB_GATEWAY_CLIENT_CA": str(pki.ca.cert), "CAREHUB_GATEWAY_PARTNERS_FILE": str(partners)}
+            "CAREHUB_GATEWAY_CLIENT_CA": str(pki.ca.cert), "CAREHUB_GATEWAY_PARTNERS_FILE": str(partners),
+            "CAREHUB_FHIR_TLS_CERT": str(pki.server.cert), "CAREHUB_FHIR_TLS_KEY": str(pki.server.key),
+            "CAREHUB_FHIR_CLIENT_CA": str(pki.ca.cert), "CAREHUB_FHIR_SENDERS_FILE": str(senders),
+            "CAREHUB_HL7_FACILITIES": str(facilities)}
 
 
 def run_demo(people: int, seed: int) -> int:
@@ -92,8 +229,13 @@ def run_demo(people: int, seed: int) -> int:
                 print(f"{service:8} worker pid {children[-1].pid}; log {log}; metrics {urls[service]}")
             print(f"HL7 v2 over MLLP: mllp://{settings.mllp_host}:{settings.mllp_port} "
                   "(send with `.venv/bin/carehub send-hl7 FILE`)")
+            print(f"FHIR R4: https://{settings.fhir_host}:{settings.fhir_port}/fhir (send with `.venv/bin/carehub "
+                  f"send-fhir FILE --ca {settings.data_dir}/pki/ca.pem --cert {settings.data_dir}/pki/<ORG>.pem "
+                  f"--key {settings.data_dir}/pki/<ORG>.key`)")
             try:
-                sent = feed_region(bootstrap, settings, people, seed)
+                facilities = Path(gateway_env["CAREHUB_HL7_FACILITIES"])
+                door_settings = settings.model_copy(update={"hl7_facilities": facilities})
+                sent = feed_region(bootstrap, door_settings, people, seed, doors=True)
                 _watch(urls, sent, children, bootstrap)
             finally:
                 # the workers first, while the broker is still there to leave their groups cleanly

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import time
 import urllib.request
@@ -77,6 +78,7 @@ class Worker:
     proc: subprocess.Popen[bytes]
     log: Path
     metrics_url: str | None = None
+    killed: bool = False  # by the test (LocalHub.kill): its exit is expected, not a failure
 
     @property
     def pid(self) -> int:
@@ -155,6 +157,7 @@ class LocalHub:
     def kill(self, worker: Worker) -> None:
         """SIGKILL to the worker's own pid: a crash, with nothing flushed or committed."""
         if worker.proc.poll() is None:
+            worker.killed = True
             os.kill(worker.pid, signal.SIGKILL)
             worker.proc.wait()
 
@@ -168,9 +171,22 @@ class LocalHub:
     def log_text(self) -> str:
         return "\n".join(w.log.read_text(errors="replace") for w in self.workers if w.log.exists())
 
+    def wait_listening(self, port: int, timeout_s: float = 90.0) -> None:
+        """Wait until a worker of this hub accepts TCP connections on 127.0.0.1:``port`` (and
+        fail at once if a worker died meanwhile)."""
+        def listening() -> bool:
+            self.assert_running()
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+
+        eventually(listening, timeout_s, f"a worker accepts connections on port {port}")
+
     def assert_running(self) -> None:
         dead = [f"{w.service} (pid {w.pid}) exited {w.proc.returncode}" for w in self.workers
-                if w.proc.poll() is not None and w.proc.returncode != 0]
+                if w.proc.poll() is not None and w.proc.returncode != 0 and not w.killed]
         assert not dead, "; ".join(dead) + "\n" + self.log_text()[-4000:]
 
     # ---- reading --------------------------------------------------------------------------

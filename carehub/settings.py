@@ -84,6 +84,25 @@ class Settings(BaseSettings):
     mllp_idle_timeout_s: float = Field(default=600.0, gt=0, le=86_400)
     hl7_mapping: Path | None = None      # the ADT mapping table (TOML); the packaged one by default
     hl7_facilities: Path | None = None   # sending facility (MSH-4) -> organisation (TOML); packaged by default
+    # FHIR R4 in (services/fhir): HTTPS only, like the gateway
+    fhir_host: str = "127.0.0.1"
+    fhir_port: int = Field(default=8443, ge=0, le=65535)
+    fhir_tls_cert: Path | None = None        # server certificate chain (PEM)
+    fhir_tls_key: Path | None = None         # its private key (PEM)
+    fhir_client_ca: Path | None = None       # CA that signs senders' client certificates (PEM)
+    fhir_require_client_cert: bool = True    # mutual TLS; False: a bearer token over TLS is enough
+    fhir_senders_file: Path | None = None    # sending organisations, their sectors and token hashes (TOML)
+    fhir_mapping: Path | None = None         # FHIR codes -> care event fields (TOML); the packaged one by default
+    fhir_max_bundle_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # FHIR out (services/gateway/fhir_delivery.py): alerts POSTed to partners that ask for FHIR
+    fhir_out_ca: Path | None = None          # CA bundle that verifies partners' endpoints (system CAs if unset)
+    fhir_out_client_cert: Path | None = None  # the hub's client certificate for partners that want mTLS
+    fhir_out_client_key: Path | None = None
+    fhir_out_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    fhir_out_retry_initial_s: float = Field(default=1.0, gt=0, le=3600)
+    fhir_out_retry_max_s: float = Field(default=300.0, gt=0, le=86_400)
+    # an alert still undelivered this long after its first attempt goes to the FHIR dead letters
+    fhir_out_give_up_after_s: float = Field(default=24 * 3600.0, gt=0, le=30 * 86_400)
     alerts_involved_within_days: int = Field(default=90, ge=1, le=3650)
     alerts_retention_days: int = Field(default=90, ge=1, le=3650)  # how far back a resume cursor may reach
     audit_retention_days: int = Field(default=2555, ge=1, le=36500)  # seven years

@@ -88,6 +88,21 @@ def hl7_raw_topic(settings: Settings) -> str:
     return settings.topic("mllp.raw")
 
 
+def fhir_raw_topic(settings: Settings) -> str:
+    """Every FHIR Bundle the FHIR door accepted, as its bytes, before the 2xx (services/fhir)."""
+    return settings.topic("fhir.raw")
+
+
+def fhir_deadletter_topic(settings: Settings) -> str:
+    """Alerts whose FHIR delivery gave up, with the partner and the last error (an operator replays)."""
+    return settings.topic("fhir.delivery.deadletter")
+
+
+def fhir_replayed_topic(settings: Settings) -> str:
+    """Which FHIR dead letters were already replayed, so each is replayed once."""
+    return settings.topic("fhir.delivery.replayed")
+
+
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     p, r = settings.partitions, settings.topic_replication_factor
     specs = [TopicSpec(t, p, replication=r) for t in settings.source_topics]
@@ -119,5 +134,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # dead letters; nothing downstream reads it, ingest reads the events mapped from it.
         TopicSpec(hl7_raw_topic(settings), 1, {"retention.ms": str(settings.deadletter_retention_days * DAY_MS)},
                   replication=r),
+        TopicSpec(fhir_raw_topic(settings), 1, {"retention.ms": str(settings.deadletter_retention_days * DAY_MS)},
+                  replication=r),
+        TopicSpec(fhir_deadletter_topic(settings), 1,
+                  {"retention.ms": str(settings.alerts_retention_days * DAY_MS)}, replication=r),
+        TopicSpec(fhir_replayed_topic(settings), 1, {"cleanup.policy": "compact"}, replication=r),
     ]
     return specs

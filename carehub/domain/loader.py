@@ -27,8 +27,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Generic, TypeVar, get_args, get_origin
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import ErrorDetails
 
 Loc = tuple[str | int, ...]
@@ -38,6 +39,17 @@ M = TypeVar("M", bound=BaseModel)
 Text = Annotated[str, Field(min_length=1)]
 Count = Annotated[int, Field(ge=0)]
 Version = Annotated[int, Field(ge=1)]
+
+
+def _iana_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"must be an IANA time zone such as \"Europe/London\" (got {value!r})") from None
+    return value
+
+
+ZoneName = Annotated[str, Field(min_length=1), AfterValidator(_iana_zone)]
 
 
 class Definition(BaseModel):

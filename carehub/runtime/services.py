@@ -14,7 +14,7 @@ import sys
 
 SERVICE_PACKAGE = "carehub.services"
 # In start-up order: each stage's input is written by the one before it.
-SERVICES = ("ingest", "identity", "timeline", "indicators", "alerts", "gateway", "mllp")
+SERVICES = ("ingest", "identity", "timeline", "indicators", "alerts", "gateway", "mllp", "fhir")
 
 
 def service_module(name: str) -> str:

@@ -55,6 +55,8 @@ class _RejectReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RejectRe
     """an HL7 v2 message refused with AR (the reason is in message)"""
     REJECT_REASON_UNKNOWN_CHARSET: _RejectReason.ValueType  # 14
     """an HL7 v2 message whose MSH-18 names no supported charset"""
+    REJECT_REASON_FHIR_REFUSED: _RejectReason.ValueType  # 15
+    """a FHIR Bundle answered 4xx (the OperationOutcome text is in message)"""
 
 class RejectReason(_RejectReason, metaclass=_RejectReasonEnumTypeWrapper):
     """Why an event was rejected. Machine-readable; the DeadLetter's message says more."""
@@ -87,6 +89,8 @@ REJECT_REASON_HL7_REFUSED: RejectReason.ValueType  # 13
 """an HL7 v2 message refused with AR (the reason is in message)"""
 REJECT_REASON_UNKNOWN_CHARSET: RejectReason.ValueType  # 14
 """an HL7 v2 message whose MSH-18 names no supported charset"""
+REJECT_REASON_FHIR_REFUSED: RejectReason.ValueType  # 15
+"""a FHIR Bundle answered 4xx (the OperationOutcome text is in message)"""
 Global___RejectReason: _TypeAlias = RejectReason  # noqa: Y015
 
 @_typing.final

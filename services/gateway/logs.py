@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -118,8 +118,12 @@ class IndicatorBoard:
 
 
 async def tail(bootstrap: str, topic: str, handle: Callable[[int, int, bytes | None, bytes | None], None],
-               ready: asyncio.Event, stop: asyncio.Event, profile: ClientProfile) -> None:
+               ready: asyncio.Event, stop: asyncio.Event, profile: ClientProfile,
+               skip: Callable[[Sequence[tuple[str, bytes]]], bool] | None = None) -> None:
     """Read ``topic`` (every partition) from the start and forever; ``ready`` once caught up.
+
+    Records whose headers ``skip`` accepts are not handed to ``handle`` (FHIR replays on the
+    alerts topic: for the FHIR delivery loop only).
 
     Caught up means every partition read to the high watermark a Fetch response reported
     (carehub.kafka.read.at_end), not to ListOffsets' end (wrong on the embedded broker). The
@@ -143,7 +147,8 @@ async def tail(bootstrap: str, topic: str, handle: Callable[[int, int, bytes | N
             batches = await consumer.getmany(timeout_ms=200, max_records=2000)
             for tp, records in batches.items():
                 for record in records:
-                    handle(tp.partition, record.offset, record.key, record.value)
+                    if skip is None or not skip(record.headers):
+                        handle(tp.partition, record.offset, record.key, record.value)
             if not ready.is_set() and await at_end(consumer, tps):
                 ready.set()
                 log.info("gateway: %s read up to date", topic)

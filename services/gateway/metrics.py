@@ -19,3 +19,15 @@ ACK_SECONDS = Histogram(
     ["status"], buckets=(1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 7 * 24 * 3600),
 )
 ALERTS_HELD = Gauge("carehub_gateway_alerts_held", "Alerts held from the retained log")
+# FHIR delivery (services/gateway/fhir_delivery.py), per FHIR partner
+FHIR_ATTEMPTS = Counter("carehub_gateway_fhir_attempts_total", "FHIR notification POSTs to partners, by what came "
+                        "of each: delivered (2xx), transient (retried) or permanent (refused)", ["partner", "outcome"])
+FHIR_DEAD_LETTERS = Counter("carehub_gateway_fhir_dead_letters_total", "Alerts a FHIR partner did not take, "
+                            "dead-lettered: rejected (a permanent answer), gave_up (retried too long) or "
+                            "unreadable", ["partner", "reason"])
+FHIR_LAG = Gauge("carehub_gateway_fhir_delivery_lag_seconds", "Age of the alert a FHIR partner's delivery loop is "
+                 "working on (from being raised); 0 when it has none in hand", ["partner"])
+FHIR_DELIVERY_SECONDS = Histogram(
+    "carehub_gateway_fhir_delivery_seconds", "From an alert being raised to a FHIR partner's 2xx",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 60, 300, 3600, 6 * 3600, 24 * 3600),
+)

@@ -8,12 +8,24 @@ common name of its client certificate)::
     units = ["practice:B86001", "locality:L01", "region"]   # optional
     tokens_sha256 = ["<hex sha256 of a bearer token>"]        # optional
 
+    [partners.B86001.fhir]                                     # optional: alerts also as FHIR
+    endpoint = "https://fhir.riverside.example/notifications"
+    token_env = "CAREHUB_FHIR_TOKEN_B86001"                   # optional
+
 ``units`` are the indicator units the partner may see; without it, the units whose code is the
 organisation's own (``practice:ORG``, ``provider:ORG``) and ``region``. ``tokens_sha256`` holds
 the SHA-256 (hex) of each bearer token the partner may use where the gateway accepts tokens;
 tokens themselves are never stored, and should be random (``python -c 'import secrets;
 print(secrets.token_urlsafe(32))'``; its hash: :func:`hash_token`). Loading checks every key and
 fails with the file and key at fault, so a gateway never starts on a file it would misread.
+
+A ``fhir`` table makes the gateway POST the partner's alerts to ``endpoint`` as FHIR notification
+Bundles (services/gateway/fhir_delivery.py), beside gRPC, which stays open to every partner. The
+endpoint must be ``https://``; plain ``http://`` is accepted only for a loopback host
+(``127.0.0.1``, ``::1``, ``localhost``: tests and the demo), and it may carry no user name or
+password. ``token_env`` names the environment variable holding the bearer token the hub
+presents; the token itself is never in the file, and a variable that is unset when the gateway
+starts stops it with the partner and the variable named.
 """
 
 from __future__ import annotations
@@ -22,6 +34,7 @@ import hashlib
 import hmac
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +46,10 @@ REGION = "region"
 ORG_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 UNIT_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-PARTNER_KEYS = {"name", "units", "tokens_sha256"}
+PARTNER_KEYS = {"name", "units", "tokens_sha256", "fhir"}
+FHIR_KEYS = {"endpoint", "token_env"}
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 class GatewayConfigError(ValueError):
@@ -45,11 +61,20 @@ class PartnersFileError(GatewayConfigError):
 
 
 @dataclass(frozen=True)
+class FhirEndpoint:
+    """Where a partner takes its alerts as FHIR, and which variable holds the token to present."""
+
+    endpoint: str
+    token_env: str | None = None
+
+
+@dataclass(frozen=True)
 class Partner:
     org: str
     name: str
     units: frozenset[str]  # indicator units this partner may see
     token_hashes: frozenset[str] = frozenset()  # hex SHA-256 of its bearer tokens
+    fhir: FhirEndpoint | None = None  # alerts also POSTed as FHIR notifications
 
     def __repr__(self) -> str:  # keep token hashes out of logs and tracebacks
         return f"Partner(org={self.org!r}, name={self.name!r}, units={sorted(self.units)!r})"
@@ -148,22 +173,73 @@ def parse_partners(data: Mapping[str, Any], source: str = "<partners>") -> Partn
         where = f"partners.{org}"
         if not ORG_CODE.fullmatch(org):
             raise fail(where, "an organisation code is 1-64 letters, digits, '.', '_' or '-', starting alphanumeric")
-        if not isinstance(entry, dict):
-            raise fail(where, "expected a table")
-        unknown = sorted(set(entry) - PARTNER_KEYS)
-        if unknown:
-            raise fail(f"{where}.{unknown[0]}", f"unknown key (expected {', '.join(sorted(PARTNER_KEYS))})")
-        name = entry.get("name")
-        if not isinstance(name, str) or not name.strip():
-            raise fail(f"{where}.name", "required: a non-empty string")
+        entry = _table(entry, where, PARTNER_KEYS, "expected a table", fail)
+        name = _text(entry, where, "name", "required: a non-empty string", fail)
         units = default_units(org) if "units" not in entry else _units(entry["units"], f"{where}.units", fail)
         hashes = _hashes(entry.get("tokens_sha256", []), f"{where}.tokens_sha256", fail)
         for digest in hashes:
             if digest in owners:
                 raise fail(f"{where}.tokens_sha256", f"a token hash is also partners.{owners[digest]}'s")
             owners[digest] = org
-        partners.append(Partner(org=org, name=name.strip(), units=units, token_hashes=hashes))
+        fhir = _fhir(entry["fhir"], f"{where}.fhir", fail) if "fhir" in entry else None
+        partners.append(Partner(org=org, name=name, units=units, token_hashes=hashes, fhir=fhir))
     return Partners(partners)
+
+
+def _table(value: object, key: str, keys: set[str], expected: str,
+           fail: Callable[[str, str], PartnersFileError]) -> dict[str, Any]:
+    """``value`` as a table holding none but ``keys``."""
+    if not isinstance(value, dict):
+        raise fail(key, expected)
+    unknown = sorted(set(value) - keys)
+    if unknown:
+        raise fail(f"{key}.{unknown[0]}", f"unknown key (expected {', '.join(sorted(keys))})")
+    return value
+
+
+def _text(table: Mapping[str, Any], key: str, name: str, required: str,
+          fail: Callable[[str, str], PartnersFileError]) -> str:
+    """The non-empty string ``table[name]``, stripped."""
+    value = table.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise fail(f"{key}.{name}", required)
+    return value.strip()
+
+
+def _fhir(value: object, key: str, fail: Callable[[str, str], PartnersFileError]) -> FhirEndpoint:
+    table = _table(value, key, FHIR_KEYS, 'expected a table: [partners.<org>.fhir] with endpoint = "https://..."',
+                   fail)
+    endpoint = _text(table, key, "endpoint", 'required: the URL alerts are POSTed to, "https://..."', fail)
+    problem = endpoint_problem(endpoint)
+    if problem:
+        raise fail(f"{key}.endpoint", problem)
+    token_env = table.get("token_env")
+    if token_env is not None and (not isinstance(token_env, str) or not ENV_NAME.fullmatch(token_env)):
+        # the name of a variable, never its value: a token pasted here must not reach the logs
+        raise fail(f"{key}.token_env", "expected the name of an environment variable (letters, digits, '_'), "
+                                       "not the token")
+    return FhirEndpoint(endpoint=endpoint, token_env=token_env)
+
+
+def endpoint_problem(url: str) -> str | None:
+    """What is wrong with a partner's FHIR endpoint URL, or None."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return "not a URL"
+    if parts.username is not None or parts.password is not None:
+        return "must not carry a user name or password (use token_env for a bearer token)"
+    if not host:
+        return "no host in the URL"
+    if parts.fragment:
+        return "must not have a #fragment"
+    if parts.scheme == "https":
+        return None
+    if parts.scheme == "http" and host in LOOPBACK:
+        return None  # tests and the demo: a receiver on this machine
+    return "must be https:// (plain http:// only to 127.0.0.1, ::1 or localhost)"
 
 
 def _units(value: object, key: str, fail: Callable[[str, str], PartnersFileError]) -> frozenset[str]:

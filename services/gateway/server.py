@@ -28,6 +28,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
 from opentelemetry.propagate import extract
 
+from carehub.fhir_deadletters import replay_of
 from carehub.kafka.profile import client_profile
 from carehub.runtime.health import HEALTH
 from carehub.settings import Settings
@@ -38,24 +39,15 @@ from carehub.v1 import partner_pb2 as pb
 from carehub.v1 import partner_pb2_grpc as pb_grpc
 
 from . import metrics as m
+from .audit import Audit
 from .auth import caller, server_credentials
+from .fhir_delivery import FhirDelivery
 from .logs import AlertLog, Entry, IndicatorBoard, parse_cursor, tail
 from .partners import Partners, load_partners
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("carehub.gateway")
 SERVICE = "carehub.v1.PartnerGateway"
-
-
-class Audit:
-    def __init__(self, producer: AIOKafkaProducer | None, topic: str) -> None:
-        self.producer, self.topic = producer, topic
-
-    async def write(self, org: str, action: str, alert_id: str = "", trace_id: str = "", detail: str = "") -> None:
-        record = al.AuditRecord(org=org, action=action, alert_id=alert_id, trace_id=trace_id, detail=detail)
-        record.at.FromNanoseconds(time.time_ns())
-        if self.producer is not None:
-            await self.producer.send(self.topic, key=org.encode(), value=record.SerializeToString())
 
 
 class PartnerGateway(pb_grpc.PartnerGatewayServicer):
@@ -206,6 +198,7 @@ class Gateway:
             partners = load_partners(settings.gateway_partners_file)
         self.partners = partners
         self.credentials = server_credentials(settings)
+        self.fhir = FhirDelivery(settings, bootstrap, partners)  # FHIR partners' tables, tokens and TLS checked here
         self.alerts = AlertLog()
         self.board = IndicatorBoard()
         self.port = 0
@@ -223,10 +216,10 @@ class Gateway:
         profile = client_profile(self.settings)
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, **profile.aiokafka_producer())
         await producer.start()
+        audit = Audit(producer, audit_topic(self.settings))
         server = grpc.aio.server()
         pb_grpc.add_PartnerGatewayServicer_to_server(
-            PartnerGateway(self.settings, self.partners, self.alerts, self.board,
-                           Audit(producer, audit_topic(self.settings)), producer), server)
+            PartnerGateway(self.settings, self.partners, self.alerts, self.board, audit, producer), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -248,10 +241,12 @@ class Gateway:
         log.info("gateway: gRPC over TLS on %s:%d (mutual TLS %s)", self.settings.gateway_host, self.port,
                  "required" if self.settings.gateway_require_client_cert else "optional, bearer tokens accepted")
         readers = [
+            # a FHIR replay is for the FHIR delivery loop: gRPC subscribers had the alert the first time
             asyncio.create_task(tail(self.bootstrap, alerts_topic(self.settings), self._on_alert, self.alerts.ready,
-                                     stop, profile)),
+                                     stop, profile, skip=lambda headers: bool(replay_of(headers)))),
             asyncio.create_task(tail(self.bootstrap, indicators_topic(self.settings), self._on_value,
                                      self.board.ready, stop, profile)),
+            asyncio.create_task(self.fhir.run(stop, audit, producer)),
         ]
         try:
             await self.alerts.ready.wait()

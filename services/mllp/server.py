@@ -115,7 +115,13 @@ class MllpService:
                 if start > 0:
                     m.FRAMING.labels("garbage").inc()
                     log.warning("mllp: %s sent %d bytes before a start block: skipped", peer, start)
-                ack = await self.handle(data[start + 1: -len(END)])
+                try:
+                    ack = await self.handle(data[start + 1: -len(END)])
+                except Exception as exc:  # a fault of ours: no ACK, so the sender resends
+                    m.FRAMING.labels("error").inc()
+                    log.error("mllp: %s: a message could not be handled (%s): connection closed", peer,
+                              type(exc).__name__)
+                    return
                 if ack is not None:
                     writer.write(frame(ack))
                     await writer.drain()
@@ -158,9 +164,12 @@ class MllpService:
 
     def _ack(self, text: str, charset: str, code: str, message: str, field: str | None,
              condition: str | None) -> bytes | None:
-        if not ack_required(text, code):
-            return None
-        ack = build_ack(text, code, message, field, error_condition=condition)
+        try:
+            if not ack_required(text, code):
+                return None
+            ack = build_ack(text, code, message, field, error_condition=condition)
+        except ValueError:  # an MSH too broken to echo: the sender still learns why
+            return refusal_without_header(message)
         try:
             return encode(ack, charset)
         except (CharsetError, LookupError, UnicodeError):

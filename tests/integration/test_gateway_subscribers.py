@@ -26,10 +26,11 @@ from carehub.v1 import alerts_pb2 as al
 from carehub.v1 import indicators_pb2 as ind
 from carehub.v1 import partner_pb2 as pb
 from carehub.v1 import partner_pb2_grpc as pb_grpc
+from services.gateway.audit import Audit
 from services.gateway.auth import client_channel, server_credentials
 from services.gateway.logs import AlertLog, Entry, IndicatorBoard
 from services.gateway.partners import Partner, Partners
-from services.gateway.server import Audit, PartnerGateway
+from services.gateway.server import PartnerGateway
 
 pytestmark = pytest.mark.integration
 

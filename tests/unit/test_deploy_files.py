@@ -56,13 +56,15 @@ SERVICES = {  # component -> `carehub` subcommand
     "alerts": "alerts-worker",
     "gateway": "gateway",
     "mllp": "mllp",
+    "fhir": "fhir",
 }
-# Services that never pseudonymise, so never get the key: the pods facing partners and hospitals.
-WITHOUT_KEY = {"indicators", "gateway", "mllp"}
+# Services that never pseudonymise, so never get the key: the pods facing partners and providers.
+WITHOUT_KEY = {"indicators", "gateway", "mllp", "fhir"}
 REQUIRED: dict[str, Any] = {
     "kafka": {"bootstrap": "kafka-0.kafka:9092,kafka-1.kafka:9092"},
     "pseudonymKey": {"existingSecret": "carehub-pseudonym-key"},
     "gateway": {"tls": {"existingSecret": "carehub-gateway-tls"}, "partners": {"name": "carehub-partners"}},
+    "fhir": {"tls": {"existingSecret": "carehub-fhir-tls"}, "senders": {"name": "carehub-fhir-senders"}},
 }
 EVERYTHING: dict[str, Any] = {
     "kafka": {"bootstrap": "kafka:9092", "partitions": 6},
@@ -79,6 +81,15 @@ EVERYTHING: dict[str, Any] = {
         "facilities": {"name": "carehub-hl7-facilities"},
         "service": {"type": "LoadBalancer", "port": 12575, "annotations": {"example.org/lb": "internal"}},
         "idleTimeoutSeconds": 120.5,
+    },
+    "fhir": {
+        "replicas": 7,  # more than kafka.partitions: the endpoint is no consumer, so not capped
+        "tls": {"existingSecret": "carehub-fhir-tls", "certKey": "cert.pem", "keyKey": "key.pem"},
+        "clientCa": {"kind": "ConfigMap", "name": "provider-ca"},
+        "senders": {"kind": "Secret", "name": "carehub-fhir-senders"},
+        "mapping": {"name": "carehub-fhir-mapping"},
+        "service": {"type": "LoadBalancer", "port": 443, "annotations": {"example.org/lb": "nlb"}},
+        "maxBundleBytes": 8388608,
     },
     "ingest": {"autoscaling": {"enabled": True, "maxReplicas": 12}},
     "timeline": {"autoscaling": {"enabled": True}},
@@ -147,7 +158,7 @@ def test_chart_renders_objects_kubernetes_accepts(which: str) -> None:
     deployments = [("Deployment", f"carehub-{s}") for s in SERVICES]
     assert set(deployments) <= set(kinds)
     assert ("Service", "carehub-gateway") in kinds and ("Service", "carehub-metrics") in kinds
-    assert ("Service", "carehub-mllp") in kinds
+    assert ("Service", "carehub-mllp") in kinds and ("Service", "carehub-fhir") in kinds
     assert not [k for k in kinds if k[0] in ("Secret", "ConfigMap")], "secrets are taken by reference only"
     hpas = {name for kind, name in kinds if kind == "HorizontalPodAutoscaler"}
     assert hpas == (set() if which == "required" else {"carehub-ingest", "carehub-timeline", "carehub-alerts"})
@@ -209,6 +220,13 @@ def test_one_deployment_per_service_with_its_probes() -> None:
             assert env["CAREHUB_MLLP_MAX_MESSAGE_BYTES"] == "1048576"  # an integer, not 1.048576e+06
             assert env["CAREHUB_MLLP_IDLE_TIMEOUT_S"] == "600"
             assert "CAREHUB_HL7_FACILITIES" not in env  # the packaged facilities file by default
+        if service == "fhir":
+            # HTTPS on 8443, listening on every interface of the pod; probed on the metrics port
+            assert ports["https"] == 8443
+            assert env["CAREHUB_FHIR_HOST"] == "0.0.0.0" and env["CAREHUB_FHIR_PORT"] == "8443"
+            assert env["CAREHUB_FHIR_MAX_BUNDLE_BYTES"] == "2097152"  # an integer, not 2.097152e+06
+            assert env["CAREHUB_FHIR_REQUIRE_CLIENT_CERT"] == "true"
+            assert "CAREHUB_FHIR_MAPPING" not in env  # the packaged mapping by default
     gateway = find(objects, "Service", "carehub-gateway")
     assert gateway["spec"]["ports"] == [{"name": "grpc", "port": 50051, "targetPort": "grpc", "protocol": "TCP"}]
     assert gateway["spec"]["selector"]["app.kubernetes.io/component"] == "gateway"
@@ -217,6 +235,11 @@ def test_one_deployment_per_service_with_its_probes() -> None:
     assert mllp["spec"]["ports"] == [{"name": "mllp", "port": 2575, "targetPort": "mllp", "protocol": "TCP"}]
     assert mllp["spec"]["selector"]["app.kubernetes.io/component"] == "mllp"
     assert "clusterIP" not in mllp["spec"]  # one address for every replica, unlike the headless metrics Service
+    fhir = find(objects, "Service", "carehub-fhir")
+    assert fhir["spec"]["type"] == "ClusterIP"
+    assert fhir["spec"]["ports"] == [{"name": "https", "port": 8443, "targetPort": "https", "protocol": "TCP"}]
+    assert fhir["spec"]["selector"]["app.kubernetes.io/component"] == "fhir"
+    assert "clusterIP" not in fhir["spec"]
 
 
 @pytest.mark.parametrize("which", ["required", "everything"])
@@ -240,6 +263,9 @@ def test_stream_workers_scale_at_most_to_the_partition_count() -> None:
     # the MLLP listener consumes nothing: its replicas are not capped, and it has no autoscaler
     assert find(objects, "Deployment", "carehub-mllp")["spec"]["replicas"] == 8
     assert find(rendered("required"), "Deployment", "carehub-mllp")["spec"]["replicas"] == 1
+    # nor is the FHIR endpoint
+    assert find(objects, "Deployment", "carehub-fhir")["spec"]["replicas"] == 7
+    assert find(rendered("required"), "Deployment", "carehub-fhir")["spec"]["replicas"] == 1
 
 
 @pytest.mark.parametrize("which", ["required", "everything"])
@@ -279,6 +305,67 @@ def test_secrets_are_referenced_and_reach_only_the_services_that_use_them(which:
                            ("CAREHUB_GATEWAY_PARTNERS_FILE", "partners.toml")]:
         assert env[variable] == f"{mount['mountPath']}/{path}"
     assert env["CAREHUB_GATEWAY_HOST"] == "0.0.0.0" and env["CAREHUB_GATEWAY_REQUIRE_CLIENT_CERT"] == "true"
+
+
+def projected_files(pod: dict[str, Any], volume_name: str) -> dict[str, tuple[str, str, str]]:
+    """path in the mount -> (secret or configMap, its name, its key), of a projected volume."""
+    [volume] = [v for v in pod["volumes"] if v["name"] == volume_name]
+    assert volume["projected"]["defaultMode"] == 0o440
+    return {
+        item["path"]: (kind, source["name"], item["key"])
+        for entry in volume["projected"]["sources"] for kind, source in entry.items() for item in source["items"]
+    }
+
+
+@pytest.mark.parametrize("which", ["required", "everything"])
+def test_the_fhir_endpoint_gets_its_tls_material_and_senders_by_reference(which: str) -> None:
+    pod = find(rendered(which), "Deployment", "carehub-fhir")["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    env = env_of(container)
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == "fhir-files"]
+    assert mount["readOnly"] is True
+    expected = {
+        "tls.crt": ("secret", "carehub-fhir-tls", "tls.crt"),
+        "tls.key": ("secret", "carehub-fhir-tls", "tls.key"),
+        "client-ca.crt": ("secret", "carehub-fhir-tls", "ca.crt"),
+        "senders.toml": ("configMap", "carehub-fhir-senders", "senders.toml"),
+    }
+    if which == "everything":
+        expected = {
+            "tls.crt": ("secret", "carehub-fhir-tls", "cert.pem"),
+            "tls.key": ("secret", "carehub-fhir-tls", "key.pem"),
+            "client-ca.crt": ("configMap", "provider-ca", "ca.crt"),
+            "senders.toml": ("secret", "carehub-fhir-senders", "senders.toml"),
+            "mapping.toml": ("configMap", "carehub-fhir-mapping", "mapping.toml"),
+        }
+    assert projected_files(pod, "fhir-files") == expected
+    variables = {"CAREHUB_FHIR_TLS_CERT": "tls.crt", "CAREHUB_FHIR_TLS_KEY": "tls.key",
+                 "CAREHUB_FHIR_CLIENT_CA": "client-ca.crt", "CAREHUB_FHIR_SENDERS_FILE": "senders.toml"}
+    if which == "everything":
+        variables["CAREHUB_FHIR_MAPPING"] = "mapping.toml"
+        assert env["CAREHUB_FHIR_MAX_BUNDLE_BYTES"] == "8388608"
+        service = find(rendered(which), "Service", "carehub-fhir")
+        assert service["spec"]["type"] == "LoadBalancer"
+        assert service["metadata"]["annotations"] == {"example.org/lb": "nlb"}
+        assert service["spec"]["ports"] == [{"name": "https", "port": 443, "targetPort": "https", "protocol": "TCP"}]
+    for variable, path in variables.items():
+        assert env[variable] == f"{mount['mountPath']}/{path}"
+    assert not [e for e in env if e.startswith("CAREHUB_GATEWAY_") or e.startswith("CAREHUB_MLLP_")]
+
+
+def test_the_fhir_endpoint_without_client_certificates_takes_a_ca_only_when_named() -> None:
+    tokens = {**REQUIRED, "fhir": {**REQUIRED["fhir"], "requireClientCert": False}}
+    pod = find(render(tokens), "Deployment", "carehub-fhir")["spec"]["template"]["spec"]
+    env = env_of(pod["containers"][0])
+    assert env["CAREHUB_FHIR_REQUIRE_CLIENT_CERT"] == "false"
+    assert "CAREHUB_FHIR_CLIENT_CA" not in env
+    assert "client-ca.crt" not in projected_files(pod, "fhir-files")
+    # a named CA: client certificates optional, and checked against it when presented
+    tokens["fhir"]["clientCa"] = {"name": "provider-ca"}
+    pod = find(render(tokens), "Deployment", "carehub-fhir")["spec"]["template"]["spec"]
+    env = env_of(pod["containers"][0])
+    assert env["CAREHUB_FHIR_CLIENT_CA"] == "/etc/carehub/fhir/client-ca.crt"
+    assert projected_files(pod, "fhir-files")["client-ca.crt"] == ("secret", "provider-ca", "ca.crt")
 
 
 @pytest.mark.parametrize("which", ["required", "everything"])
@@ -350,6 +437,11 @@ def test_service_monitor_scrapes_every_service() -> None:
         ({**REQUIRED, "podAntiAffinity": "maybe"}, "podAntiAffinity"),
         ({**REQUIRED, "mllp": {"autoscaling": {"enabled": True}}}, "additional properties 'autoscaling' not allowed"),
         ({**REQUIRED, "mllp": {"maxMessageBytes": 100}}, "maxMessageBytes"),
+        ({**REQUIRED, "fhir": {"senders": {"name": "s"}}}, "fhir.tls.existingSecret is required"),
+        ({**REQUIRED, "fhir": {"tls": {"existingSecret": "t"}}}, "fhir.senders.name is required"),
+        ({**REQUIRED, "fhir": {"autoscaling": {"enabled": True}}}, "additional properties 'autoscaling' not allowed"),
+        ({**REQUIRED, "fhir": {"maxBundleBytes": 100}}, "maxBundleBytes"),
+        ({**REQUIRED, "fhir": {"senders": {"inline": "x"}}}, "additional properties 'inline' not allowed"),
     ],
 )
 def test_the_chart_refuses_incomplete_or_wrong_values(values: dict[str, Any], message: str) -> None:
@@ -368,6 +460,12 @@ def test_the_mllp_listener_can_be_left_out() -> None:
     objects = render({**REQUIRED, "mllp": {"enabled": False}})
     assert not [o for o in objects if o["metadata"]["name"] == "carehub-mllp"]
     assert find(objects, "Deployment", "carehub-ingest")  # the rest is still there
+
+
+def test_the_fhir_endpoint_can_be_left_out_and_then_needs_no_tls_values() -> None:
+    objects = render({key: value for key, value in REQUIRED.items() if key != "fhir"} | {"fhir": {"enabled": False}})
+    assert not [o for o in objects if o["metadata"]["name"] == "carehub-fhir"]
+    assert find(objects, "Deployment", "carehub-mllp")  # the rest is still there
 
 
 @pytest.mark.parametrize("which", ["required", "everything"])

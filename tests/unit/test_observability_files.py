@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import random
 import re
 import shutil
 import subprocess
@@ -27,7 +28,7 @@ DASHBOARDS = ROOT / "deploy/grafana/dashboards"
 PROVISIONING = ROOT / "deploy/grafana/provisioning"
 COMPOSE = ROOT / "docker-compose.yml"
 
-CAREHUB_SERVICES = ("ingest", "identity", "timeline", "indicators", "alerts", "gateway", "mllp")
+CAREHUB_SERVICES = ("ingest", "identity", "timeline", "indicators", "alerts", "gateway", "mllp", "fhir")
 METRICS_MODULES = ("carehub.runtime.metrics", *(f"services.{s}.metrics" for s in CAREHUB_SERVICES))
 REQUIRED_ALERTS = ("CarehubFeedSilent", "CarehubStageLagGrowing", "CarehubStageStalled", "CarehubDeadLettersSpiking",
                    "CarehubAlertDeliverySlow")
@@ -154,7 +155,8 @@ def test_the_registry_has_carehub_metrics() -> None:
     names = defined_series()
     assert {"carehub_ingest_received_total", "carehub_feed_last_event_timestamp_seconds",
             "carehub_gateway_delivery_seconds_bucket", "carehub_identity_decisions_total",
-            "carehub_mllp_messages_total"} <= names
+            "carehub_mllp_messages_total", "carehub_fhir_bundles_total",
+            "carehub_fhir_response_seconds_bucket"} <= names
 
 
 def test_rules_use_only_metrics_that_exist() -> None:
@@ -291,6 +293,24 @@ def test_compose_mllp_listens_on_2575_without_the_pseudonym_key() -> None:
     assert mllp["read_only"] is True and mllp["cap_drop"] == ["ALL"]
 
 
+def test_compose_fhir_serves_https_on_8443_with_the_pki_material_and_without_the_pseudonym_key() -> None:
+    services = load_yaml(COMPOSE)["services"]
+    fhir = services["fhir"]
+    env = fhir["environment"]
+    assert env["CAREHUB_FHIR_HOST"] == "0.0.0.0" and env["CAREHUB_FHIR_PORT"] == "8443"
+    assert "127.0.0.1:8443:8443" in fhir["ports"]
+    assert env["OTEL_SERVICE_NAME"] == "carehub-fhir"
+    assert "CAREHUB_PSEUDONYM_KEY" not in env  # it never pseudonymises; ingest does
+    assert fhir["read_only"] is True and fhir["cap_drop"] == ["ALL"]
+    # HTTPS only, mutual TLS: the files come from the pki one-shot's volume, mounted read-only
+    assert env["CAREHUB_FHIR_REQUIRE_CLIENT_CERT"] == "true"
+    assert "pki:/var/lib/carehub-pki:ro" in fhir["volumes"]
+    assert fhir["depends_on"]["pki"] == {"condition": "service_completed_successfully"}
+    for name in ("CAREHUB_FHIR_TLS_CERT", "CAREHUB_FHIR_TLS_KEY", "CAREHUB_FHIR_CLIENT_CA",
+                 "CAREHUB_FHIR_SENDERS_FILE"):
+        assert Path(env[name]).parent == Path("/var/lib/carehub-pki"), name
+
+
 def test_the_compose_pki_command_makes_what_the_gateway_needs(tmp_path: Path) -> None:
     """Runs the one-shot `pki` service's script here, into a temporary directory."""
     from cryptography import x509
@@ -314,3 +334,39 @@ def test_the_compose_pki_command_makes_what_the_gateway_needs(tmp_path: Path) ->
     partners = load_partners(files["CAREHUB_GATEWAY_PARTNERS_FILE"])
     assert len(partners) > 10
     assert (tmp_path / "B86001.pem").exists()
+
+
+def test_the_compose_pki_command_makes_what_the_fhir_endpoint_needs(tmp_path: Path) -> None:
+    """Runs the `pki` script, then builds the FHIR endpoint's TLS context and senders from its files."""
+    from cryptography import x509
+
+    from carehub.domain.fhir.senders import load_senders
+    from carehub.settings import Settings
+    from carehub.synthetic import RegionConfig
+    from carehub.synthetic.orgs import build_directory
+    from carehub.v1 import care_event_pb2 as ce
+    from services.fhir.tls import server_ssl_context
+
+    services = load_yaml(COMPOSE)["services"]
+    script = services["pki"]["command"][0].replace('"/var/lib/carehub-pki"', repr(str(tmp_path)))
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    env = services["fhir"]["environment"]
+    files = {k: tmp_path / Path(env[k]).name for k in ("CAREHUB_FHIR_TLS_CERT", "CAREHUB_FHIR_TLS_KEY",
+                                                       "CAREHUB_FHIR_CLIENT_CA", "CAREHUB_FHIR_SENDERS_FILE")}
+    assert all(p.exists() for p in files.values())
+    cert = x509.load_pem_x509_certificate(files["CAREHUB_FHIR_TLS_CERT"].read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "fhir" in names.get_values_for_type(x509.DNSName)  # its name on the compose network
+    settings = Settings(fhir_tls_cert=files["CAREHUB_FHIR_TLS_CERT"], fhir_tls_key=files["CAREHUB_FHIR_TLS_KEY"],
+                        fhir_client_ca=files["CAREHUB_FHIR_CLIENT_CA"], fhir_require_client_cert=True)
+    server_ssl_context(settings)  # what the endpoint does first: raises on unusable material
+    # every organisation of the synthetic region may send, with its own sector
+    senders = load_senders(files["CAREHUB_FHIR_SENDERS_FILE"])
+    config = RegionConfig()
+    orgs = build_directory(config, random.Random(f"{config.seed}/orgs")).all
+    assert len(senders) == len(orgs) > 10
+    for org in orgs:
+        sender = senders.by_org(org.code)
+        assert sender is not None and sender.sector == org.sector, org.code
+    assert {ce.Sector.Name(org.sector) for org in orgs} >= {"SECTOR_ACUTE", "SECTOR_PRIMARY_CARE", "SECTOR_CARE_HOME"}

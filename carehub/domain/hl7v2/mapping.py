@@ -25,16 +25,17 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, Self, get_args
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import hl7
 from nhs_number.validate import is_valid as nhs_number_is_valid
 from pydantic import Field, field_validator, model_validator
 
 from carehub.domain.hl7v2.charset import BadEscape, unescape
-from carehub.domain.loader import Definition, Loc, Reader, Text, Version, fail_on
+from carehub.domain.loader import Definition, Loc, Reader, Text, Version, ZoneName, fail_on
 from carehub.v1 import care_event_pb2 as ce
 
 PACKAGED = Path(__file__).resolve().parent.parent / "data" / "hl7v2"
@@ -156,7 +157,7 @@ class FieldRow(Definition):
         fail_on(problems)
         return self
 
-    @property
+    @cached_property  # read for every row of every message: parsed once
     def location(self) -> tuple[str, int, int | None, int | None]:
         found = FIELD.match(self.field)
         assert found is not None  # checked at load
@@ -185,19 +186,11 @@ class AdtFile(Definition):
     unknown_triggers: Literal["accept", "refuse"]
     versions: list[Text] = Field(min_length=1)
     processing_ids: list[Text] = Field(default_factory=lambda: ["P"])
-    timezone: Text
+    timezone: ZoneName
     fields: list[FieldRow] = Field(min_length=1)
     triggers: dict[str, TriggerRow] = Field(min_length=1)
     tables: dict[str, dict[str, Text]]
 
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"must be an IANA time zone such as \"Europe/London\" (got {value!r})") from None
-        return value
 
     @model_validator(mode="after")
     def _complete(self) -> Self:

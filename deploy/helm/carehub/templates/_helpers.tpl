@@ -50,8 +50,8 @@ app.kubernetes.io/part-of: carehub
 Environment shared by every carehub container.
 Call with (dict "root" $ "component" "ingest"); the component names the OTel service.
 "withoutKey" true leaves out the pseudonymisation key, for services that never use it
-(the indicators service, the partner gateway and the MLLP listener): the key stays out of
-the pods that face partners and hospitals.
+(the indicators service, the partner gateway, the MLLP listener and the FHIR endpoint): the
+key stays out of the pods that face partners and providers.
 The two required values fail the render with a message rather than deploying pods that
 crash on start-up.
 */}}
@@ -195,11 +195,12 @@ consumer group shares (kafka.partitions); more would sit idle. Call with (list n
 {{/*
 One carehub service as a Deployment. Call with a dict:
   root       the root context ($)
-  component  ingest | identity | timeline | indicators | alerts | gateway | mllp
+  component  ingest | identity | timeline | indicators | alerts | gateway | mllp | fhir
   args       the `carehub` subcommand that runs it (the image's entrypoint is `carehub`)
   single     true: exactly one replica, replaced with no overlap (strategy Recreate)
 The component's values are .Values.<component>. Replicas are capped at kafka.partitions,
-except the MLLP listener's: it consumes nothing, so any number can share the work.
+except the MLLP listener's and the FHIR endpoint's: they consume nothing, so any number can
+share the work.
 */}}
 {{- define "carehub.deployment" -}}
 {{- $root := .root -}}
@@ -208,6 +209,7 @@ except the MLLP listener's: it consumes nothing, so any number can share the wor
 {{- $cv := index $v $c -}}
 {{- $gateway := eq $c "gateway" -}}
 {{- $mllp := eq $c "mllp" -}}
+{{- $fhir := eq $c "fhir" -}}
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -221,7 +223,7 @@ spec:
   replicas: 1
   strategy:
     type: Recreate
-  {{- else if $mllp }}
+  {{- else if or $mllp $fhir }}
   # Not a consumer: any number of listeners can share one Service address.
   replicas: {{ $cv.replicas | int }}
   {{- else if not (and $cv.autoscaling $cv.autoscaling.enabled) }}
@@ -296,7 +298,31 @@ spec:
               value: /etc/carehub/mllp/facilities.toml
             {{- end }}
             {{- end }}
-            {{- include "carehub.env" (dict "root" $root "component" $c "withoutKey" (has $c (list "indicators" "gateway" "mllp"))) | nindent 12 }}
+            {{- if $fhir }}
+            - name: CAREHUB_FHIR_HOST
+              value: "0.0.0.0"
+            - name: CAREHUB_FHIR_PORT
+              value: {{ $cv.port | quote }}
+            - name: CAREHUB_FHIR_TLS_CERT
+              value: /etc/carehub/fhir/tls.crt
+            - name: CAREHUB_FHIR_TLS_KEY
+              value: /etc/carehub/fhir/tls.key
+            - name: CAREHUB_FHIR_REQUIRE_CLIENT_CERT
+              value: {{ $cv.requireClientCert | quote }}
+            {{- if or $cv.requireClientCert $cv.clientCa.name }}
+            - name: CAREHUB_FHIR_CLIENT_CA
+              value: /etc/carehub/fhir/client-ca.crt
+            {{- end }}
+            - name: CAREHUB_FHIR_SENDERS_FILE
+              value: /etc/carehub/fhir/senders.toml
+            {{- if $cv.mapping.name }}
+            - name: CAREHUB_FHIR_MAPPING
+              value: /etc/carehub/fhir/mapping.toml
+            {{- end }}
+            - name: CAREHUB_FHIR_MAX_BUNDLE_BYTES
+              value: {{ $cv.maxBundleBytes | int | quote }}
+            {{- end }}
+            {{- include "carehub.env" (dict "root" $root "component" $c "withoutKey" (has $c (list "indicators" "gateway" "mllp" "fhir"))) | nindent 12 }}
           ports:
             {{- if $gateway }}
             - name: grpc
@@ -309,6 +335,12 @@ spec:
             {{- if $mllp }}
             # HL7 v2 over MLLP: plain TCP framing, not HTTP.
             - name: mllp
+              containerPort: {{ $cv.port }}
+              protocol: TCP
+            {{- end }}
+            {{- if $fhir }}
+            # FHIR R4 over HTTPS only (TLS ends in the pod: the client certificate is the sender's identity).
+            - name: https
               containerPort: {{ $cv.port }}
               protocol: TCP
             {{- end }}
@@ -341,8 +373,9 @@ spec:
           {{- else }}
           # On the metrics port (carehub/runtime/health.py): /ready means partitions assigned,
           # tables recovered, lag read in the last seconds and no stall (records waiting with
-          # no progress), or for the MLLP listener that it is listening with its producer
-          # started; /live only that the worker keeps judging (its event loop is not
+          # no progress), or for the MLLP listener and the FHIR endpoint that it is listening
+          # with its producer started (the FHIR port speaks TLS only, so it is not probed
+          # itself); /live only that the worker keeps judging (its event loop is not
           # wedged), so a slow or stalled stage is taken out of readiness, not restarted.
           # The startup probe allows for waiting for Kafka (up to 3 minutes).
           {{- $live := dict "httpGet" (dict "path" "/live" "port" "metrics") }}
@@ -377,6 +410,11 @@ spec:
             {{- if and $mllp $cv.facilities.name }}
             - name: mllp-files
               mountPath: /etc/carehub/mllp
+              readOnly: true
+            {{- end }}
+            {{- if $fhir }}
+            - name: fhir-files
+              mountPath: /etc/carehub/fhir
               readOnly: true
             {{- end }}
       volumes:
@@ -416,6 +454,37 @@ spec:
               {{- $f := dict "name" $cv.facilities.name "items" (list (dict "key" $cv.facilities.key "path" "facilities.toml")) }}
               - {{ ternary "secret" "configMap" (eq $cv.facilities.kind "Secret") }}:
                   {{- toYaml $f | nindent 18 }}
+        {{- end }}
+        {{- if $fhir }}
+        {{- $tlsSecret := required "fhir.tls.existingSecret is required: the Secret with the FHIR endpoint's certificate and key (or set fhir.enabled=false)" $cv.tls.existingSecret }}
+        {{- $senders := required "fhir.senders.name is required: the ConfigMap or Secret with the FHIR senders file (or set fhir.enabled=false)" $cv.senders.name }}
+        # The TLS material, the senders file and (if named) the mapping, by reference, in one
+        # read-only directory, readable by the carehub group (fsGroup) only.
+        - name: fhir-files
+          projected:
+            defaultMode: 0440
+            sources:
+              - secret:
+                  name: {{ $tlsSecret | quote }}
+                  items:
+                    - key: {{ $cv.tls.certKey | quote }}
+                      path: tls.crt
+                    - key: {{ $cv.tls.keyKey | quote }}
+                      path: tls.key
+              {{- if or $cv.requireClientCert $cv.clientCa.name }}
+              {{- /* No name: the key of the fhir.tls Secret, whatever clientCa.kind says. */}}
+              {{- $ca := dict "name" (default $tlsSecret $cv.clientCa.name) "items" (list (dict "key" $cv.clientCa.key "path" "client-ca.crt")) }}
+              - {{ ternary "secret" "configMap" (or (eq $cv.clientCa.kind "Secret") (not $cv.clientCa.name)) }}:
+                  {{- toYaml $ca | nindent 18 }}
+              {{- end }}
+              {{- $s := dict "name" $senders "items" (list (dict "key" $cv.senders.key "path" "senders.toml")) }}
+              - {{ ternary "secret" "configMap" (eq $cv.senders.kind "Secret") }}:
+                  {{- toYaml $s | nindent 18 }}
+              {{- if $cv.mapping.name }}
+              {{- $mp := dict "name" $cv.mapping.name "items" (list (dict "key" $cv.mapping.key "path" "mapping.toml")) }}
+              - {{ ternary "secret" "configMap" (eq $cv.mapping.kind "Secret") }}:
+                  {{- toYaml $mp | nindent 18 }}
+              {{- end }}
         {{- end }}
 {{- end }}
 
