@@ -119,6 +119,21 @@ def cmd_indicators(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quality(args: argparse.Namespace) -> int:
+    if args.remote:
+        from carehub.partner_cli import quality_remote
+
+        return quality_remote(args)
+    from carehub.quality_report import as_json, read_book, report, table
+
+    if not args.org:
+        raise SystemExit("carehub quality: --org ORG (or --remote, for your own organisation via the gateway)")
+    settings = load_settings()
+    days = report(read_book(_bootstrap(settings, args.bootstrap, "quality"), settings), args.org, args.days)
+    print(as_json(days) if args.json else table(args.org, days))
+    return 0
+
+
 def cmd_alerts_worker(args: argparse.Namespace) -> int:
     from carehub.runtime.services import run_service
 
@@ -374,6 +389,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gateway_options(p)
     p.set_defaults(func=cmd_indicators)
 
+    p = sub.add_parser("quality", help="a sending organisation's data-quality report, per day")
+    p.add_argument("--org", help="the sending organisation (operators, reading Kafka)")
+    p.add_argument("--days", type=int, default=30, help="the last this many days (default 30)")
+    p.add_argument("--json", action="store_true", help="one JSON object per day")
+    p.add_argument("--bootstrap")
+    p.add_argument("--remote", action="store_true", help="ask the partner gateway for your own organisation's")
+    _add_gateway_options(p)
+    p.set_defaults(func=cmd_quality)
+
     p = sub.add_parser("alerts-worker", help="run an alert worker")
     p.set_defaults(func=cmd_alerts_worker)
 
@@ -438,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("dlq", help="list dead letters by reason, or replay them")
     p.add_argument("action", choices=["list", "replay"])
-    p.add_argument("--reason", help="e.g. future_timestamp, invalid_nhs_number")
+    p.add_argument("--reason", help="e.g. future_timestamp, missing_field")
     p.add_argument("--json", action="store_true", help="one JSON object per dead letter")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--dry-run", action="store_true", help="replay: count only")

@@ -403,6 +403,10 @@ class PartnerClient:
         request = pb.IndicatorsRequest(indicator=indicator or "", window=window or "")
         return list(self._unary(self._stub.GetIndicators, request, "the indicators request").values)
 
+    def quality(self, days: int = 30) -> pb.QualityReport:
+        """Data-quality feedback on the caller's own feed, per day for the last ``days`` days."""
+        return self._unary(self._stub.GetQuality, pb.QualityRequest(days=days), "the quality request")
+
     def watch_indicators(self, indicator: str | None = None, window: str | None = None, *, reconnect: bool = True,
                          stop: threading.Event | None = None) -> Generator[list[ind.IndicatorValue], None, None]:
         """The values of each WatchIndicators response as it comes; reconnects like `alerts()` does."""

@@ -274,3 +274,16 @@ def indicators_remote(args: argparse.Namespace) -> int:
             return 0
     except PartnerError as exc:
         raise SystemExit(f"carehub indicators --remote: {exc}") from None
+
+
+def quality_remote(args: argparse.Namespace) -> int:
+    """`carehub quality --remote`: the caller's own data-quality report from the gateway."""
+    from carehub.quality_report import as_json, table
+
+    try:
+        with _client(args) as client:
+            report = client.quality(args.days)
+    except PartnerError as exc:
+        raise SystemExit(f"carehub quality --remote: {exc}") from None
+    print(as_json(report.days) if args.json else table(report.source_org, report.days))
+    return 0

@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     gateway_client_ca: Path | None = None      # CA that signs partner certificates (PEM)
     gateway_require_client_cert: bool = True   # mutual TLS; False: bearer tokens over TLS are enough
     gateway_partners_file: Path | None = None  # partners, their entitlements and token hashes (TOML)
+    # SHA-256 fingerprints of revoked client certificates, for the gateway and the FHIR door (carehub/revocation.py)
+    revoked_certificates: Path | None = None
     # a plaintext port serving only the gRPC health service, for native kubelet probes (0: none)
     gateway_health_host: str = "127.0.0.1"
     gateway_health_port: int = Field(default=0, ge=0, le=65535)
@@ -106,6 +108,9 @@ class Settings(BaseSettings):
     alerts_involved_within_days: int = Field(default=90, ge=1, le=3650)
     alerts_retention_days: int = Field(default=90, ge=1, le=3650)  # how far back a resume cursor may reach
     audit_retention_days: int = Field(default=2555, ge=1, le=36500)  # seven years
+    # data-quality feedback (carehub.quality): how long it is kept, and when an event counts as late
+    quality_retention_days: int = Field(default=400, ge=1, le=3650)
+    quality_late_after_hours: float = Field(default=24.0, gt=0, le=24 * 3650)
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(default=9464, ge=0, le=65535)  # 0 disables the endpoint
     web_port: int = Field(default=6066, ge=1, le=65535)  # faust's own web server, bound to loopback

@@ -88,6 +88,11 @@ def hl7_raw_topic(settings: Settings) -> str:
     return settings.topic("mllp.raw")
 
 
+def quality_topic(settings: Settings) -> str:
+    """Data-quality increments per sending organisation and day (QualityCounts, keyed by the organisation)."""
+    return settings.topic("quality")
+
+
 def fhir_raw_topic(settings: Settings) -> str:
     """Every FHIR Bundle the FHIR door accepted, as its bytes, before the 2xx (services/fhir)."""
     return settings.topic("fhir.raw")
@@ -133,6 +138,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # Raw HL7 v2 as received (identifiers in clear, like the provider topics): bounded like the
         # dead letters; nothing downstream reads it, ingest reads the events mapped from it.
         TopicSpec(hl7_raw_topic(settings), 1, {"retention.ms": str(settings.deadletter_retention_days * DAY_MS)},
+                  replication=r),
+        TopicSpec(quality_topic(settings), 1, {"retention.ms": str(settings.quality_retention_days * DAY_MS)},
                   replication=r),
         TopicSpec(fhir_raw_topic(settings), 1, {"retention.ms": str(settings.deadletter_retention_days * DAY_MS)},
                   replication=r),

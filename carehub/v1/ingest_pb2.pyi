@@ -57,6 +57,8 @@ class _RejectReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RejectRe
     """an HL7 v2 message whose MSH-18 names no supported charset"""
     REJECT_REASON_FHIR_REFUSED: _RejectReason.ValueType  # 15
     """a FHIR Bundle answered 4xx (the OperationOutcome text is in message)"""
+    REJECT_REASON_TOO_LONG: _RejectReason.ValueType  # 16
+    """a text longer than its documented maximum (README "What ingest rejects")"""
 
 class RejectReason(_RejectReason, metaclass=_RejectReasonEnumTypeWrapper):
     """Why an event was rejected. Machine-readable; the DeadLetter's message says more."""
@@ -91,6 +93,8 @@ REJECT_REASON_UNKNOWN_CHARSET: RejectReason.ValueType  # 14
 """an HL7 v2 message whose MSH-18 names no supported charset"""
 REJECT_REASON_FHIR_REFUSED: RejectReason.ValueType  # 15
 """a FHIR Bundle answered 4xx (the OperationOutcome text is in message)"""
+REJECT_REASON_TOO_LONG: RejectReason.ValueType  # 16
+"""a text longer than its documented maximum (README "What ingest rejects")"""
 Global___RejectReason: _TypeAlias = RejectReason  # noqa: Y015
 
 @_typing.final
@@ -256,6 +260,7 @@ class AcceptedEvent(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
     PUBLISHED_TIME_FIELD_NUMBER: _builtins.int
+    QUALITY_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     schema_version: _builtins.int
     source_org: _builtins.str
@@ -292,6 +297,12 @@ class AcceptedEvent(_message.Message):
     def published_time(self) -> _timestamp_pb2.Timestamp:
         """When the provider's record was written to Kafka (its record timestamp)."""
 
+    @_builtins.property
+    def quality(self) -> _containers.RepeatedCompositeFieldContainer[Global___QualityIssue]:
+        """Values ingest left out because they were unusable: the event was kept without them
+        ("degrade, don't drop"), and each is counted for the sender.
+        """
+
     def __init__(
         self,
         *,
@@ -313,14 +324,139 @@ class AcceptedEvent(_message.Message):
         source: Global___SourceRef | None = ...,
         trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         published_time: _timestamp_pb2.Timestamp | None = ...,
+        quality: _abc.Iterable[Global___QualityIssue] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["accepted_time", b"accepted_time", "clinical", b"clinical", "consent", b"consent", "event_time", b"event_time", "merge", b"merge", "person", b"person", "published_time", b"published_time", "recorded_time", b"recorded_time", "source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_time", b"accepted_time", "clinical", b"clinical", "consent", b"consent", "event_id", b"event_id", "event_time", b"event_time", "event_type", b"event_type", "locality", b"locality", "merge", b"merge", "person", b"person", "published_time", b"published_time", "recorded_time", b"recorded_time", "registered_practice", b"registered_practice", "schema_version", b"schema_version", "source", b"source", "source_org", b"source_org", "source_sector", b"source_sector", "target_event_id", b"target_event_id", "trace_context", b"trace_context"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_time", b"accepted_time", "clinical", b"clinical", "consent", b"consent", "event_id", b"event_id", "event_time", b"event_time", "event_type", b"event_type", "locality", b"locality", "merge", b"merge", "person", b"person", "published_time", b"published_time", "quality", b"quality", "recorded_time", b"recorded_time", "registered_practice", b"registered_practice", "schema_version", b"schema_version", "source", b"source", "source_org", b"source_org", "source_sector", b"source_sector", "target_event_id", b"target_event_id", "trace_context", b"trace_context"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AcceptedEvent: _TypeAlias = AcceptedEvent  # noqa: Y015
+
+@_typing.final
+class QualityCounts(_message.Message):
+    """Data-quality feedback: what became of one sending organisation's records on one day (UTC,
+    the day ingest processed them). Ingest writes these as increments, one per organisation and
+    day per batch, keyed by the organisation; a reader adds them up (carehub/domain/quality.py).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class DegradedByProblemEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class RejectedByReasonEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    SOURCE_ORG_FIELD_NUMBER: _builtins.int
+    DAY_FIELD_NUMBER: _builtins.int
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    DEGRADED_FIELD_NUMBER: _builtins.int
+    DEGRADED_BY_PROBLEM_FIELD_NUMBER: _builtins.int
+    REJECTED_BY_REASON_FIELD_NUMBER: _builtins.int
+    DUPLICATES_FIELD_NUMBER: _builtins.int
+    LATE_FIELD_NUMBER: _builtins.int
+    source_org: _builtins.str
+    """"" for records whose sender could not be read"""
+    day: _builtins.str
+    """YYYY-MM-DD"""
+    accepted: _builtins.int
+    """accepted events, degraded ones included"""
+    degraded: _builtins.int
+    """accepted events with at least one value left out"""
+    duplicates: _builtins.int
+    """exact repeats of an event already accepted, dropped"""
+    late: _builtins.int
+    """accepted more than CAREHUB_QUALITY_LATE_AFTER_HOURS after event_time"""
+    @_builtins.property
+    def degraded_by_problem(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """"person.national_id: INVALID_NHS_NUMBER" -> values left out"""
+
+    @_builtins.property
+    def rejected_by_reason(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """"MISSING_FIELD" -> records dead-lettered"""
+
+    def __init__(
+        self,
+        *,
+        source_org: _builtins.str = ...,
+        day: _builtins.str = ...,
+        accepted: _builtins.int = ...,
+        degraded: _builtins.int = ...,
+        degraded_by_problem: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        rejected_by_reason: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        duplicates: _builtins.int = ...,
+        late: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "day", b"day", "degraded", b"degraded", "degraded_by_problem", b"degraded_by_problem", "duplicates", b"duplicates", "late", b"late", "rejected_by_reason", b"rejected_by_reason", "source_org", b"source_org"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QualityCounts: _TypeAlias = QualityCounts  # noqa: Y015
+
+@_typing.final
+class QualityIssue(_message.Message):
+    """One value left out of an accepted event: where it was and what was wrong with it. The problem
+    uses the words of rejections (an invalid NHS number degrades an event; a missing time rejects it).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    PROBLEM_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    """e.g. person.national_id, clinical.diagnoses[1]"""
+    problem: Global___RejectReason.ValueType
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        problem: Global___RejectReason.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["field", b"field", "problem", b"problem"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QualityIssue: _TypeAlias = QualityIssue  # noqa: Y015
 
 @_typing.final
 class AcceptedBatch(_message.Message):

@@ -10,6 +10,7 @@ what that organisation is entitled to.
 
 from carehub.v1 import alerts_pb2 as _alerts_pb2
 from carehub.v1 import indicators_pb2 as _indicators_pb2
+from carehub.v1 import ingest_pb2 as _ingest_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -24,6 +25,51 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+@_typing.final
+class QualityRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAYS_FIELD_NUMBER: _builtins.int
+    days: _builtins.int
+    """the last this many days (0: 30)"""
+    def __init__(
+        self,
+        *,
+        days: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["days", b"days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QualityRequest: _TypeAlias = QualityRequest  # noqa: Y015
+
+@_typing.final
+class QualityReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_ORG_FIELD_NUMBER: _builtins.int
+    DAYS_FIELD_NUMBER: _builtins.int
+    source_org: _builtins.str
+    @_builtins.property
+    def days(self) -> _containers.RepeatedCompositeFieldContainer[_ingest_pb2.QualityCounts]:
+        """oldest first; days with nothing are left out"""
+
+    def __init__(
+        self,
+        *,
+        source_org: _builtins.str = ...,
+        days: _abc.Iterable[_ingest_pb2.QualityCounts] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["days", b"days", "source_org", b"source_org"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QualityReport: _TypeAlias = QualityReport  # noqa: Y015
 
 @_typing.final
 class SubscribeAlertsRequest(_message.Message):

@@ -54,6 +54,11 @@ class PartnerGatewayStub:
                 request_serializer=carehub_dot_v1_dot_partner__pb2.IndicatorsRequest.SerializeToString,
                 response_deserializer=carehub_dot_v1_dot_partner__pb2.IndicatorsResponse.FromString,
                 _registered_method=True)
+        self.GetQuality = channel.unary_unary(
+                '/carehub.v1.PartnerGateway/GetQuality',
+                request_serializer=carehub_dot_v1_dot_partner__pb2.QualityRequest.SerializeToString,
+                response_deserializer=carehub_dot_v1_dot_partner__pb2.QualityReport.FromString,
+                _registered_method=True)
 
 
 class PartnerGatewayServicer:
@@ -86,6 +91,14 @@ class PartnerGatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetQuality(self, request, context):
+        """Data-quality feedback on the caller's own feed: per day, what was accepted, degraded,
+        rejected, dropped as a duplicate or late. A provider sees only its own.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PartnerGatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -108,6 +121,11 @@ def add_PartnerGatewayServicer_to_server(servicer, server):
                     servicer.WatchIndicators,
                     request_deserializer=carehub_dot_v1_dot_partner__pb2.IndicatorsRequest.FromString,
                     response_serializer=carehub_dot_v1_dot_partner__pb2.IndicatorsResponse.SerializeToString,
+            ),
+            'GetQuality': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQuality,
+                    request_deserializer=carehub_dot_v1_dot_partner__pb2.QualityRequest.FromString,
+                    response_serializer=carehub_dot_v1_dot_partner__pb2.QualityReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -218,6 +236,33 @@ class PartnerGateway:
             '/carehub.v1.PartnerGateway/WatchIndicators',
             carehub_dot_v1_dot_partner__pb2.IndicatorsRequest.SerializeToString,
             carehub_dot_v1_dot_partner__pb2.IndicatorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQuality(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carehub.v1.PartnerGateway/GetQuality',
+            carehub_dot_v1_dot_partner__pb2.QualityRequest.SerializeToString,
+            carehub_dot_v1_dot_partner__pb2.QualityReport.FromString,
             options,
             channel_credentials,
             insecure,

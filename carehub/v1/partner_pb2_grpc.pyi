@@ -44,6 +44,10 @@ class PartnerGatewayStub:
     GetIndicators: _grpc.UnaryUnaryMultiCallable[_partner_pb2.IndicatorsRequest, _partner_pb2.IndicatorsResponse]
     """The caller's entitled indicator values (aggregates only, small numbers withheld)."""
     WatchIndicators: _grpc.UnaryStreamMultiCallable[_partner_pb2.IndicatorsRequest, _partner_pb2.IndicatorsResponse]
+    GetQuality: _grpc.UnaryUnaryMultiCallable[_partner_pb2.QualityRequest, _partner_pb2.QualityReport]
+    """Data-quality feedback on the caller's own feed: per day, what was accepted, degraded,
+    rejected, dropped as a duplicate or late. A provider sees only its own.
+    """
 
 @_typing.type_check_only
 class PartnerGatewayAsyncStub(PartnerGatewayStub):
@@ -56,6 +60,10 @@ class PartnerGatewayAsyncStub(PartnerGatewayStub):
     GetIndicators: _aio.UnaryUnaryMultiCallable[_partner_pb2.IndicatorsRequest, _partner_pb2.IndicatorsResponse]  # type: ignore[assignment]
     """The caller's entitled indicator values (aggregates only, small numbers withheld)."""
     WatchIndicators: _aio.UnaryStreamMultiCallable[_partner_pb2.IndicatorsRequest, _partner_pb2.IndicatorsResponse]  # type: ignore[assignment]
+    GetQuality: _aio.UnaryUnaryMultiCallable[_partner_pb2.QualityRequest, _partner_pb2.QualityReport]  # type: ignore[assignment]
+    """Data-quality feedback on the caller's own feed: per day, what was accepted, degraded,
+    rejected, dropped as a duplicate or late. A provider sees only its own.
+    """
 
 class PartnerGatewayServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -89,5 +97,15 @@ class PartnerGatewayServicer(metaclass=_abc_1.ABCMeta):
         request: _partner_pb2.IndicatorsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_partner_pb2.IndicatorsResponse], _abc.AsyncIterator[_partner_pb2.IndicatorsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetQuality(
+        self,
+        request: _partner_pb2.QualityRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_partner_pb2.QualityReport, _abc.Awaitable[_partner_pb2.QualityReport]]:
+        """Data-quality feedback on the caller's own feed: per day, what was accepted, degraded,
+        rejected, dropped as a duplicate or late. A provider sees only its own.
+        """
 
 def add_PartnerGatewayServicer_to_server(servicer: PartnerGatewayServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -50,13 +50,14 @@ from carehub.domain.fhir.outcome import Issue, error, operation_outcome
 from carehub.domain.fhir.senders import Sender, Senders, load_senders
 from carehub.kafka.profile import client_profile
 from carehub.partner import RecentIds
+from carehub.revocation import RevocationList
 from carehub.runtime.health import HEALTH
 from carehub.settings import Settings
 from carehub.topics import deadletter_topic, fhir_raw_topic
 from carehub.v1 import ingest_pb2 as ing
 
 from . import metrics as m
-from .tls import PEER_CN, CertAwareH11Protocol, server_ssl_context
+from .tls import PEER_CN, PEER_FINGERPRINT, CertAwareH11Protocol, server_ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class FhirService:
         self.ssl = server_ssl_context(settings)
         self.senders = senders or load_senders(settings.fhir_senders_file)
         self.mapping = mapping or load_fhir_mapping(settings.fhir_mapping)
+        self.revocations = RevocationList(settings.revoked_certificates)
         self.provider_topic = settings.source_topics[0]
         self.producer: AIOKafkaProducer | None = None
         self.accepted = RecentIds(100_000)
@@ -170,6 +172,9 @@ class FhirService:
     def _who(self, request: Request) -> Sender:
         """The sending organisation: the verified certificate's, else the bearer token's."""
         common_name = getattr(request.state, PEER_CN, None)
+        fingerprint = getattr(request.state, PEER_FINGERPRINT, None)
+        if fingerprint and self.revocations.revoked(fingerprint):
+            raise Answer(403, [error("forbidden", "", "the client certificate has been revoked")])
         by_cert = self.senders.by_org(common_name) if common_name else None
         if common_name and by_cert is None:
             raise Answer(403, [error("forbidden", "", f"certificate of {common_name!r}: not a FHIR sender here")])

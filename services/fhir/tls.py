@@ -21,9 +21,11 @@ from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from carehub.revocation import fingerprint_der
 from carehub.settings import Settings
 
 PEER_CN = "carehub_peer_common_name"
+PEER_FINGERPRINT = "carehub_peer_certificate_sha256"  # for the deny list (carehub/revocation.py)
 
 
 class FhirConfigError(ValueError):
@@ -61,12 +63,15 @@ def _readable(name: str, path: Path | None) -> None:
 
 
 class CertAwareH11Protocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol, plus the verified client certificate's common name."""
+    """uvicorn's HTTP/1.1 protocol, plus the verified client certificate's common name and fingerprint."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         cert: dict[str, Any] | None = transport.get_extra_info("peercert")
         common_name = next((value for rdn in (cert or {}).get("subject", ()) for key, value in rdn
                             if key == "commonName"), None)
+        ssl_object = transport.get_extra_info("ssl_object")
+        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
         # a copy: the dict uvicorn passed is shared by every connection
-        self.app_state = {**self.app_state, PEER_CN: common_name}
+        self.app_state = {**self.app_state, PEER_CN: common_name,
+                          PEER_FINGERPRINT: fingerprint_der(der) if der else None}

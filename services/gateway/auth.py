@@ -35,6 +35,7 @@ import grpc.aio
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from carehub.revocation import RevocationList, fingerprint_pem
 from carehub.settings import Settings
 
 from .partners import GatewayConfigError, Partner, Partners
@@ -98,8 +99,10 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials:
     )
 
 
-async def caller(context: grpc.aio.ServicerContext[Any, Any], partners: Partners) -> Partner:
-    """The partner making this call, or the call is aborted (see the module's docstring for the rules)."""
+async def caller(context: grpc.aio.ServicerContext[Any, Any], partners: Partners,
+                 revocations: RevocationList | None = None) -> Partner:
+    """The partner making this call, or the call is aborted (see the module's docstring for the rules;
+    a certificate on the operator's deny list, ``revocations``, is refused like an unknown one)."""
     auth = {key: list(values) for key, values in (context.auth_context() or {}).items()}
     if auth.get(SECURITY_TYPE, [b""])[0] != b"ssl":
         log.warning("refused a call not made over TLS")
@@ -111,6 +114,10 @@ async def caller(context: grpc.aio.ServicerContext[Any, Any], partners: Partners
             log.warning("refused a client certificate with %d common names", len(names))
             await _refuse(context, PERMISSION_DENIED, "the client certificate must name one organisation")
         org = names[0].decode("utf-8", "replace")
+        pem = auth.get(PEER_CERT, [b""])[0]
+        if revocations is not None and pem and revocations.revoked(fingerprint_pem(pem)):
+            log.warning("refused organisation %s: its certificate is revoked", org)
+            await _refuse(context, PERMISSION_DENIED, "the client certificate has been revoked")
         partner = partners.by_org(org)
         if partner is None:
             log.warning("refused organisation %s: certificate accepted but not a partner", org)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from carehub.domain.quality import QualityBook
 from carehub.kafka.profile import ClientProfile
 from carehub.kafka.read import at_end
 from carehub.v1 import alerts_pb2 as al
@@ -95,6 +96,14 @@ class AlertLog:
 
     def count_subscribers(self) -> int:
         return sum(len(s) for s in self.subscribers.values())
+
+
+@dataclass
+class QualityLog:
+    """Every organisation's data-quality increments, added up (carehub/domain/quality.py)."""
+
+    book: QualityBook = field(default_factory=QualityBook)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass

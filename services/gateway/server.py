@@ -19,6 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -30,11 +31,13 @@ from opentelemetry.propagate import extract
 
 from carehub.fhir_deadletters import replay_of
 from carehub.kafka.profile import client_profile
+from carehub.revocation import RevocationList
 from carehub.runtime.health import HEALTH
 from carehub.settings import Settings
-from carehub.topics import acks_topic, alerts_topic, audit_topic, indicators_topic
+from carehub.topics import acks_topic, alerts_topic, audit_topic, indicators_topic, quality_topic
 from carehub.v1 import alerts_pb2 as al
 from carehub.v1 import indicators_pb2 as ind
+from carehub.v1 import ingest_pb2 as ing
 from carehub.v1 import partner_pb2 as pb
 from carehub.v1 import partner_pb2_grpc as pb_grpc
 
@@ -42,18 +45,22 @@ from . import metrics as m
 from .audit import Audit
 from .auth import caller, server_credentials
 from .fhir_delivery import FhirDelivery
-from .logs import AlertLog, Entry, IndicatorBoard, parse_cursor, tail
+from .logs import AlertLog, Entry, IndicatorBoard, QualityLog, parse_cursor, tail
 from .partners import Partners, load_partners
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("carehub.gateway")
 SERVICE = "carehub.v1.PartnerGateway"
+DEFAULT_QUALITY_DAYS = 30
 
 
 class PartnerGateway(pb_grpc.PartnerGatewayServicer):
     def __init__(self, settings: Settings, partners: Partners, alerts: AlertLog, board: IndicatorBoard,
-                 audit: Audit, producer: AIOKafkaProducer | None) -> None:
+                 audit: Audit, producer: AIOKafkaProducer | None, quality: QualityLog | None = None,
+                 revocations: RevocationList | None = None) -> None:
         self.settings = settings
+        self.quality = quality or QualityLog()
+        self.revocations = revocations or RevocationList(settings.revoked_certificates)
         self.partners = partners
         self.alerts = alerts
         self.board = board
@@ -62,7 +69,7 @@ class PartnerGateway(pb_grpc.PartnerGatewayServicer):
 
     async def _who(self, context: grpc.aio.ServicerContext[Any, Any], action: str) -> str:
         try:
-            partner = await caller(context, self.partners)
+            partner = await caller(context, self.partners, self.revocations)
         except BaseException:
             m.REFUSED.labels(action).inc()
             await self.audit.write("", "refuse", detail=action)
@@ -147,6 +154,15 @@ class PartnerGateway(pb_grpc.PartnerGatewayServicer):
                        and (not request.window or v.window == request.window)),
                       key=lambda v: (v.indicator, v.window, v.unit))
 
+    async def GetQuality(self, request: pb.QualityRequest,
+                         context: grpc.aio.ServicerContext[Any, Any]) -> pb.QualityReport:
+        """Data-quality feedback on the caller's own feed (never another organisation's)."""
+        org = await self._who(context, "get_quality")
+        await self.quality.ready.wait()
+        days = request.days or DEFAULT_QUALITY_DAYS
+        await self.audit.write(org, "get_quality", detail=f"{days} days")
+        return pb.QualityReport(source_org=org, days=self.quality.book.report(org, datetime.now(UTC).date(), days))
+
     async def GetIndicators(self, request: pb.IndicatorsRequest,
                             context: grpc.aio.ServicerContext[Any, Any]) -> pb.IndicatorsResponse:
         org = await self._who(context, "get_indicators")
@@ -198,9 +214,11 @@ class Gateway:
             partners = load_partners(settings.gateway_partners_file)
         self.partners = partners
         self.credentials = server_credentials(settings)
+        self.revocations = RevocationList(settings.revoked_certificates)  # a bad deny list stops it here
         self.fhir = FhirDelivery(settings, bootstrap, partners)  # FHIR partners' tables, tokens and TLS checked here
         self.alerts = AlertLog()
         self.board = IndicatorBoard()
+        self.quality = QualityLog()
         self.port = 0
 
     def _on_alert(self, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
@@ -212,6 +230,10 @@ class Gateway:
         if key is not None:
             self.board.put(key.decode(), ind.IndicatorValue.FromString(value) if value is not None else None)
 
+    def _on_quality(self, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
+        if value is not None:
+            self.quality.book.add(ing.QualityCounts.FromString(value))
+
     async def run(self, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
         profile = client_profile(self.settings)
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, **profile.aiokafka_producer())
@@ -219,7 +241,8 @@ class Gateway:
         audit = Audit(producer, audit_topic(self.settings))
         server = grpc.aio.server()
         pb_grpc.add_PartnerGatewayServicer_to_server(
-            PartnerGateway(self.settings, self.partners, self.alerts, self.board, audit, producer), server)
+            PartnerGateway(self.settings, self.partners, self.alerts, self.board, audit, producer, self.quality,
+                           self.revocations), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -246,6 +269,8 @@ class Gateway:
                                      stop, profile, skip=lambda headers: bool(replay_of(headers)))),
             asyncio.create_task(tail(self.bootstrap, indicators_topic(self.settings), self._on_value,
                                      self.board.ready, stop, profile)),
+            asyncio.create_task(tail(self.bootstrap, quality_topic(self.settings), self._on_quality,
+                                     self.quality.ready, stop, profile)),
             asyncio.create_task(self.fhir.run(stop, audit, producer)),
         ]
         try:
@@ -256,7 +281,9 @@ class Gateway:
                 started.set()
             while not stop.is_set():
                 m.SUBSCRIBERS_NOW.set(self.alerts.count_subscribers())
-                HEALTH.judge([] if self.board.ready.is_set() else ["indicator values not read up to date yet"])
+                HEALTH.judge([what for what, ready in (("indicator values not read up to date yet", self.board.ready),
+                                                       ("quality reports not read up to date yet", self.quality.ready))
+                              if not ready.is_set()])
                 await asyncio.wait([asyncio.ensure_future(stop.wait()), *readers], timeout=1.0,
                                    return_when=asyncio.FIRST_COMPLETED)
                 for reader in readers:

@@ -5,6 +5,10 @@ accepted ones, drop duplicates by (source_org, event_id), send accepted events i
 AcceptedBatch records (one per target partition), wait for those sends, then record the
 batch's keys in the dedupe table. A crash between the two can only repeat events
 downstream, never lose them.
+
+An event with an unusable value is accepted without it ("degrade, don't drop":
+services/ingest/validation.py); each batch also writes what became of each sender's records
+that day to ``carehub.quality`` (carehub/domain/quality.py), for the providers' feedback.
 """
 
 from __future__ import annotations
@@ -19,19 +23,27 @@ import faust
 
 from carehub.domain.dedupe import DedupeIndex
 from carehub.domain.pseudonymise import Pseudonymiser
+from carehub.domain.quality import UNKNOWN_SENDER, Tally
 from carehub.kafka.batching import batch_records, target_partition
 from carehub.runtime.stage import Batch, StageRecord, StageRuntime
 from carehub.settings import Settings
-from carehub.topics import ACCEPTED_PARTITIONS, accepted_topic, deadletter_topic
+from carehub.topics import ACCEPTED_PARTITIONS, accepted_topic, deadletter_topic, quality_topic
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import ingest_pb2 as ing
 
 from . import metrics as m
 from .records import RawRecord, RecordProcessor, dedupe_key, now_utc, routing_key
-from .validation import Limits
+from .validation import ORG_CODE, Limits
 
 log = logging.getLogger(__name__)
 APP_SUFFIX = "ingest"
+
+
+def sender_of(key: bytes | None) -> str:
+    """The organisation a record's key names (``source_org/local_id``, as the SDK writes it), for
+    counting a record whose content could not be read; "" when the key says nothing usable."""
+    org = (key or b"").split(b"/", 1)[0].decode("ascii", "replace")
+    return org if ORG_CODE.match(org) else UNKNOWN_SENDER
 
 
 def _raw(record: StageRecord) -> RawRecord:
@@ -40,10 +52,12 @@ def _raw(record: StageRecord) -> RawRecord:
 
 
 class Ingest:
-    def __init__(self, settings: Settings, accepted: Any, dlq: Any, table: Any) -> None:
+    def __init__(self, settings: Settings, accepted: Any, dlq: Any, table: Any, quality: Any) -> None:
         self.settings = settings
         self.accepted = accepted
         self.dlq = dlq
+        self.quality = quality
+        self.late_after_s = settings.quality_late_after_hours * 3600
         self.processor = RecordProcessor(
             Pseudonymiser(settings.pseudonym_key_bytes()),
             Limits(settings.max_future_skew, settings.earliest_event_year),
@@ -59,6 +73,9 @@ class Ingest:
         dead: list[ing.DeadLetter] = []
         sectors: Counter[ce.Sector.ValueType] = Counter()
         feeds: Counter[str] = Counter()
+        degraded: Counter[tuple[str, str, ing.RejectReason.ValueType]] = Counter()
+        tally = Tally()
+        today = now.date().isoformat()
         last_seen: dict[str, float] = {}
         groups = batch.by_partition()
         new_keys: dict[str, list[str]] = {f"{t}:{p}": [] for t, p in groups}
@@ -73,10 +90,12 @@ class Ingest:
             result = self.processor.process(rec, now)
             if isinstance(result, ing.DeadLetter):
                 dead.append(result)
+                tally.rejected(result.source_org or sender_of(rec.key), today, result.reason)
                 continue
             key = dedupe_key(result)
             if key in batch_keys or self.index.seen(tag, key):
                 m.DUPLICATES.inc()
+                tally.duplicate(result.source_org, today)
                 continue
             batch_keys.add(key)
             new_keys[tag].append(key)
@@ -84,11 +103,15 @@ class Ingest:
             outgoing.setdefault(p, []).append(result)
             sectors[result.source_sector] += 1
             feeds[result.source_org] += 1
+            for issue in result.quality:
+                degraded[(result.source_org, issue.field.split("[")[0], issue.problem)] += 1
+            tally.accepted(result.source_org, today, result.quality,
+                           late=now_s - result.event_time.seconds > self.late_after_s)
             m.FROM_EVENT.observe(max(0.0, now_s - result.event_time.seconds))
             if rec.timestamp_s:
                 m.FROM_PUBLISH.observe(max(0.0, now_s - rec.timestamp_s))
                 last_seen[result.source_org] = max(rec.timestamp_s, last_seen.get(result.source_org, 0.0))
-        await self._send(outgoing, dead)
+        await self._send(outgoing, dead, tally)
         # Only now that the events are in the accepted topic may they count as seen.
         for (topic, partition), group in groups.items():
             keys = new_keys[f"{topic}:{partition}"]
@@ -102,12 +125,20 @@ class Ingest:
             self._accepted[sector].inc(n)
         for org, n in feeds.items():
             m.FEED_EVENTS.labels(org).inc(n)
+        for (org, field, problem), n in degraded.items():
+            m.DEGRADED.labels(org, field, ing.RejectReason.Name(problem)).inc(n)
+        for counts in tally.records():
+            for reason, n in counts.rejected_by_reason.items():
+                m.FEED_REJECTED.labels(counts.source_org, reason).inc(n)
+            if counts.duplicates:
+                m.FEED_DUPLICATES.labels(counts.source_org).inc(counts.duplicates)
         for org, ts in last_seen.items():
             m.LAST_EVENT.labels(org).set(ts)
         m.BATCH_SIZE.observe(len(batch))
         m.BATCH_SECONDS.observe(time.perf_counter() - started)
 
-    async def _send(self, outgoing: dict[int, list[ing.AcceptedEvent]], dead: list[ing.DeadLetter]) -> None:
+    async def _send(self, outgoing: dict[int, list[ing.AcceptedEvent]], dead: list[ing.DeadLetter],
+                    tally: Tally) -> None:
         futures = []
         limit = self.settings.ingest_max_batch_bytes
         for partition, batch in sorted(outgoing.items()):
@@ -119,13 +150,17 @@ class Ingest:
             log.warning("rejected %s[%d]@%d: %s", dl.source.topic, dl.source.partition, dl.source.offset,
                         ing.RejectReason.Name(dl.reason))
             futures.append(await self.dlq.send(value=dl.SerializeToString(), key=dl.event_id.encode() or None))
+        for counts in tally.records():  # the batch's data-quality increments, with the batch
+            futures.append(await self.quality.send(value=counts.SerializeToString(),
+                                                   key=counts.source_org.encode() or None))
         await asyncio.gather(*futures)
 
 
 def build_app(settings: Settings, bootstrap: str) -> faust.App:
     runtime = StageRuntime(APP_SUFFIX, settings, bootstrap)
     table = runtime.table("ingest-dedupe", partitions=settings.partitions)
-    ingest = Ingest(settings, runtime.topic(accepted_topic(settings)), runtime.topic(deadletter_topic(settings)), table)
+    ingest = Ingest(settings, runtime.topic(accepted_topic(settings)), runtime.topic(deadletter_topic(settings)), table,
+                    runtime.topic(quality_topic(settings)))
     runtime.batch_stage("ingest", settings.source_topics, ingest, settings.ingest_batch_size,
                         settings.ingest_batch_within_s)
     runtime.forget_on_revoke(ingest.index)

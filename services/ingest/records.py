@@ -88,8 +88,10 @@ class RecordProcessor:
     def _process(self, rec: RawRecord, now: datetime, span: Span | None) -> ing.AcceptedEvent | ing.DeadLetter:
         try:
             event = decode(rec.value, rec.header("content-type"))
-            validate(event, now, self.limits)
-            return self._accept(event, rec, now)
+            issues = validate(event, now, self.limits)
+            accepted = self._accept(event, rec, now)
+            accepted.quality.extend(issues)
+            return accepted
         except Rejection as rej:
             if span is not None:
                 span.set_status(Status(StatusCode.ERROR, ing.RejectReason.Name(rej.reason)))

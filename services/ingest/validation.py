@@ -9,11 +9,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import orjson
 from google.protobuf import json_format
 from google.protobuf.descriptor import EnumDescriptor
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from nhs_number.validate import is_valid as nhs_number_is_valid
 
 from carehub import protojson
@@ -30,7 +31,16 @@ PROTOBUF = "application/x-protobuf"
 ICD10 = re.compile(r"^[A-Z][0-9]{2}(\.?[0-9A-Z]{1,4})?$")
 UK_POSTCODE = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}$")
 ORG_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,31}$")
-MAX_ID_LEN = 128
+MAX_ID_LEN = 128  # event_id, person.local_id, clinical.spell_id, target_event_id, merge.prior_local_id: rejects
+# Free text and codes: longer is left out of the event (degraded), README "What ingest rejects".
+MAX_TEXT = {
+    "person.given_name": 100, "person.family_name": 100, "person.address_line": 200,
+    "registered_practice": 32, "locality": 64,
+    "clinical.admission_source": 16, "clinical.discharge_destination": 16, "clinical.location": 200,
+    "clinical.referred_to_org": 32,
+}
+MAX_CODES = 50      # diagnoses, and procedures, kept per event
+MAX_CODE_LEN = 16   # a procedure code
 
 # Events that belong to a hospital spell must name it.
 SPELL_EVENTS = frozenset({
@@ -85,12 +95,10 @@ def _decode_json(value: bytes) -> ce.CareEvent:
     return event
 
 
-def _check_enum(event: ce.CareEvent, descriptor: EnumDescriptor, number: int, field: str,
-                required: bool) -> None:
+def _check_enum(event: ce.CareEvent, descriptor: EnumDescriptor, number: int, field: str) -> None:
+    """A field every event needs (source_sector, event_type): missing or unknown rejects."""
     if number == 0:
-        if required:
-            raise Rejection(R.REJECT_REASON_MISSING_FIELD, f"{field} is required", event)
-        return
+        raise Rejection(R.REJECT_REASON_MISSING_FIELD, f"{field} is required", event)
     if number not in descriptor.values_by_number:
         raise Rejection(R.REJECT_REASON_UNKNOWN_ENUM, f"{field}: unknown value {number}", event)
 
@@ -99,12 +107,31 @@ def _time(ts: object) -> datetime:
     return ts.ToDatetime(tzinfo=UTC)  # type: ignore[attr-defined, no-any-return]
 
 
-def validate(event: ce.CareEvent, now: datetime, limits: Limits) -> None:
-    """Raise Rejection unless the event can be accepted. ``now`` is timezone-aware UTC."""
+class _Issues:
+    """The values an event is accepted without: each is cleared and noted (never its value)."""
+
+    def __init__(self) -> None:
+        self.found: list[ing.QualityIssue] = []
+
+    def drop(self, message: Message, attr: str, field: str, problem: ing.RejectReason.ValueType) -> None:
+        message.ClearField(attr)
+        self.found.append(ing.QualityIssue(field=field, problem=problem))
+
+    def note(self, field: str, problem: ing.RejectReason.ValueType) -> None:
+        self.found.append(ing.QualityIssue(field=field, problem=problem))
+
+
+def validate(event: ce.CareEvent, now: datetime, limits: Limits) -> list[ing.QualityIssue]:
+    """Raise Rejection if the event cannot mean anything; otherwise remove each unusable value
+    from it and return what was removed and why. ``now`` is timezone-aware UTC.
+
+    Which problems reject and which degrade, field by field, is the README's table ("What ingest
+    rejects and what it degrades"); :data:`MAX_TEXT` holds the lengths.
+    """
     if not event.event_id:
         raise Rejection(R.REJECT_REASON_MISSING_FIELD, "event_id is required", event)
     if len(event.event_id) > MAX_ID_LEN:
-        raise Rejection(R.REJECT_REASON_INVALID_FIELD, f"event_id longer than {MAX_ID_LEN}", event)
+        raise Rejection(R.REJECT_REASON_TOO_LONG, f"event_id longer than {MAX_ID_LEN}", event)
     if event.schema_version not in SUPPORTED_SCHEMA_VERSIONS:
         raise Rejection(
             R.REJECT_REASON_UNSUPPORTED_SCHEMA_VERSION,
@@ -114,15 +141,19 @@ def validate(event: ce.CareEvent, now: datetime, limits: Limits) -> None:
         raise Rejection(R.REJECT_REASON_MISSING_FIELD, "source_org is required", event)
     if not ORG_CODE.match(event.source_org):
         raise Rejection(R.REJECT_REASON_INVALID_FIELD, f"source_org {event.source_org!r} is not an org code", event)
-    _check_enum(event, ce.Sector.DESCRIPTOR, event.source_sector, "source_sector", True)
-    _check_enum(event, ce.EventType.DESCRIPTOR, event.event_type, "event_type", True)
-    _check_times(event, now, limits)
-    _check_person(event, now)
-    _check_clinical(event)
+    _check_enum(event, ce.Sector.DESCRIPTOR, event.source_sector, "source_sector")
+    _check_enum(event, ce.EventType.DESCRIPTOR, event.event_type, "event_type")
+    issues = _Issues()
+    _check_times(event, now, limits, issues)
+    _check_identifiers(event)
+    _check_person(event, now, issues)
+    _check_texts(event, issues)
+    _check_clinical(event, issues)
     _check_type_specific(event)
+    return issues.found
 
 
-def _check_times(event: ce.CareEvent, now: datetime, limits: Limits) -> None:
+def _check_times(event: ce.CareEvent, now: datetime, limits: Limits, issues: _Issues) -> None:
     if not event.HasField("event_time"):
         raise Rejection(R.REJECT_REASON_MISSING_FIELD, "event_time is required", event)
     now_s = now.timestamp()
@@ -136,63 +167,105 @@ def _check_times(event: ce.CareEvent, now: datetime, limits: Limits) -> None:
             continue
         when = _time(getattr(event, field))
         ahead = when - now
-        if ahead > limits.max_future_skew:
-            raise Rejection(
-                R.REJECT_REASON_FUTURE_TIMESTAMP,
-                f"{field} {when.isoformat()} is {ahead.total_seconds() / 3600:.1f} h in the future "
-                f"(allowed: {limits.max_future_skew.total_seconds() / 3600:.0f} h)", event,
-            )
-        if when.year < limits.earliest_event_year:
-            raise Rejection(
-                R.REJECT_REASON_IMPLAUSIBLE_TIMESTAMP,
-                f"{field} {when.isoformat()} is before {limits.earliest_event_year}", event,
-            )
+        reason = R.REJECT_REASON_FUTURE_TIMESTAMP if ahead > limits.max_future_skew else \
+            R.REJECT_REASON_IMPLAUSIBLE_TIMESTAMP
+        if field == "recorded_time":  # when the provider recorded it: the event still happened
+            issues.drop(event, field, field, reason)
+        elif reason == R.REJECT_REASON_FUTURE_TIMESTAMP:
+            raise Rejection(reason, f"{field} {when.isoformat()} is {ahead.total_seconds() / 3600:.1f} h in the "
+                                    f"future (allowed: {limits.max_future_skew.total_seconds() / 3600:.0f} h)", event)
+        else:
+            raise Rejection(reason, f"{field} {when.isoformat()} is before {limits.earliest_event_year}", event)
 
 
-def _check_person(event: ce.CareEvent, now: datetime) -> None:
+def _check_identifiers(event: ce.CareEvent) -> None:
+    """The ids that say what an event is about: missing or too long rejects (it could not be
+    joined, revised or cancelled)."""
     if not event.HasField("person") or not event.person.local_id:
         raise Rejection(R.REJECT_REASON_MISSING_FIELD, "person.local_id is required", event)
+    for field, value in (("person.local_id", event.person.local_id), ("clinical.spell_id", event.clinical.spell_id),
+                         ("target_event_id", event.target_event_id),
+                         ("merge.prior_local_id", event.merge.prior_local_id)):
+        if len(value) > MAX_ID_LEN:
+            raise Rejection(R.REJECT_REASON_TOO_LONG, f"{field} longer than {MAX_ID_LEN}", event)
+
+
+def _check_person(event: ce.CareEvent, now: datetime, issues: _Issues) -> None:
     person = event.person
-    if len(person.local_id) > MAX_ID_LEN:
-        raise Rejection(R.REJECT_REASON_INVALID_FIELD, f"person.local_id longer than {MAX_ID_LEN}", event)
     if person.national_id:
         digits = "".join(person.national_id.split()).replace("-", "")
-        # never echo the number itself: the message is logged and kept beside the DLQ record
-        if len(digits) != 10 or not digits.isdigit():
-            raise Rejection(R.REJECT_REASON_INVALID_NHS_NUMBER, "person.national_id is not 10 digits", event)
-        if not nhs_number_is_valid(digits):
-            raise Rejection(R.REJECT_REASON_INVALID_NHS_NUMBER, "person.national_id fails the mod-11 check", event)
-    _check_enum(event, ce.Sex.DESCRIPTOR, person.sex, "person.sex", False)
+        # never echo the number itself: issues are logged and counted
+        if len(digits) != 10 or not digits.isdigit() or not nhs_number_is_valid(digits):
+            issues.drop(person, "national_id", "person.national_id", R.REJECT_REASON_INVALID_NHS_NUMBER)
+    if person.sex and person.sex not in ce.Sex.DESCRIPTOR.values_by_number:
+        issues.drop(person, "sex", "person.sex", R.REJECT_REASON_UNKNOWN_ENUM)
     if person.birth_date:
         try:
             if len(person.birth_date) != 10:  # fromisoformat also takes 19410317 and week dates
                 raise ValueError
             born = date.fromisoformat(person.birth_date)
+            plausible = born <= now.date() and born.year >= 1880
         except ValueError:
-            raise Rejection(R.REJECT_REASON_INVALID_FIELD, "person.birth_date is not YYYY-MM-DD", event) from None
-        if born > now.date() or born.year < 1880:
-            raise Rejection(R.REJECT_REASON_INVALID_FIELD, "person.birth_date is not a plausible birth date", event)
-    if len(person.address_line) > 200:
-        raise Rejection(R.REJECT_REASON_INVALID_FIELD, "person.address_line longer than 200", event)
+            plausible = False
+        if not plausible:
+            issues.drop(person, "birth_date", "person.birth_date", R.REJECT_REASON_INVALID_FIELD)
     if person.postcode and not UK_POSTCODE.match(" ".join(person.postcode.split()).upper()):
-        raise Rejection(R.REJECT_REASON_INVALID_FIELD, "person.postcode is not a UK postcode", event)
+        issues.drop(person, "postcode", "person.postcode", R.REJECT_REASON_INVALID_FIELD)
 
 
-def _check_clinical(event: ce.CareEvent) -> None:
+def _check_texts(event: ce.CareEvent, issues: _Issues) -> None:
+    """Free text and codes over their maximum length are left out (MAX_TEXT)."""
+    for path, limit in MAX_TEXT.items():
+        owner_name, _, attr = path.rpartition(".")
+        owner: Message = getattr(event, owner_name) if owner_name else event
+        if len(getattr(owner, attr)) > limit:
+            issues.drop(owner, attr, path, R.REJECT_REASON_TOO_LONG)
+    for path in ("registered_practice", "clinical.referred_to_org"):
+        owner_name, _, attr = path.rpartition(".")
+        owner = getattr(event, owner_name) if owner_name else event
+        value = getattr(owner, attr)
+        if value and not ORG_CODE.match(value):
+            issues.drop(owner, attr, path, R.REJECT_REASON_INVALID_FIELD)
+
+
+def _check_clinical(event: ce.CareEvent, issues: _Issues) -> None:
     clinical = event.clinical
-    _check_enum(event, ce.AdmissionMethod.DESCRIPTOR, clinical.admission_method, "clinical.admission_method", False)
-    for dx in clinical.diagnoses:
-        if not ICD10.match(dx.code):
-            raise Rejection(R.REJECT_REASON_INVALID_ICD10, f"diagnosis {dx.code!r} is not an ICD-10 code", event)
-        if dx.position < 1:
-            raise Rejection(R.REJECT_REASON_INVALID_FIELD, f"diagnosis {dx.code} has no position (1 = primary)",
-                            event)
-    for proc in clinical.procedures:
-        if proc.position < 1 or not proc.code:
-            raise Rejection(R.REJECT_REASON_INVALID_FIELD, "procedures need a code and a position >= 1", event)
+    method = clinical.admission_method
+    if method and method not in ce.AdmissionMethod.DESCRIPTOR.values_by_number:
+        issues.drop(clinical, "admission_method", "clinical.admission_method", R.REJECT_REASON_UNKNOWN_ENUM)
+    kept = []
+    for i, dx in enumerate(clinical.diagnoses):
+        if i >= MAX_CODES:
+            issues.note(f"clinical.diagnoses[{i}]", R.REJECT_REASON_TOO_LONG)
+        elif not ICD10.match(dx.code):
+            issues.note(f"clinical.diagnoses[{i}]", R.REJECT_REASON_INVALID_ICD10)
+        elif dx.position < 1:
+            issues.note(f"clinical.diagnoses[{i}]", R.REJECT_REASON_INVALID_FIELD)
+        else:
+            kept.append(dx)
+    if len(kept) < len(clinical.diagnoses):
+        if not kept and event.event_type == ce.EVENT_TYPE_DIAGNOSIS_CODED:
+            raise Rejection(R.REJECT_REASON_INVALID_ICD10, "no usable diagnosis in a coded-diagnoses event", event)
+        _keep(clinical.diagnoses, kept)
+    procedures = [p for i, p in enumerate(clinical.procedures)
+                  if i < MAX_CODES and p.position >= 1 and 0 < len(p.code) <= MAX_CODE_LEN]
+    if len(procedures) < len(clinical.procedures):
+        for i, p in enumerate(clinical.procedures):
+            if p not in procedures:
+                issues.note(f"clinical.procedures[{i}]", R.REJECT_REASON_INVALID_FIELD)
+        _keep(clinical.procedures, procedures)
+
+
+def _keep(field: Any, kept: list[Any]) -> None:
+    copies = [type(item)() for item in kept]
+    for copy, item in zip(copies, kept, strict=True):
+        copy.CopyFrom(item)
+    del field[:]
+    field.extend(copies)
 
 
 def _check_type_specific(event: ce.CareEvent) -> None:
+    """What an event of each type cannot mean anything without: missing rejects."""
     t = event.event_type
     if t in SPELL_EVENTS and not event.clinical.spell_id:
         raise Rejection(R.REJECT_REASON_MISSING_FIELD,

@@ -8,6 +8,7 @@ it had a body), and valid traffic after it is unaffected.
 
 from __future__ import annotations
 
+import os
 import ssl
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from carehub import fhir_client, tlsgen
 from carehub.domain.fhir.senders import hash_token
 from carehub.harness import LocalHub, eventually
 from carehub.kafka.broker import free_port
+from carehub.revocation import fingerprint_pem
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import ingest_pb2 as ing
 from tests.fhir_bundles import NHS_NUMBER, body, notification, spoiled, transaction
@@ -58,6 +60,13 @@ def write_senders(path: Path) -> Path:
     return path
 
 
+def revoked_file(hub: LocalHub) -> Path:
+    path = hub.data_dir / "revoked.txt"
+    if not path.exists():
+        path.write_text("# no certificate revoked yet\n")
+    return path
+
+
 @pytest.fixture
 def door(hub: LocalHub) -> Iterator[Door]:
     pki = tlsgen.make_demo_pki(hub.data_dir / "pki", ["RR8", "AXG", "Z99999"])
@@ -66,7 +75,8 @@ def door(hub: LocalHub) -> Iterator[Door]:
     hub.start("fhir", CAREHUB_FHIR_PORT=str(port), CAREHUB_FHIR_TLS_CERT=str(pki.server.cert),
               CAREHUB_FHIR_TLS_KEY=str(pki.server.key), CAREHUB_FHIR_CLIENT_CA=str(pki.ca.cert),
               CAREHUB_FHIR_REQUIRE_CLIENT_CERT="false",
-              CAREHUB_FHIR_SENDERS_FILE=str(write_senders(hub.data_dir / "senders.toml")))
+              CAREHUB_FHIR_SENDERS_FILE=str(write_senders(hub.data_dir / "senders.toml")),
+              CAREHUB_REVOKED_CERTIFICATES=str(revoked_file(hub)))
 
     hub.wait_listening(port)
     yield Door(f"https://127.0.0.1:{port}/fhir", pki)
@@ -136,6 +146,17 @@ def test_bad_input_is_refused_clearly_and_valid_traffic_goes_on(hub: LocalHub, d
     with pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, ssl.SSLError)), \
             fhir_client.client(door.pki.ca.cert, rogue.cert, rogue.key, None, 60.0) as http:
         http.post(door.base + "/$process-message", content=body(notification())).raise_for_status()
+
+    # an expired certificate fails the handshake; a revoked one is refused once the deny list names it
+    expired = tlsgen.issue_client(door.pki.ca, "RR8", hub.data_dir / "expired", days=0)
+    with pytest.raises((httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError, ssl.SSLError)), \
+            fhir_client.client(door.pki.ca.cert, expired.cert, expired.key, None, 60.0) as http:
+        http.post(door.base + "/$process-message", content=body(notification())).raise_for_status()
+    assert door.post(notification(bundle_id="b-before-revocation"), org="AXG").status_code == 200
+    revoked_file(hub).write_text(fingerprint_pem(door.pki.clients["AXG"].cert.read_bytes()) + "\n")
+    os.utime(revoked_file(hub), ns=(1, 10**18))
+    revoked = door.post(notification(bundle_id="b-after-revocation"), org="AXG")
+    assert revoked.status_code == 403 and "revoked" in outcome(revoked)[0]["diagnostics"]
 
     # what: not JSON, not FHIR, an unknown element, no MessageHeader, an admission without method
     not_json = door.post(b'{"resourceType": "Bundle", ', path="/$process-message")

@@ -20,6 +20,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from carehub.harness import eventually
 from carehub.kafka.broker import free_port
 from carehub.sdk import Publisher
 from carehub.synthetic import RegionConfig, generate_region
@@ -127,7 +128,9 @@ def test_alerts_reach_the_right_partners_resume_without_loss_and_refuse_stranger
 
     admission = event(ce.EVENT_TYPE_ADMISSION, NOW, HOSPITAL, ce.SECTOR_ACUTE, "H-99812")
     admission.clinical.diagnoses[0].code = "N10"
-    other = event(ce.EVENT_TYPE_ADMISSION, NOW, HOSPITAL, ce.SECTOR_ACUTE, "H-12345", nhs=VALID_NHS_2,
+    # the hospital got his NHS number wrong (one digit): the admission is kept without it, linked on
+    # his name, birth date and postcode, alerted to his practice, and reported back to the hospital
+    other = event(ce.EVENT_TYPE_ADMISSION, NOW, HOSPITAL, ce.SECTOR_ACUTE, "H-12345", nhs=VALID_NHS_2[:-1] + "1",
                   given="Arthur", family="Pennington", birth_date="1938-07-02", postcode="LS6 2QT")
     other.clinical.spell_id = "S-9"
     other.clinical.diagnoses[0].code = "J44.1"  # COPD: a chronic ACSC
@@ -166,7 +169,17 @@ def test_alerts_reach_the_right_partners_resume_without_loss_and_refuse_stranger
     [seen], _ = social.take(1)
     assert (seen.rule, seen.local_id, seen.recipient_role) == ("acsc_emergency_admission", "C-7730", "social_care")
     [theirs], _ = gp_2.take(1)
-    assert (theirs.local_id, theirs.recipient_org) == ("P-0002", GP_2)
+    assert (theirs.local_id, theirs.recipient_org) == ("P-0002", GP_2)  # despite the wrong NHS number
+    def hospital_report() -> pb.QualityReport | None:  # the sender's own feedback, once the gateway read it
+        report = hospital.stub.GetQuality(pb.QualityRequest(days=7), timeout=30)
+        return report if sum(d.accepted for d in report.days) >= 3 else None
+
+    report = eventually(hospital_report, 60, "the hospital's quality report counts its three admissions")
+    assert report.source_org == HOSPITAL and sum(d.accepted for d in report.days) == 3
+    assert sum(d.degraded_by_problem["person.national_id: INVALID_NHS_NUMBER"] for d in report.days) == 1
+    theirs_report = gp.stub.GetQuality(pb.QualityRequest(), timeout=30)  # only ever one's own feed
+    assert theirs_report.source_org == GP and all(d.source_org == GP for d in theirs_report.days)
+    assert not any(d.degraded for d in theirs_report.days)
     nothing, _ = hospital.take(0)  # the hospital reported it; no rule sends it back there
     assert nothing == []
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -24,11 +25,12 @@ from carehub.settings import load_settings
 from carehub.tlsgen import DemoPki, make_demo_pki
 from carehub.v1 import alerts_pb2 as al
 from carehub.v1 import indicators_pb2 as ind
+from carehub.v1 import ingest_pb2 as ing
 from carehub.v1 import partner_pb2 as pb
 from carehub.v1 import partner_pb2_grpc as pb_grpc
 from services.gateway.audit import Audit
 from services.gateway.auth import client_channel, server_credentials
-from services.gateway.logs import AlertLog, Entry, IndicatorBoard
+from services.gateway.logs import AlertLog, Entry, IndicatorBoard, QualityLog
 from services.gateway.partners import Partner, Partners
 from services.gateway.server import PartnerGateway
 
@@ -44,14 +46,15 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> DemoPki:
 
 class Server:
     def __init__(self, pki: DemoPki, log: AlertLog, buffer: int = 10_000, board: IndicatorBoard | None = None,
-                 ) -> None:
+                 quality: QualityLog | None = None) -> None:
         self.settings = load_settings(gateway_tls_cert=pki.server.cert, gateway_tls_key=pki.server.key,
                                       gateway_client_ca=pki.ca.cert, gateway_port=free_port(),
                                       gateway_heartbeat_s=0.2, gateway_subscriber_buffer=buffer)
         partners = Partners(Partner(org=o, name=o, units=frozenset({"region", f"practice:{o}"})) for o in ORGS)
         self.server = grpc.aio.server()
         pb_grpc.add_PartnerGatewayServicer_to_server(
-            PartnerGateway(self.settings, partners, log, board or IndicatorBoard(), Audit(None, "audit"), None),
+            PartnerGateway(self.settings, partners, log, board or IndicatorBoard(), Audit(None, "audit"), None,
+                           quality),
             self.server)
         self.server.add_secure_port(f"127.0.0.1:{self.settings.gateway_port}", server_credentials(self.settings))
 
@@ -110,6 +113,33 @@ def test_each_partner_gets_exactly_its_own_alerts_after_its_cursor(pki: DemoPki,
                 assert [m.alert.alert_id for m in got] == [e.alert.alert_id for e in expected]
                 assert all(m.alert.recipient_org == org and m.alert.local_id.startswith(org) for m in got)
                 assert [m.cursor for m in got] == [e.cursor for e in expected]
+
+    asyncio.run(run())
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(increments=st.lists(st.tuples(st.sampled_from(ORGS), st.integers(0, 3), st.integers(1, 9)), max_size=30))
+def test_each_partner_reads_exactly_its_own_quality_report(pki: DemoPki,
+                                                          increments: list[tuple[str, int, int]]) -> None:
+    today = datetime.now(UTC).date()
+    quality = QualityLog()
+    for org, days_ago, n in increments:
+        day = (today - timedelta(days=days_ago)).isoformat()
+        quality.book.add(ing.QualityCounts(source_org=org, day=day, accepted=n, duplicates=1))
+    quality.ready.set()
+
+    async def run() -> None:
+        async with Server(pki, alert_log([]), quality=quality) as server:
+            for org in ORGS:
+                files = pki.clients[org]
+                async with client_channel(f"127.0.0.1:{server.settings.gateway_port}", pki.ca.cert, files.cert,
+                                          files.key) as channel:
+                    report = await pb_grpc.PartnerGatewayStub(channel).GetQuality(pb.QualityRequest(days=7),
+                                                                                   timeout=20)
+                assert report.source_org == org and all(d.source_org == org for d in report.days)
+                mine = [(n, 1) for o, _, n in increments if o == org]
+                assert sum(d.accepted for d in report.days) == sum(n for n, _ in mine)
+                assert sum(d.duplicates for d in report.days) == len(mine)
 
     asyncio.run(run())
 

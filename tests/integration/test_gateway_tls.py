@@ -11,13 +11,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import grpc
 import grpc.aio
 import pytest
+from cryptography import x509
 
+from carehub.harness import eventually
+from carehub.revocation import RevocationList, fingerprint_pem
+from carehub.tlsgen import issue_client
 from services.gateway.auth import caller, client_channel, client_channel_sync, server_credentials
 from services.gateway.partners import Partner, Partners, hash_token
 from tests.gateway_pki import HOSPITAL, HOSPITAL_TOKEN, KNOWN, TOKEN, UNKNOWN, Pki, make_pki, settings_for
@@ -46,11 +53,12 @@ def partners() -> Partners:
 Scenario = Callable[[str], Awaitable[None]]
 
 
-def serve(partners: Partners, credentials: grpc.ServerCredentials | None, scenario: Scenario) -> None:
+def serve(partners: Partners, credentials: grpc.ServerCredentials | None, scenario: Scenario,
+          revocations: RevocationList | None = None) -> None:
     """Run ``scenario(target)`` against a WhoAmI server on 127.0.0.1 (port chosen by the OS)."""
 
     async def who(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-        return (await caller(context, partners)).org.encode()
+        return (await caller(context, partners, revocations)).org.encode()
 
     async def main() -> None:
         handler = grpc.method_handlers_generic_handler(SERVICE, {"Who": grpc.unary_unary_rpc_method_handler(who)})
@@ -118,6 +126,35 @@ def test_client_certificate_from_another_ca_fails_the_handshake(pki: Pki, partne
         assert (await refused(anonymous)).code() == grpc.StatusCode.UNAVAILABLE
 
     serve(partners, server_credentials(settings_for(pki)), scenario)
+
+
+def test_an_expired_client_certificate_fails_the_handshake(pki: Pki, partners: Partners, tmp_path: Path) -> None:
+    expired = issue_client(pki.hub.ca, KNOWN, tmp_path, days=0)  # valid until the moment it was made
+    eventually(lambda: x509.load_pem_x509_certificate(expired.cert.read_bytes()).not_valid_after_utc
+               < datetime.now(UTC), 10, "the certificate has expired")
+
+    async def scenario(target: str) -> None:
+        channel = client_channel(target, pki.hub.ca.cert, expired.cert, expired.key)
+        assert (await refused(channel)).code() == grpc.StatusCode.UNAVAILABLE
+
+    serve(partners, server_credentials(settings_for(pki)), scenario)
+
+
+def test_a_revoked_certificate_is_refused_without_a_restart(pki: Pki, partners: Partners, tmp_path: Path) -> None:
+    deny = tmp_path / "revoked.txt"
+    deny.write_text("# nothing revoked yet\n")
+    revocations = RevocationList(deny)
+    files = pki.hub.clients[KNOWN]
+
+    async def scenario(target: str) -> None:
+        assert await who_am_i(client(pki, KNOWN, target=target)) == KNOWN
+        deny.write_text(f"# the surgery's laptop was stolen\n{fingerprint_pem(files.cert.read_bytes())}\n")
+        os.utime(deny, ns=(1, 10**18))  # a new mtime however coarse the file system's clock
+        error = await refused(client(pki, KNOWN, target=target))
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED and "revoked" in (error.details() or "")
+        assert await who_am_i(client(pki, HOSPITAL, target=target)) == HOSPITAL  # others are unaffected
+
+    serve(partners, server_credentials(settings_for(pki)), scenario, revocations)
 
 
 def test_client_refuses_a_server_certificate_from_another_ca(pki: Pki, partners: Partners) -> None:

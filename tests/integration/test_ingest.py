@@ -50,13 +50,12 @@ def test_accepts_pseudonymised_rejects_with_reasons_and_drops_duplicates(hub: Hu
     worker = hub.start_with_metrics("ingest")
     good = people(12, "p")
     future = care_event(when=datetime.now(UTC) + timedelta(days=3))
-    bad_nhs = care_event(national_id="9434765918")
+    bad_nhs = care_event(national_id="9434765918", local_id="bad-nhs-1")  # degraded, not dropped
     unknown_enum = json_format.MessageToDict(care_event())
     unknown_enum["eventType"] = "EVENT_TYPE_TELEPATHY"
     bad_records = {
         "REJECT_REASON_MALFORMED_JSON": (b'{"eventId": "e-1", "sourceOrg": ', "application/json"),
         "REJECT_REASON_UNKNOWN_ENUM": (orjson.dumps(unknown_enum), "application/json"),
-        "REJECT_REASON_INVALID_NHS_NUMBER": (bad_nhs.SerializeToString(), "application/x-protobuf"),
         "REJECT_REASON_FUTURE_TIMESTAMP": (future.SerializeToString(), "application/x-protobuf"),
         "REJECT_REASON_MALFORMED_PROTOBUF": (care_event().SerializeToString()[:-11], "application/x-protobuf"),
     }
@@ -65,13 +64,18 @@ def test_accepts_pseudonymised_rejects_with_reasons_and_drops_duplicates(hub: Hu
             pub.publish(event, "json" if i % 2 else "protobuf")
         for event in good[:4]:  # resent: must be accepted once
             pub.publish(event)
+        pub.publish(bad_nhs)
         for value, content_type in bad_records.values():
             pub.publish_raw(value, b"bad", content_type)
         pub.flush()
     assert pub.failed == 0
 
     got = accepted_when_done(hub)
-    assert sorted(e.event_id for e in got) == sorted(e.event_id for e in good)
+    assert sorted(e.event_id for e in got) == sorted(e.event_id for e in [*good, bad_nhs])
+    degraded = next(e for e in got if e.event_id == bad_nhs.event_id)  # the admission is kept, marked
+    assert [(q.field, q.problem) for q in degraded.quality] == [("person.national_id",
+                                                                 ing.REJECT_REASON_INVALID_NHS_NUMBER)]
+    assert not degraded.person.national_id_hash and degraded.person.local_id == "bad-nhs-1"
     by_id = {e.event_id: e for e in got}
     sample = by_id[good[0].event_id]
     assert sample.person.local_id == "p-0"
@@ -100,11 +104,26 @@ def test_accepts_pseudonymised_rejects_with_reasons_and_drops_duplicates(hub: Hu
 
     # the worker's own metrics tell the same story
     metrics = worker.metrics()
-    assert metrics["carehub_ingest_received_total"] == len(good) + 4 + len(bad_records)
-    assert metrics["carehub_ingest_accepted_total"] == len(good)
+    assert metrics["carehub_ingest_received_total"] == len(good) + 4 + 1 + len(bad_records)
+    assert metrics["carehub_ingest_accepted_total"] == len(good) + 1
+    assert metrics["carehub_ingest_degraded_total"] == 1
     assert metrics["carehub_ingest_duplicates_total"] == 4
     assert metrics["carehub_ingest_rejected_total"] == len(bad_records)
-    assert metrics["carehub_ingest_latency_from_publish_seconds_count"] == len(good)
+    assert metrics["carehub_ingest_latency_from_publish_seconds_count"] == len(good) + 1
+
+    # and the sender's data-quality report, as an operator reads it (today: the processing day)
+    report = subprocess.run([sys.executable, "-m", "carehub", "quality", "--org", bad_nhs.source_org, "--json"],
+                            cwd=ROOT, env=hub.env, capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    [today] = orjson.loads(report.stdout)
+    assert today["source_org"] == bad_nhs.source_org and int(today["accepted"]) == 1
+    assert today["degraded_by_problem"] == {"person.national_id: INVALID_NHS_NUMBER": "1"}
+    table = subprocess.run([sys.executable, "-m", "carehub", "quality", "--org", "B86001"], cwd=ROOT, env=hub.env,
+                           capture_output=True, text=True, timeout=120)
+    assert table.returncode == 0, table.stderr
+    received, accepted, *_ = next(line for line in table.stdout.splitlines() if line.startswith("all")).split()[1:]
+    duplicates = next(line for line in table.stdout.splitlines() if line.startswith("all")).split()[-2]
+    assert (int(received), int(accepted), int(duplicates)) == (len(good) + 4, len(good), 4), table.stdout
 
 
 def test_restart_loses_nothing_and_reaccepts_nothing(hub: Hub) -> None:

@@ -22,6 +22,7 @@ from carehub.partner import PartnerAuthError, PartnerClient, PartnerUnavailable
 from carehub.partner_cli import indicators_remote, watch
 from carehub.v1 import alerts_pb2 as al
 from carehub.v1 import indicators_pb2 as ind
+from carehub.v1 import ingest_pb2 as ing
 from carehub.v1 import partner_pb2 as pb
 from carehub.v1 import partner_pb2_grpc as pb_grpc
 from tests.partner_support import T0, Pki, alert, make_pki
@@ -107,6 +108,11 @@ class Gateway(pb_grpc.PartnerGatewayServicer):
         self._check(context)
         self.indicator_requests.append(request)
         return pb.IndicatorsResponse(values=_values())
+
+    def GetQuality(self, request: pb.QualityRequest, context: grpc.ServicerContext) -> pb.QualityReport:
+        self._check(context)
+        return pb.QualityReport(source_org="ORG1", days=[ing.QualityCounts(source_org="ORG1", day="2026-12-01",
+                                                                          accepted=request.days)])
 
     def WatchIndicators(self, request: pb.IndicatorsRequest,
                         context: grpc.ServicerContext) -> Iterator[pb.IndicatorsResponse]:
@@ -319,6 +325,12 @@ def test_indicators_and_watch_indicators(pki: Pki, gw: Running) -> None:
         batches = list(c.watch_indicators(reconnect=False))
     assert [len(b) for b in batches] == [3, 1]
     assert [(r.indicator, r.window) for r in gw.gateway.indicator_requests] == [("acsc_chronic", "12m"), ("", "")]
+
+
+def test_quality_report(pki: Pki, gw: Running) -> None:
+    with client(pki, gw.target) as c:
+        report = c.quality(7)
+    assert report.source_org == "ORG1" and [(d.day, d.accepted) for d in report.days] == [("2026-12-01", 7)]
 
 
 def test_an_unreachable_gateway_is_reported_as_such(pki: Pki) -> None:

@@ -217,7 +217,8 @@ def dashboard_series(stem: str) -> set[str]:
 
 def test_dashboards_show_what_operators_asked_for() -> None:
     assert {"carehub_feed_last_event_timestamp_seconds", "carehub_ingest_received_total",
-            "carehub_ingest_rejected_total"} <= dashboard_series("feeds")
+            "carehub_ingest_rejected_total", "carehub_ingest_degraded_total", "carehub_feed_rejected_total",
+            "carehub_feed_duplicates_total"} <= dashboard_series("feeds")  # data-quality feedback per provider
     assert {"carehub_stage_records_total", "carehub_stage_lag_seconds", "carehub_ingest_batch_seconds_bucket",
             "carehub_identity_batch_seconds_bucket", "carehub_timeline_batch_seconds_bucket",
             "carehub_ingest_rejected_total", "carehub_identity_decisions_total",
