@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: help setup run test test-unit test-integration test-loaded lint proto proto-check bench clean prometheus compose-up compose-down dashboard-png
+.PHONY: help setup run test test-unit test-integration test-loaded lint proto proto-check bench chaos fuzz clean prometheus compose-up compose-down dashboard-png
 
 # root installs system packages itself; anyone else through sudo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -17,6 +17,8 @@ help:
 	@echo "make test-loaded - make test 3 times in a row with a CPU-bound process on every core (RUNS=n)"
 	@echo "make lint    - ruff, mypy, generated-code drift check"
 	@echo "make bench   - throughput vs faust baselines; linkage accuracy and latency; alert latency to partners; MLLP and FHIR doors"
+	@echo "make chaos   - kill every worker, stall the broker, drop partners at 1,000 events/s; print what was lost"
+	@echo "make fuzz    - 100,000 malformed inputs per wire form; print crashes and every input's outcome"
 	@echo "make proto   - regenerate carehub/v1 from protos/"
 	@echo "make compose-up - Kafka + every service + synthetic feed + Prometheus/Grafana/Jaeger (docker compose)"
 
@@ -84,6 +86,15 @@ bench: $(STAMP)
 	$(BIN)/python bench/identity_accuracy.py
 	$(BIN)/python bench/alerts_bench.py
 	$(BIN)/python bench/doors_bench.py
+	$(BIN)/python bench/overload_bench.py
+
+# The fault suite (about 15 minutes) and the fuzzing campaign (100,000 malformed inputs per wire
+# form): scripts that print their figures and exit non-zero when a must-be-zero figure is not.
+chaos: $(STAMP)
+	$(BIN)/python tools/chaos.py
+
+fuzz: $(STAMP)
+	$(BIN)/python tools/fuzz.py
 
 clean:
 	rm -rf .carehub .pytest_cache .mypy_cache .ruff_cache build *.egg-info

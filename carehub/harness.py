@@ -13,15 +13,17 @@ it started and to nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -79,15 +81,50 @@ class Worker:
     log: Path
     metrics_url: str | None = None
     killed: bool = False  # by the test (LocalHub.kill): its exit is expected, not a failure
+    env: dict[str, str] = field(default_factory=dict)  # the extra environment it was started with
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
+    @property
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
     def metrics(self) -> dict[str, float]:
         if self.metrics_url is None:
             raise ValueError(f"{self.service} was started without a metrics port")
         return scrape(self.metrics_url)
+
+    def ready(self) -> bool:
+        """Does the worker's ``/ready`` (beside its metrics) answer 200 now?"""
+        return self.readiness()[0]
+
+    def readiness(self) -> tuple[bool, str]:
+        """The worker's ``/ready`` answer now: 200 or not, and its body (the reasons, as JSON)."""
+        if self.metrics_url is None:
+            raise ValueError(f"{self.service} was started without a metrics port")
+        try:
+            with urllib.request.urlopen(self.metrics_url.removesuffix("/metrics") + "/ready", timeout=5) as resp:
+                return int(resp.status) == 200, resp.read().decode(errors="replace")
+        except urllib.error.HTTPError as exc:  # 503: not ready, and why
+            return False, exc.read().decode(errors="replace")
+        except OSError as exc:  # not listening (yet)
+            return False, str(exc)
+
+
+@contextlib.contextmanager
+def paused(pid: int) -> Iterator[None]:
+    """SIGSTOP ``pid`` for the duration of the block, and SIGCONT it however the block ends.
+
+    A stalled process, not a dead one: its sockets stay open and nothing it holds is released
+    (a stalled broker, as in tests/integration/test_mllp.py).
+    """
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 @dataclass
@@ -139,9 +176,23 @@ class LocalHub:
         metrics_url = f"http://127.0.0.1:{port}/metrics" if port != "0" else None
         with log.open("ab") as out:
             proc = subprocess.Popen(service_command(service), env=env, stdout=out, stderr=subprocess.STDOUT)
-        worker = Worker(service, proc, log, metrics_url)
+        worker = Worker(service, proc, log, metrics_url, env=dict(extra_env))
         self.workers.append(worker)
         return worker
+
+    def restart(self, worker: Worker) -> Worker:
+        """A new worker of ``worker``'s service with the same extra environment (ports, files), once
+        the old one has exited (after :meth:`kill` or :meth:`stop`); its log is a new file."""
+        if worker.running:
+            raise RuntimeError(f"{worker.service} (pid {worker.pid}) is still running: kill or stop it first")
+        return self.start(worker.service, **worker.env)
+
+    def live(self, service: str) -> Worker:
+        """The newest running worker of ``service``."""
+        for worker in reversed(self.workers):
+            if worker.service == service and worker.running:
+                return worker
+        raise LookupError(f"no running {service} worker")
 
     def stop(self, worker: Worker, timeout_s: float = 30.0) -> int:
         """SIGTERM, then SIGKILL after ``timeout_s``; the exit code."""

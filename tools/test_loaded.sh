@@ -4,16 +4,10 @@
 # and prints each run's time. The load processes are ended by their pids when this script ends.
 set -euo pipefail
 runs=${RUNS:-3}
-cores=$(nproc)
 python=${PYTHON:-python3}
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
-trap cleanup EXIT INT TERM
-for _ in $(seq "$cores"); do
-  "$python" -c 'while True: pass' &
-  pids+=($!)
-done
-echo "test-loaded: $cores CPU-bound processes (pids ${pids[*]}), $runs runs of make test"
+source "$(dirname "$0")/cpu_load.sh"
+cpu_load_start "$python"
+echo "test-loaded: $(nproc) CPU-bound processes (pids ${cpu_load_pids[*]}), $runs runs of make test"
 for run in $(seq "$runs"); do
   start=$(date +%s)
   if ! make test; then

@@ -31,6 +31,8 @@ PROTOBUF = "application/x-protobuf"
 ICD10 = re.compile(r"^[A-Z][0-9]{2}(\.?[0-9A-Z]{1,4})?$")
 UK_POSTCODE = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}$")
 ORG_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,31}$")
+TIMESTAMP_MIN_S, TIMESTAMP_MAX_S = -62135596800, 253402300799  # 0001-01-01 .. 9999-12-31, google.protobuf.Timestamp
+MAX_MESSAGE = 500  # characters of a rejection's message
 MAX_ID_LEN = 128  # event_id, person.local_id, clinical.spell_id, target_event_id, merge.prior_local_id: rejects
 # Free text and codes: longer is left out of the event (degraded), README "What ingest rejects".
 MAX_TEXT = {
@@ -49,12 +51,20 @@ SPELL_EVENTS = frozenset({
 
 
 class Rejection(Exception):
-    """An event that cannot be accepted, with a machine-readable reason and a human message."""
+    """An event that cannot be accepted, with a machine-readable reason and a human message.
+
+    The message is cut to MAX_MESSAGE characters, and ``event`` keeps only ids of a length an id
+    may have: the dead letter carries both beside the record's own bytes, and a record of nearly
+    a megabyte must still fit in one dead letter.
+    """
 
     def __init__(self, reason: ing.RejectReason.ValueType, message: str, event: ce.CareEvent | None = None) -> None:
+        message = message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE] + "..."
         super().__init__(message)
         self.reason = reason
         self.message = message
+        if event is not None and max(len(event.event_id), len(event.source_org)) > MAX_ID_LEN:
+            event = ce.CareEvent(event_id=event.event_id[:MAX_ID_LEN], source_org=event.source_org[:MAX_ID_LEN])
         self.event = event
 
 
@@ -92,6 +102,10 @@ def _decode_json(value: bytes) -> ce.CareEvent:
         text = str(exc).split("\n", 1)[0]
         reason = R.REJECT_REASON_UNKNOWN_ENUM if "Invalid enum value" in text else R.REJECT_REASON_SCHEMA_VIOLATION
         raise Rejection(reason, text) from None
+    except (ValueError, TypeError, RecursionError) as exc:
+        # a value the message cannot hold (an enum number beyond 32 bits), or nesting too deep to
+        # describe: json_format rejects both as well (a ParseError, or no answer at all)
+        raise Rejection(R.REJECT_REASON_SCHEMA_VIOLATION, f"not a CareEvent: {type(exc).__name__}") from None
     return event
 
 
@@ -140,7 +154,8 @@ def validate(event: ce.CareEvent, now: datetime, limits: Limits) -> list[ing.Qua
     if not event.source_org:
         raise Rejection(R.REJECT_REASON_MISSING_FIELD, "source_org is required", event)
     if not ORG_CODE.match(event.source_org):
-        raise Rejection(R.REJECT_REASON_INVALID_FIELD, f"source_org {event.source_org!r} is not an org code", event)
+        raise Rejection(R.REJECT_REASON_INVALID_FIELD, f"source_org {event.source_org[:40]!r} is not an org code",
+                        event)
     _check_enum(event, ce.Sector.DESCRIPTOR, event.source_sector, "source_sector")
     _check_enum(event, ce.EventType.DESCRIPTOR, event.event_type, "event_type")
     issues = _Issues()
@@ -162,10 +177,19 @@ def _check_times(event: ce.CareEvent, now: datetime, limits: Limits, issues: _Is
     for field in ("event_time", "recorded_time"):
         if not event.HasField(field):
             continue
-        seconds = getattr(event, field).seconds
-        if earliest <= seconds <= latest:  # the common case, without building datetimes
+        stamp = getattr(event, field)
+        seconds = stamp.seconds
+        real = 0 <= stamp.nanos < 1_000_000_000
+        if earliest <= seconds <= latest and real:  # the common case, without building datetimes
             continue
-        when = _time(getattr(event, field))
+        if not (real and TIMESTAMP_MIN_S <= seconds <= TIMESTAMP_MAX_S):
+            # not a time at all (a Timestamp spans years 1 to 9999, nanos below 10^9): no datetime for it
+            reason = R.REJECT_REASON_FUTURE_TIMESTAMP if seconds > latest else R.REJECT_REASON_IMPLAUSIBLE_TIMESTAMP
+            if field == "recorded_time":
+                issues.drop(event, field, field, reason)
+                continue
+            raise Rejection(reason, f"{field} is not a valid timestamp ({seconds} s, {stamp.nanos} ns)", event)
+        when = _time(stamp)
         ahead = when - now
         reason = R.REJECT_REASON_FUTURE_TIMESTAMP if ahead > limits.max_future_skew else \
             R.REJECT_REASON_IMPLAUSIBLE_TIMESTAMP

@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 START, END = b"\x0b", b"\x1c\x0d"
 HL7_CONTENT_TYPE = b"x-application/hl7-v2+er7"
+KEY_PART = 128  # characters of a message's value in a record key, header or dead letter's ids
 PROTOBUF = b"application/x-protobuf"
 
 
@@ -177,14 +178,15 @@ class MllpService:
 
     async def _write(self, raw: bytes, mapped: Mapped) -> None:
         assert self.producer is not None
-        key = f"{mapped.sending_application}/{mapped.sending_facility}/{mapped.control_id}".encode()
+        key = record_key(mapped.sending_application, mapped.sending_facility, mapped.control_id)
         futures = [await self.producer.send(hl7_raw_topic(self.settings), value=raw, key=key,
                                             headers=[("content-type", HL7_CONTENT_TYPE)])]
+        control = mapped.control_id[:KEY_PART].encode()
         for event in mapped.events:
             futures.append(await self.producer.send(
                 self.provider_topic, value=event.SerializeToString(),
-                key=f"{event.source_org}/{event.person.local_id}".encode(),
-                headers=[("content-type", PROTOBUF), ("carehub-hl7-control-id", mapped.control_id.encode())]))
+                key=record_key(event.source_org, event.person.local_id),
+                headers=[("content-type", PROTOBUF), ("carehub-hl7-control-id", control)]))
         await asyncio.gather(*futures)
 
     async def _refuse_undecodable(self, raw: bytes, reason: ing.RejectReason.ValueType, message: str,
@@ -209,8 +211,8 @@ class MllpService:
         letter.source.offset = -1
         letter.rejected_time.GetCurrentTime()
         if mapped is not None:
-            letter.event_id = mapped.control_id
-            letter.source_org = mapped.sending_facility
+            letter.event_id = mapped.control_id[:KEY_PART]
+            letter.source_org = mapped.sending_facility[:KEY_PART]
         try:
             await (await self.producer.send(deadletter_topic(self.settings), value=letter.SerializeToString()))
         except Exception as exc:
@@ -221,9 +223,15 @@ def frame(payload: bytes) -> bytes:
     return START + payload + END
 
 
+def record_key(*parts: str) -> bytes:
+    """A record key from a message's values, each cut to KEY_PART characters: a key names a
+    message, and a value of nearly a megabyte in MSH-3 must not double the record past the limit."""
+    return "/".join(part[:KEY_PART] for part in parts).encode()
+
+
 def refusal_without_header(text: str) -> bytes:
     """An AR for bytes with no usable MSH: nothing to echo, but the sender still learns why."""
-    clean = "".join(c if c.isprintable() and c not in "|^~\\&" else " " for c in text)[:200]
+    clean = "".join(c if " " <= c < "~" and c not in "|^\\&" else " " for c in text)[:200]  # ASCII, no separators
     stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
     return (f"MSH|^~\\&|CAREHUB|CAREHUB|||{stamp}||ACK|R{stamp}|P|2.5\rMSA|AR||{clean}\r"
             f"ERR||MSH|100^Segment sequence error^HL70357|E\r").encode("ascii")

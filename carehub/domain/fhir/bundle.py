@@ -14,15 +14,19 @@ value: the library's messages name the element and the rule only.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import orjson
+from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.resource import Resource
 from pydantic import ValidationError
 
 from carehub.domain.fhir.outcome import Issue, error
 
 MAX_ISSUES = 50  # an outcome names at most this many problems (then says how many more)
+MAX_DEPTH = 64  # JSON objects and arrays inside each other; a notification Bundle needs about 10
 
 
 class BundleRejected(Exception):
@@ -45,14 +49,67 @@ def parse_bundle(body: bytes, expect: tuple[str, ...]) -> dict[str, Any]:
     kind = data.get("resourceType")
     if kind != "Bundle":
         raise BundleRejected([error("structure", "resourceType", f"expected a Bundle, got {_shown(kind)}")])
+    if _deeper_than(data, MAX_DEPTH):  # the model library recurses per level: a deep one exhausts the stack
+        raise BundleRejected([error("too-costly", "Bundle", f"nested deeper than {MAX_DEPTH} levels")])
+    unknown = _unknown_resource_types(data)
+    if unknown:
+        raise BundleRejected(unknown)
     try:
         Bundle.model_validate(data)
     except ValidationError as exc:
         raise BundleRejected(_issues(exc)) from None
+    except (KeyError, TypeError, AttributeError, ValueError, RecursionError) as exc:
+        # the library fails this way on some values of the wrong type (a number where it wants a
+        # URL, say) rather than reporting them: the Bundle is still not one it can read
+        problem = f"not a FHIR R4 Bundle that can be read ({type(exc).__name__} in the FHIR model library)"
+        raise BundleRejected([error("structure", "Bundle", problem)]) from None
     if data.get("type") not in expect:
         raise BundleRejected([error("value", "Bundle.type", f"expected Bundle.type {' or '.join(expect)}, "
                                                            f"got {_shown(data.get('type'))}")])
     return data
+
+
+def _deeper_than(data: Any, limit: int) -> bool:
+    """Is any value of ``data`` nested more than ``limit`` objects and arrays deep? (No recursion.)"""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values() if isinstance(v, dict | list))
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value if isinstance(v, dict | list))
+    return False
+
+
+def _unknown_resource_types(data: dict[str, Any]) -> list[Issue]:
+    """An issue for each entry (or contained) resource whose resourceType is not a FHIR resource:
+    the model library looks the name up and fails with a KeyError or TypeError, not a validation
+    error, so these are checked first."""
+    found = []
+    entries = data.get("entry")
+    for i, entry in enumerate(entries if isinstance(entries, list) else []):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict):
+            continue
+        where = f"Bundle.entry[{i}].resource"
+        contained = resource.get("contained")
+        inner = [(f"{where}.contained[{j}]", c) for j, c in enumerate(contained if isinstance(contained, list) else [])
+                 if isinstance(c, dict)]
+        for path, item in [(where, resource), *inner]:
+            kind = item.get("resourceType")
+            if not (isinstance(kind, str) and _is_resource_type(kind)):
+                found.append(error("structure", f"{path}.resourceType", f"not a FHIR resource type: {_shown(kind)}"))
+    return found
+
+
+@lru_cache(maxsize=512)
+def _is_resource_type(name: str) -> bool:
+    try:
+        return issubclass(get_fhir_model_class(name), Resource)
+    except ValueError:
+        return False
 
 
 def _issues(exc: ValidationError) -> list[Issue]:

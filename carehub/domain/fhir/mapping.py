@@ -120,6 +120,14 @@ class _Refused(Exception):
         self.issue = issue
 
 
+def _whole(value: object) -> int | None:
+    """A validated positiveInt as written: the validator takes 2, 2.0, "2" and true alike."""
+    try:
+        return int(value) if value is not None else None  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return None
+
+
 def fhir_event_id(*parts: str) -> str:
     return "fhir-" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:40]
 
@@ -231,13 +239,18 @@ class _Visit:
         (with a warning); a year or year-month is not a time."""
         if not isinstance(value, str) or not value:
             return None
-        if len(value) == 10:
-            self.note(where, "a date without a time: taken as midnight local time")
-            return datetime.combine(date.fromisoformat(value), time(), self.mapping.zone)
         if len(value) < 10:
             self.note(where, "only a year or month: not a usable time")
             return None
-        parsed = datetime.fromisoformat(value)
+        try:
+            if len(value) == 10:
+                day = date.fromisoformat(value)
+                self.note(where, "a date without a time: taken as midnight local time")
+                return datetime.combine(day, time(), self.mapping.zone)
+            parsed = datetime.fromisoformat(value)
+        except ValueError:  # FHIR's pattern lets through times Python has not (a leap second, 24:00)
+            self.note(where, "not a date and time that can be used: left out")
+            return None
         return parsed if parsed.tzinfo else parsed.replace(tzinfo=self.mapping.zone)
 
     def period(self, end: bool) -> datetime | None:
@@ -299,7 +312,7 @@ class _Visit:
                 self.note(f"{self.path}.diagnosis[{i}].condition", "not a Condition in this Bundle: left out")
                 continue
             seen.add(id(hit[1]))
-            found.append((hit[0], hit[1], row.get("rank")))
+            found.append((hit[0], hit[1], _whole(row.get("rank"))))
         for path, condition in self.resources.of_type("Condition"):
             if id(condition) in seen:
                 continue
@@ -501,7 +514,7 @@ def map_bundle(bundle: Mapping[str, Any], body: bytes, sender: Sender, mapping: 
     out = MappedBundle(kind=str(bundle.get("type", "")), bundle_key=bundle_key(bundle, body))
     try:
         resources = _Resources(bundle)
-        recorded = _timestamp(bundle, mapping)
+        recorded = _timestamp(bundle, mapping, out.warnings)
         if out.kind == "message":
             out.events = _message(bundle, resources, sender, mapping, out, recorded)
         else:
@@ -512,11 +525,15 @@ def map_bundle(bundle: Mapping[str, Any], body: bytes, sender: Sender, mapping: 
     return out
 
 
-def _timestamp(bundle: Mapping[str, Any], mapping: FhirMapping) -> datetime | None:
+def _timestamp(bundle: Mapping[str, Any], mapping: FhirMapping, warnings: list[Issue]) -> datetime | None:
     value = bundle.get("timestamp")
     if not isinstance(value, str) or len(value) < 19:
         return None
-    parsed = datetime.fromisoformat(value)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:  # a leap second, say: FHIR's pattern allows it, Python's datetime does not
+        warnings.append(warning("Bundle.timestamp", "not a time that can be used: left out"))
+        return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=mapping.zone)
 
 
