@@ -34,8 +34,8 @@ ends only the processes it started, by their process ids.
    stage did not catch up within ``--catch-up-s``; the work folder (logs, and the topics behind
    the indicators when they differ) is then kept.
 
-    python tools/chaos.py                 # 3 rounds, a 20 s stall, 5 minutes of publishing: ~10 minutes
-    python tools/chaos.py --short         # 1 round, a 5 s stall, 45 s of publishing: ~2 minutes
+    python tools/chaos.py             # 3 rounds, a 20 s stall, 5 minutes of publishing: 12-16 minutes here
+    python tools/chaos.py --short     # 1 round, a 5 s stall, 45 s of publishing: about 2.5 minutes
 """
 
 from __future__ import annotations
@@ -985,7 +985,7 @@ def door_event_ids(messages: list[DoorMessage], data_dir: Path) -> tuple[set[Eve
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--short", action="store_true",
-                        help="the make test variant: 1 round, a 5 s stall, 45 s of publishing (about 2 minutes)")
+                        help="the make test variant: 1 round, a 5 s stall, 45 s of publishing (about 2.5 minutes)")
     parser.add_argument("--minutes", type=float, help="minutes of publishing (default 5; --short 0.75)")
     parser.add_argument("--rate", type=float, default=1000.0, help="records a second (default 1000)")
     parser.add_argument("--people", type=int,

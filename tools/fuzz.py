@@ -11,7 +11,7 @@ malformed input is a valid message mutated by a generator seeded with ``--seed``
 the same seed gives the same inputs. After every ``--valid-every`` malformed inputs comes a valid
 one, which must be accepted.
 
-Each form is sent in parts of ``--part`` malformed inputs (50,000), each part to an embedded broker
+Each form is sent in parts of ``--part`` malformed inputs (10,000), each part to an embedded broker
 and a hub of its own (ingest, and the door the form goes through, as child processes with their
 logs in a temporary folder): the embedded broker keeps every record in memory, and reading a
 topic back costs more the longer it is. For each form it prints: crashes,
@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="the generator's seed (default 1)")
     parser.add_argument("--forms", type=parse_forms, default=FORMS, help="comma-separated: protobuf,json,hl7,fhir")
     parser.add_argument("--valid-every", type=int, default=10, help="a valid input after every N malformed ones")
-    parser.add_argument("--part", type=int, default=50_000,
-                        help="malformed inputs per broker and hub (a multiple of --valid-every; default 50,000)")
+    parser.add_argument("--part", type=int, default=10_000,
+                        help="malformed inputs per broker and hub (a multiple of --valid-every; default 10,000)")
     parser.add_argument("--max-minutes", type=float, default=40.0, help="stop sending when this runs out")
     parser.add_argument("--log-level", default="error", help="the services' log level (default error)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (logs) at the end")
