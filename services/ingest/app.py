@@ -73,7 +73,6 @@ class Ingest:
         dead: list[ing.DeadLetter] = []
         sectors: Counter[ce.Sector.ValueType] = Counter()
         feeds: Counter[str] = Counter()
-        degraded: Counter[tuple[str, str, ing.RejectReason.ValueType]] = Counter()
         tally = Tally()
         today = now.date().isoformat()
         last_seen: dict[str, float] = {}
@@ -103,8 +102,6 @@ class Ingest:
             outgoing.setdefault(p, []).append(result)
             sectors[result.source_sector] += 1
             feeds[result.source_org] += 1
-            for issue in result.quality:
-                degraded[(result.source_org, issue.field.split("[")[0], issue.problem)] += 1
             tally.accepted(result.source_org, today, result.quality,
                            late=now_s - result.event_time.seconds > self.late_after_s)
             m.FROM_EVENT.observe(max(0.0, now_s - result.event_time.seconds))
@@ -125,9 +122,10 @@ class Ingest:
             self._accepted[sector].inc(n)
         for org, n in feeds.items():
             m.FEED_EVENTS.labels(org).inc(n)
-        for (org, field, problem), n in degraded.items():
-            m.DEGRADED.labels(org, field, ing.RejectReason.Name(problem)).inc(n)
-        for counts in tally.records():
+        for counts in tally.records():  # the per-sender metrics, from the batch's quality counts
+            for key, n in counts.degraded_by_problem.items():
+                field, _, problem = key.partition(": ")
+                m.DEGRADED.labels(counts.source_org, field, f"REJECT_REASON_{problem}").inc(n)
             for reason, n in counts.rejected_by_reason.items():
                 m.FEED_REJECTED.labels(counts.source_org, reason).inc(n)
             if counts.duplicates:

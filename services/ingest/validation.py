@@ -271,12 +271,13 @@ def _check_clinical(event: ce.CareEvent, issues: _Issues) -> None:
         if not kept and event.event_type == ce.EVENT_TYPE_DIAGNOSIS_CODED:
             raise Rejection(R.REJECT_REASON_INVALID_ICD10, "no usable diagnosis in a coded-diagnoses event", event)
         _keep(clinical.diagnoses, kept)
-    procedures = [p for i, p in enumerate(clinical.procedures)
-                  if i < MAX_CODES and p.position >= 1 and 0 < len(p.code) <= MAX_CODE_LEN]
+    procedures = []
+    for i, proc in enumerate(clinical.procedures):
+        if i < MAX_CODES and proc.position >= 1 and 0 < len(proc.code) <= MAX_CODE_LEN:
+            procedures.append(proc)
+        else:
+            issues.note(f"clinical.procedures[{i}]", R.REJECT_REASON_INVALID_FIELD)
     if len(procedures) < len(clinical.procedures):
-        for i, p in enumerate(clinical.procedures):
-            if p not in procedures:
-                issues.note(f"clinical.procedures[{i}]", R.REJECT_REASON_INVALID_FIELD)
         _keep(clinical.procedures, procedures)
 
 
