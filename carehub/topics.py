@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from carehub.kafka.profile import MAX_RECORD_BYTES
 from carehub.settings import Settings
 
 DAY_MS = 24 * 3600 * 1000
@@ -131,7 +132,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(
             deadletter_topic(settings),
             1,
-            {"retention.ms": str(settings.deadletter_retention_days * DAY_MS)},
+            {"retention.ms": str(settings.deadletter_retention_days * DAY_MS),
+             "max.message.bytes": str(MAX_RECORD_BYTES)},
             replication=r,
         ),
         TopicSpec(replayed_topic(settings), 1, {"cleanup.policy": "compact"}, replication=r),

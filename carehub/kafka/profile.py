@@ -22,6 +22,15 @@ from typing import Any
 
 from carehub.settings import BrokerProfile, Settings
 
+# The largest record a stream worker may write (faust's default is 1,000,000 bytes). A dead
+# letter carries the rejected record whole, and a provider's record may itself be up to 1 MiB
+# (the SDK's and Kafka's default limit), so a dead letter needs more than the default; the
+# topics that hold dead letters allow as much (carehub/topics.py).
+MAX_RECORD_BYTES = 2 * 1024 * 1024
+# What a dead letter copies of a rejected record at most; a bigger one is left at its source
+# position (a provider topic that allows records this large is not one carehub creates).
+MAX_DEADLETTER_ORIGINAL_BYTES = MAX_RECORD_BYTES - 64 * 1024
+
 
 @dataclass(frozen=True)
 class ClientProfile:
@@ -48,6 +57,7 @@ class ClientProfile:
         """Keyword arguments for ``faust.App`` (the fetch wait goes through carehub's transport)."""
         return {
             "producer_max_batch_size": self.faust_max_batch_bytes,
+            "producer_max_request_size": MAX_RECORD_BYTES,
             "producer_linger": self.linger_ms / 1000.0,
             "producer_acks": -1 if self.acks == "all" else int(self.acks),
             # faust's own request timeouts stay (20 min producer, 90 s broker): it retries internally

@@ -20,12 +20,23 @@ Why the runtime does what it does:
   Lag in records is the Fetch response's high watermark (right on every broker; ListOffsets
   is not on the embedded one) minus the next offset the stage will process (the committed
   offset until the stage has processed a record of that partition).
+- A batch's table writes are on the broker before its records are acknowledged
+  (:meth:`StageRuntime._state_written`), and a worker told to stop finishes the batch in hand
+  before it commits (:meth:`StageRuntime._complete`).
+- A batch that fails ends the process (exit code ``EXIT_BATCH_FAILED``) before anything more
+  runs: faust's ``take_events`` acknowledges a batch's records in a ``finally`` clause, so an
+  exception raised into it, or a supervisor restarting the agent, would commit records that
+  were never processed. Exiting at once leaves the committed offsets where the last processed
+  batch put them, and a restarted worker takes the failed batch again (duplicates are harmless
+  downstream; losses are not).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -44,6 +55,8 @@ RAW: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
 # No progress for this long while records wait: the stage has stalled, and says so on /ready.
 STALL_AFTER_S = 60.0
 HEALTH_EVERY_S = 2.0
+# The exit code of a worker whose batch failed (EX_SOFTWARE): its orchestrator restarts it.
+EXIT_BATCH_FAILED = 70
 
 Tag = tuple[str, int]  # (topic, partition)
 
@@ -109,6 +122,17 @@ class Batch:
             self._stream._set_current_event(previous)
 
 
+def _exit_uncommitted(stage: str, batch: Batch) -> None:
+    """End the process now, without acknowledging ``batch`` (see the module docstring)."""
+    first = batch.records[0] if batch.records else None
+    where = f" from {first.topic}[{first.partition}]@{first.offset}" if first else ""
+    log.critical("stage %s: a batch of %d records%s failed; exiting with code %d without committing it, "
+                 "so that the restarted worker takes it again", stage, len(batch), where, EXIT_BATCH_FAILED,
+                 exc_info=True)
+    logging.shutdown()
+    os._exit(EXIT_BATCH_FAILED)
+
+
 class BatchStage(Protocol):
     async def process_batch(self, batch: Batch) -> None: ...
 
@@ -159,7 +183,7 @@ class StageRuntime:
         async def agent(stream: Any) -> None:
             async for events in stream.take_events(size, within_s):
                 batch = Batch(stream, list(events))
-                await stage.process_batch(batch)
+                await self._complete(name, stage, batch)
                 self._note_batch(name, batch, progress)
 
     def every(self, interval_s: float, fn: Callable[[], Awaitable[None]]) -> None:
@@ -172,6 +196,49 @@ class StageRuntime:
         def on_revoked(sender: Any, /, *args: Any, signal: BaseSignalT[Any], **kwargs: Any) -> None:
             revoked = args[0] if args else kwargs.get("revoked", set())
             index.forget_partitions({f"{tp.topic}:{tp.partition}" for tp in revoked})
+
+    async def _complete(self, name: str, stage: BatchStage, batch: Batch) -> None:
+        """Process ``batch`` and write its state, to the end even when the worker is told to stop.
+
+        A stopping faust worker first waits for its streams' events in hand to be acknowledged
+        (``stream_wait_empty``, on by default), then cancels its agents and commits. Should an
+        agent be cancelled with a batch in hand all the same, the cancellation would unwind
+        ``take_events``, which acknowledges the batch, done or not: so a cancellation waits here
+        for the batch to finish (a stalled broker makes that wait long; the worker is then
+        killed, which commits nothing). A batch that fails ends the process (see the module
+        docstring).
+        """
+        async def run() -> None:
+            await stage.process_batch(batch)
+            await self._state_written()
+
+        task = asyncio.ensure_future(run())
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            log.info("stage %s: stopping; finishing the batch in hand (%d records) first", name, len(batch))
+            try:
+                await task
+            except Exception:
+                _exit_uncommitted(name, batch)
+            raise
+        except Exception:
+            _exit_uncommitted(name, batch)
+
+    async def _state_written(self) -> None:
+        """Wait until the batch's table writes are on the broker, before its records are acknowledged.
+
+        A table write is queued in faust's producer buffer and sent later; before a commit faust
+        flushes that buffer, but its flush gives up when no message is sent within 0.1 s
+        (``ProducerBuffer.flush_atmost``), and the offsets are committed anyway. A worker killed
+        then restarts from offsets whose state never reached the changelog: identity linked one
+        person's later records to a second person id. Waiting here, per batch, means an
+        acknowledged record's state is always in the changelog.
+        """
+        producer = self.app.producer
+        while producer.buffer.size:
+            await producer.buffer.flush_atmost(producer.buffer.size)
+        await producer.flush()
 
     # ---- questions a stage may ask ------------------------------------------------------------
     def recovered(self) -> bool:

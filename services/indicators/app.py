@@ -10,6 +10,11 @@ after it), so a restart rebuilds it and nothing needs a changelog. Every
 
 One instance per deployment is enough (it reads one small topic); a second one writes the same
 values. Logs carry counts and unit codes only.
+
+A restarted instance first reads what is published (the compacted values topic, to its end) and
+publishes nothing until it has read the partials to their end: its first publication then
+changes only what its predecessor left wrong, withdraws the values its predecessor published
+that no longer exist, and signals no outlier twice.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from carehub.domain.definitions import Catalogue, load_catalogue
+from carehub.indicator_report import read_values
 from carehub.kafka.profile import client_profile
 from carehub.kafka.read import at_end
 from carehub.runtime.health import HEALTH
@@ -52,6 +58,13 @@ class Publisher:
     def __init__(self) -> None:
         self.last: dict[bytes, bytes] = {}
         self.outliers: dict[bytes, str] = {}
+
+    def seed(self, published: Iterable[ind.IndicatorValue]) -> None:
+        """Start from what is already published (a previous instance's values), not from nothing."""
+        for value in published:
+            key = value_key(value)
+            self.last[key] = _without_time(value)
+            self.outliers[key] = value.outlier if value.outlier.endswith("_998") else ""
 
     def changes(self, values: Iterable[ind.IndicatorValue],
                 ) -> tuple[list[ind.IndicatorValue], list[bytes], list[ind.IndicatorValue]]:
@@ -98,6 +111,9 @@ class IndicatorService:
         # gathers one publication's values into few requests.
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, max_request_size=2 * 1024 * 1024,
                                     **(profile.aiokafka_producer() | {"linger_ms": 20}))
+        published = await self._published(stop)
+        self.publisher.seed(published.values())
+        self.dirty = bool(published)  # withdrawn at the first publication if nothing produces them now
         await consumer.start()
         await producer.start()
         log.info("indicators: %d definitions (digest %s), publishing every %.1fs",
@@ -114,14 +130,29 @@ class IndicatorService:
                         self.aggregate.apply(ind.IndicatorPartials.FromString(record.value))
                         m.PARTIALS.inc()
                         self.dirty = True
-                if self.dirty and time.monotonic() >= next_publish:
+                # never from half the partials: values would move backwards, and be withdrawn
+                if self.dirty and caught_up and time.monotonic() >= next_publish:
                     await self.publish(producer)
                     next_publish = time.monotonic() + self.settings.indicators_publish_interval_s
-            if self.dirty:
+            if self.dirty and caught_up:
                 await self.publish(producer)
         finally:
             await consumer.stop()
             await producer.stop()
+
+    async def _published(self, stop: asyncio.Event) -> dict[str, ind.IndicatorValue]:
+        """The values topic as it stands, read to its end; retried until read or stopped."""
+        while True:
+            HEALTH.judge(["reading the published values"])
+            try:
+                values = await asyncio.to_thread(read_values, self.bootstrap, self.settings)
+            except TimeoutError as exc:
+                log.warning("indicators: could not read the published values yet (%s); retrying", exc)
+                if stop.is_set():
+                    return {}
+                continue
+            log.info("indicators: %d values published before this start", len(values))
+            return values
 
     async def publish(self, producer: AIOKafkaProducer) -> int:
         started = time.perf_counter()

@@ -12,6 +12,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from carehub.domain.pseudonymise import Pseudonymiser
+from carehub.kafka.profile import MAX_DEADLETTER_ORIGINAL_BYTES
 from carehub.telemetry import extract_from_headers, trace_context_dict
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import ingest_pb2 as ing
@@ -130,15 +131,18 @@ class RecordProcessor:
     @staticmethod
     def _dead_letter(rec: RawRecord, reason: ing.RejectReason.ValueType, message: str, event: ce.CareEvent | None,
                      now: datetime) -> ing.DeadLetter:
+        size = len(rec.value or b"") + len(rec.key or b"") + sum(len(k) + len(v or b"") for k, v in rec.headers)
+        if size > MAX_DEADLETTER_ORIGINAL_BYTES:  # too big to write whole: its source position says where it is
+            message = f"{message} (the original, {size} bytes, is not copied: read it at its source position)"
         dl = ing.DeadLetter(
-            original_value=rec.value or b"",
-            original_key=rec.key or b"",
             source=ing.SourceRef(topic=rec.topic, partition=rec.partition, offset=rec.offset),
             reason=reason,
             message=message,
         )
-        for k, v in rec.headers:
-            dl.original_headers[k] = v or b""
+        if size <= MAX_DEADLETTER_ORIGINAL_BYTES:
+            dl.original_value, dl.original_key = rec.value or b"", rec.key or b""
+            for k, v in rec.headers:
+                dl.original_headers[k] = v or b""
         dl.rejected_time.FromDatetime(now)
         if event is not None:
             dl.event_id, dl.source_org = event.event_id, event.source_org

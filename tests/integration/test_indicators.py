@@ -15,6 +15,7 @@ import sys
 import time
 
 import pytest
+from kafka import KafkaProducer
 
 from carehub.domain.definitions import PACKAGED
 from carehub.harness import eventually
@@ -118,3 +119,18 @@ def test_streaming_indicators_equal_the_batch_reference(hub: Hub) -> None:
     assert set(rows) <= {"region", "provider:RR8"} and "region" in rows
     num, den, _ = got[("readmission_30d", "region", "12m")]
     assert rows["region"][3:5] == [str(num), str(den)]
+
+
+def test_a_restarted_service_withdraws_what_its_predecessor_published_and_nothing_produces(hub: Hub) -> None:
+    """A value published by a previous instance that no partial produces any longer (here: a unit
+    no timeline partition counts) is withdrawn by the next instance's first publication."""
+    stale = ind.IndicatorValue(indicator="acsc_acute", unit="practice:Z99999", window="12m", numerator=3)
+    producer = KafkaProducer(bootstrap_servers=hub.bootstrap)
+    producer.send(hub.topic("indicators"), key=b"acsc_acute|practice:Z99999|12m", value=stale.SerializeToString())
+    producer.flush()
+    producer.close()
+    assert set(read_values(hub.bootstrap, hub.settings())) == {"acsc_acute|practice:Z99999|12m"}
+    hub.start("indicators", CAREHUB_INDICATORS_PUBLISH_INTERVAL_S="0.5")
+    eventually(lambda: not read_values(hub.bootstrap, hub.settings()) or None, 120,
+               "the stale value is withdrawn")
+    hub.assert_running()

@@ -148,6 +148,26 @@ def test_restart_loses_nothing_and_reaccepts_nothing(hub: Hub) -> None:
     assert len(ids) == len(set(ids)) == len(first) + len(second)
 
 
+def test_a_near_megabyte_rejected_record_is_dead_lettered_whole_and_its_batch_kept(hub: Hub) -> None:
+    """A dead letter carries its rejected record whole, so one of nearly 1 MB is bigger than
+    faust's default producer limit: the send used to fail, and the batch around it was lost."""
+    worker = hub.start("ingest")
+    before, after = people(5, "before"), people(5, "after")
+    huge = b'{"eventId": "' + b"x" * 1_040_000  # unfinished JSON: rejected
+    with Publisher(hub.bootstrap, topic=hub.topic("provider.events")) as pub:
+        for event in before:
+            pub.publish(event)
+        pub.publish_raw(huge, b"B86001/huge", "application/json")
+        for event in after:
+            pub.publish(event)
+    assert pub.failed == 0, pub.errors
+    got = accepted_when_done(hub)
+    assert sorted(e.event_id for e in got) == sorted(e.event_id for e in before + after)
+    letters = [ing.DeadLetter.FromString(v) for v in hub.values("ingest.deadletter")]
+    assert [(d.reason, d.original_value == huge) for d in letters] == [(ing.REJECT_REASON_MALFORMED_JSON, True)]
+    assert worker.proc.poll() is None, hub.log_text()[-3000:]
+
+
 def test_dead_letters_listed_and_replayed_once_after_the_cause_is_fixed(hub: Hub) -> None:
     worker = hub.start("ingest")
     ahead = care_event(when=datetime.now(UTC) + timedelta(hours=30))  # a provider clock 30 h fast

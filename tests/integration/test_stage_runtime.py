@@ -11,7 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
+import signal
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -24,9 +28,10 @@ from kafka import KafkaProducer
 from carehub.harness import LocalHub, eventually
 from carehub.kafka.broker import EmbeddedBroker, create_topics
 from carehub.runtime.health import Health
-from carehub.runtime.stage import Batch, StageRecord, StageRuntime
+from carehub.runtime.stage import EXIT_BATCH_FAILED, Batch, StageRecord, StageRuntime
 from carehub.settings import load_settings
 from carehub.topics import TopicSpec
+from tests.integration.conftest import ROOT
 
 pytestmark = pytest.mark.integration
 
@@ -120,3 +125,86 @@ def test_a_worker_answers_ready_and_live_over_http(hub: LocalHub) -> None:
     assert body["ready"] is True and body["ingest"]["lag_records"] == 0
     assert get("/live")[0] == 200
     assert "carehub_ready 1.0" in urllib.request.urlopen(worker.metrics_url, timeout=5).read().decode()
+
+
+class MisbehavingWorker:
+    """tests/integration/failing_stage.py as a worker process on a topic of its own, with ``values``
+    (five records, a poison one, five more) published before it starts."""
+
+    values = [f"v{i}".encode() for i in range(5)] + [b"poison"] + [f"w{i}".encode() for i in range(5)]
+
+    def __init__(self, broker: EmbeddedBroker, tmp_path: Path, mode: str) -> None:
+        prefix = f"t{uuid.uuid4().hex[:10]}"
+        source = f"{prefix}.stage.in"
+        create_topics(broker.bootstrap, [TopicSpec(source, 1)])
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+        for value in self.values:
+            producer.send(source, value=value)
+        producer.flush()
+        producer.close()
+        self.tmp_path = tmp_path
+        self.out, self.marker = tmp_path / "processed.txt", tmp_path / "misbehaved-once"
+        self.env = {**os.environ, "CAREHUB_KAFKA_BOOTSTRAP": broker.bootstrap, "CAREHUB_TOPIC_PREFIX": prefix,
+                    "CAREHUB_DATA_DIR": str(tmp_path), "CAREHUB_PSEUDONYM_KEY": secrets.token_hex(32),
+                    "CAREHUB_PARTITIONS": "1"}
+        self.command = [sys.executable, "-m", "tests.integration.failing_stage", mode, source, str(self.out),
+                        str(self.marker)]
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> subprocess.Popen[bytes]:
+        log = (self.tmp_path / f"worker-{len(self.procs) + 1}.log").open("wb")
+        proc = subprocess.Popen(self.command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def log(self, n: int) -> str:
+        return (self.tmp_path / f"worker-{n}.log").read_text(errors="replace")
+
+    def processed(self) -> list[bytes]:
+        return self.out.read_bytes().splitlines() if self.out.exists() else []
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> int:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                self.stop(proc)
+
+
+def test_a_failed_batch_ends_the_worker_uncommitted_and_is_taken_again(broker: EmbeddedBroker,
+                                                                       tmp_path: Path) -> None:
+    """faust acknowledges a take's records even when the code handling them raises; the runtime
+    must exit before that, so that the restarted worker processes the failed batch again."""
+    worker = MisbehavingWorker(broker, tmp_path, "fail")
+    try:
+        first = worker.start()
+        assert first.wait(timeout=DEADLINE_S) == EXIT_BATCH_FAILED, worker.log(1)[-3000:]
+        assert worker.marker.exists()
+        worker.start()
+        eventually(lambda: set(worker.processed()) == set(worker.values), DEADLINE_S,
+                   "the restarted worker processes every record, the failed batch's too")
+    finally:
+        worker.close()
+    assert "CRITICAL" not in worker.log(2)
+
+
+def test_a_worker_stopped_mid_batch_finishes_it_before_committing(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """SIGTERM while a batch is being processed: the stop waits for the batch (faust's
+    stream_wait_empty, and the runtime's own wait should the agent be cancelled first), so the
+    commit at stop covers only what was done and the stop loses nothing."""
+    worker = MisbehavingWorker(broker, tmp_path, "slow")
+    try:
+        first = worker.start()
+        eventually(worker.marker.exists, DEADLINE_S, "the worker is in the middle of the slow batch")
+        assert worker.stop(first) == 0, worker.log(1)[-3000:]
+        worker.start()
+        eventually(lambda: set(worker.processed()) == set(worker.values), DEADLINE_S,
+                   "every record is processed, across the stop")
+    finally:
+        worker.close()

@@ -22,6 +22,7 @@ from carehub.domain.fhir.senders import load_senders
 from carehub.domain.pseudonymise import Pseudonymiser
 from carehub.fuzz import corpus
 from carehub.fuzz.mutators import Raw, dumps
+from carehub.kafka.profile import MAX_DEADLETTER_ORIGINAL_BYTES, MAX_RECORD_BYTES, client_profile
 from carehub.settings import load_settings
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import ingest_pb2 as ing
@@ -92,6 +93,32 @@ def test_a_huge_id_makes_a_dead_letter_of_the_record_and_little_more() -> None:
     letter = processor.process(RawRecord("t", 0, 1, b"k", value, [("content-type", PROTOBUF.encode())]), NOW)
     assert isinstance(letter, ing.DeadLetter) and letter.reason == R.REJECT_REASON_INVALID_FIELD
     assert len(letter.SerializeToString()) < len(value) + 1_000
+
+
+def test_a_near_megabyte_rejected_record_fits_in_its_dead_letter() -> None:
+    """A rejected record of nearly 1 MB (a JSON record with a long unknown-field value) made a dead
+    letter over faust's 1,000,000-byte producer limit: the send failed, the stream agent died and
+    its batch was acknowledged unprocessed. Stream workers now write records up to
+    MAX_RECORD_BYTES, and a dead letter copies the original whole below that."""
+    value = b'{"eventId": ' + b'"' + b"x" * 1_040_000 + b'"'  # not even JSON: rejected
+    processor = RecordProcessor(Pseudonymiser(b"k" * 32), Limits())
+    letter = processor.process(RawRecord("t", 0, 1, b"k", value, [("content-type", JSON.encode())]), NOW)
+    assert isinstance(letter, ing.DeadLetter) and letter.original_value == value
+    size = len(letter.SerializeToString())
+    assert 1_000_000 < size <= MAX_RECORD_BYTES
+    for broker in ("embedded", "kafka"):
+        profile = client_profile(load_settings(pseudonym_key="00" * 32, broker_profile=broker))
+        assert profile.faust_settings()["producer_max_request_size"] == MAX_RECORD_BYTES
+
+
+def test_a_record_too_big_to_copy_is_dead_lettered_by_its_position() -> None:
+    value = b"\xff" * (MAX_DEADLETTER_ORIGINAL_BYTES + 1)
+    processor = RecordProcessor(Pseudonymiser(b"k" * 32), Limits())
+    letter = processor.process(RawRecord("provider", 2, 99, b"k", value, [("content-type", PROTOBUF.encode())]),
+                               NOW)
+    assert isinstance(letter, ing.DeadLetter) and letter.original_value == b"" and not letter.original_headers
+    assert (letter.source.topic, letter.source.partition, letter.source.offset) == ("provider", 2, 99)
+    assert "not copied" in letter.message and len(letter.SerializeToString()) < 10_000
 
 
 # -- the FHIR door ---------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from carehub.domain.definitions import PACKAGED, load_catalogue
 from carehub.domain.indicator_counts import PartitionCounts
@@ -174,6 +175,26 @@ def test_small_counts_are_withheld_and_only_changes_are_republished() -> None:
     shown = {(v.indicator, v.unit, v.window): v for v in aggregate.values(threshold=0)}
     assert shown[("acsc_acute", "practice:P02", "12m")].numerator == 3
     assert shown[("acsc_acute", "practice:P02", "12m")].denominator == 3  # its registered population
+
+
+def test_a_restarted_publisher_changes_only_what_its_predecessor_left_wrong() -> None:
+    """Seeded with what a previous instance published: equal values are not written again, values
+    nothing produces now are withdrawn, and an outlier already signalled is not signalled twice."""
+    def value(unit: str, numerator: int, outlier: str = "") -> ind.IndicatorValue:
+        return ind.IndicatorValue(indicator="acsc_acute", unit=unit, window="12m", numerator=numerator,
+                                  outlier=outlier, computed_at=Timestamp(seconds=1))
+
+    before = [value("practice:P01", 4, "high_998"), value("practice:P02", 5), value("practice:P03", 6)]
+    publisher = Publisher()
+    publisher.seed(before)
+    now = [value("practice:P01", 4, "high_998"), value("practice:P02", 7), value("practice:P04", 1, "high_998")]
+    for v in now:
+        v.computed_at.seconds = 99  # a later computation of the same figures is not a change
+    changed, gone, signals = publisher.changes(now)
+    assert [v.unit for v in changed] == ["practice:P02", "practice:P04"]
+    assert gone == [b"acsc_acute|practice:P03|12m"]
+    assert [v.unit for v in signals] == ["practice:P04"]
+    assert publisher.changes(now) == ([], [], [])
 
 
 class RecordingTopic:
