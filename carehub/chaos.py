@@ -237,6 +237,8 @@ class AlertFigures:
     positions_delivered_twice: int = 0  # raw receipts above the partner's positions in the topic
     written_twice: int = 0  # alert ids at more than one position of the topic
     same_situation_twice: int = 0  # new alerts with another id for a situation a partner was already told of
+    unaudited: int = 0  # (partner, alert id) received with no "deliver" record in the audit topic
+    unaudited_examples: list[str] = field(default_factory=list)
 
 
 def account_alerts(topic: Iterable[tuple[str, str, str]], tallies: Mapping[str, PartnerTally]) -> AlertFigures:
@@ -272,6 +274,17 @@ def account_alerts(topic: Iterable[tuple[str, str, str]], tallies: Mapping[str, 
     out.written_twice = sum(n - 1 for n in written.values() if n > 1)
     out.same_situation_twice = sum(len(v) - 1 for v in situations.values())
     return out
+
+
+def account_audit(figures: AlertFigures, delivered: Iterable[tuple[str, str]],
+                  tallies: Mapping[str, PartnerTally]) -> None:
+    """``delivered``: (organisation, alert id) of every "deliver" record in the audit topic. Every
+    alert a partner received must have one: the gateway writes it before the alert leaves."""
+    audited = set(delivered)
+    missing = sorted((org, alert_id) for org, tally in tallies.items() for alert_id in tally.received
+                     if (org, alert_id) not in audited)
+    figures.unaudited = len(missing)
+    figures.unaudited_examples = [f"{org}: {alert_id}" for org, alert_id in missing[:5]]
 
 
 # -- indicators ------------------------------------------------------------------------------------
@@ -351,6 +364,8 @@ class Report:
             out.append(f"{a.missing} alerts never received ({', '.join(a.missing_examples)})")
         if a.wrong_partner:
             out.append(f"{a.wrong_partner} alerts received by a partner they were not addressed to")
+        if a.unaudited:
+            out.append(f"{a.unaudited} deliveries with no audit record ({', '.join(a.unaudited_examples)})")
         if n.mismatches or not n.reference:
             out.append(f"indicator values equal to the reference: {n.equal} of {n.reference} ({n.differ} differ, "
                        f"{n.missing} missing, {n.extra} extra){': ' + '; '.join(n.examples) if n.examples else ''}")
@@ -385,6 +400,7 @@ class Report:
             ("alerts never received", f"{a.missing:,}", "0"),
             ("alerts delivered twice (after the client's de-duplication)", f"{a.delivered_twice:,}", "0"),
             ("alerts to the wrong partner", f"{a.wrong_partner:,}", "0"),
+            ("deliveries with no audit record", f"{a.unaudited:,}", "0"),
             ("raw receipts / dropped by the client as repeats", f"{a.raw_receipts:,} / {a.dropped_by_client:,}", ""),
             ("alerts-topic positions delivered twice by the gateway", f"{a.positions_delivered_twice:,}", ""),
             ("alert ids written twice to the alerts topic", f"{a.written_twice:,}", ""),

@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     mllp_port: int = Field(default=2575, ge=0, le=65535)
     mllp_max_message_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     mllp_idle_timeout_s: float = Field(default=600.0, gt=0, le=86_400)
+    # writes in flight per sending facility (MSH-4); its next message waits (carehub/runtime/fairness.py)
+    mllp_max_inflight_per_sender: int = Field(default=4, ge=1, le=1024)
     hl7_mapping: Path | None = None      # the ADT mapping table (TOML); the packaged one by default
     hl7_facilities: Path | None = None   # sending facility (MSH-4) -> organisation (TOML); packaged by default
     # FHIR R4 in (services/fhir): HTTPS only, like the gateway
@@ -96,6 +98,8 @@ class Settings(BaseSettings):
     fhir_senders_file: Path | None = None    # sending organisations, their sectors and token hashes (TOML)
     fhir_mapping: Path | None = None         # FHIR codes -> care event fields (TOML); the packaged one by default
     fhir_max_bundle_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # Bundles in flight per sending organisation; one more is answered 429 (carehub/runtime/fairness.py)
+    fhir_max_inflight_per_sender: int = Field(default=8, ge=1, le=1024)
     # FHIR out (services/gateway/fhir_delivery.py): alerts POSTed to partners that ask for FHIR
     fhir_out_ca: Path | None = None          # CA bundle that verifies partners' endpoints (system CAs if unset)
     fhir_out_client_cert: Path | None = None  # the hub's client certificate for partners that want mTLS

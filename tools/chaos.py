@@ -90,6 +90,7 @@ from carehub.chaos import (  # noqa: E402
     PartnerTally,
     Report,
     account_alerts,
+    account_audit,
     account_ingest,
     account_stages,
     compare_indicators,
@@ -797,7 +798,9 @@ class Suite:
                        [((e.event.source_org, e.event.event_id), e.person_id, e.HasField("merge")) for e in linked],
                        timeline_ids)
         self.report.ingest = figures
-        self.report.alerts = account_alerts(alert_records(hub), {p.org: p.snapshot() for p in self.partners})
+        tallies = {p.org: p.snapshot() for p in self.partners}
+        self.report.alerts = account_alerts(alert_records(hub), tallies)
+        account_audit(self.report.alerts, audited_deliveries(hub), tallies)
         assert self.values is not None
         values = self.values.values()
         self.report.indicators = compare_indicators(cells(values), reference)
@@ -961,6 +964,14 @@ def alert_records(hub: LocalHub) -> Iterator[tuple[str, str, str]]:
         if a.kind == al.ALERT_KIND_NEW and a.local_id:
             situation = f"{a.rule}|{a.recipient_role}|{a.local_id}|{a.source_org}|{a.event_time.seconds}"
         yield a.recipient_org, a.alert_id, situation
+
+
+def audited_deliveries(hub: LocalHub) -> Iterator[tuple[str, str]]:
+    """(organisation, alert id) of every gRPC delivery the gateway audited."""
+    for v in hub.values("audit", timeout_s=300):
+        record = al.AuditRecord.FromString(v)
+        if record.action == "deliver":
+            yield record.org, record.alert_id
 
 
 def door_event_ids(messages: list[DoorMessage], data_dir: Path) -> tuple[set[EventId], dict[Door, int]]:

@@ -10,7 +10,9 @@ For each request, one after another in this order:
 
 1. who sent it: a verified client certificate's common name or a bearer token, mapped to an
    organisation by the senders file (services/fhir/tls.py, carehub/domain/fhir/senders.py);
-   401 or 403 otherwise;
+   401 or 403 otherwise; 429 with Retry-After when that organisation already has
+   ``CAREHUB_FHIR_MAX_INFLIGHT_PER_SENDER`` Bundles being stored, so that one sender's flood is
+   refused clearly instead of queueing everyone else's (carehub/runtime/fairness.py);
 2. the body: at most ``CAREHUB_FHIR_MAX_BUNDLE_BYTES`` (413 beyond), ``application/fhir+json``
    (415 otherwise), then validated as a FHIR Bundle (400 with an OperationOutcome naming each
    problem);
@@ -51,6 +53,7 @@ from carehub.domain.fhir.senders import Sender, Senders, load_senders
 from carehub.kafka.profile import client_profile
 from carehub.partner import RecentIds
 from carehub.revocation import RevocationList
+from carehub.runtime.fairness import InFlight
 from carehub.runtime.health import HEALTH
 from carehub.settings import Settings
 from carehub.topics import deadletter_topic, fhir_raw_topic
@@ -65,6 +68,7 @@ FHIR_JSON = "application/fhir+json"
 ACCEPTED_TYPES = (FHIR_JSON, "application/json", "application/json+fhir")
 PROTOBUF = b"application/x-protobuf"
 RETRY_AFTER_S = 5
+THROTTLE_RETRY_AFTER_S = 1  # a sender over its in-flight limit: a slot frees within milliseconds
 
 
 class Answer(Exception):
@@ -88,6 +92,7 @@ class FhirService:
         self.senders = senders or load_senders(settings.fhir_senders_file)
         self.mapping = mapping or load_fhir_mapping(settings.fhir_mapping)
         self.revocations = RevocationList(settings.revoked_certificates)
+        self.inflight = InFlight(settings.fhir_max_inflight_per_sender)  # per sender: a flood gets 429s
         self.provider_topic = settings.source_topics[0]
         self.producer: AIOKafkaProducer | None = None
         self.accepted = RecentIds(100_000)
@@ -155,10 +160,17 @@ class FhirService:
         started = time.perf_counter()
         try:
             sender = self._who(request)
-            body = await self._body(request)
-            received = time.perf_counter()
-            response = await self._accept(sender, body, expect)
-            m.SECONDS.observe(time.perf_counter() - received)
+            if self.inflight.full(sender.org):
+                limit = self.settings.fhir_max_inflight_per_sender
+                raise Answer(429, [error("throttled", "", f"{limit} Bundles from {sender.org} are being stored "
+                                                          "already: send this one again shortly")],
+                             {"Retry-After": str(THROTTLE_RETRY_AFTER_S)})
+            async with self.inflight.slot(sender.org):
+                with m.INFLIGHT.track_inprogress():
+                    body = await self._body(request)
+                    received = time.perf_counter()
+                    response = await self._accept(sender, body, expect)
+                    m.SECONDS.observe(time.perf_counter() - received)
         except Answer as answer:
             if answer.status in (400, 422) and body:
                 await self._dead_letter(body, sender, answer.issues)

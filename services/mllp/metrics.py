@@ -14,3 +14,5 @@ FRAMING = Counter("carehub_mllp_framing_errors_total",
 CONNECTIONS = Gauge("carehub_mllp_connections", "Open MLLP connections")
 ACK_SECONDS = Histogram("carehub_mllp_ack_seconds", "From a message's last byte to its ACK written",
                         buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+WAITED = Counter("carehub_mllp_sender_waits_total",
+                 "Messages that waited because their sending facility had every write slot in use")

@@ -14,9 +14,11 @@ For each frame, in the order it came on its connection:
 A message resent after a lost ACK is ACKed again and yields the same events with the same ids
 (the ids are a function of the sender and the message or visit), which ingest drops as
 duplicates: resending never makes a second event. Each connection is served by its own task, so a
-slow or broken sender never holds up another; frames over the size limit, bytes outside frames
-and idle connections are logged and counted, and the connection is closed where the stream can no
-longer be trusted.
+slow or broken sender never holds up another, and a sending facility has at most
+``CAREHUB_MLLP_MAX_INFLIGHT_PER_SENDER`` writes in flight however many connections it opens
+(carehub/runtime/fairness.py), so its flood waits for itself, not for others. Frames over the
+size limit, bytes outside frames and idle connections are logged and counted, and the connection
+is closed where the stream can no longer be trusted.
 
 Framing is read here with asyncio streams rather than python-hl7's ``start_hl7_server``: its
 reader raises on bytes before the start block and drops the frame that follows them, where this
@@ -36,6 +38,7 @@ from carehub.domain.hl7v2.ack import ack_required, build_ack
 from carehub.domain.hl7v2.charset import CharsetError, UnknownCharset, declared_charset, decode, encode
 from carehub.domain.hl7v2.mapping import AdtMapping, Mapped, load_adt_mapping, map_message
 from carehub.kafka.profile import client_profile
+from carehub.runtime.fairness import InFlight
 from carehub.runtime.health import HEALTH
 from carehub.settings import Settings
 from carehub.topics import deadletter_topic, hl7_raw_topic
@@ -59,6 +62,7 @@ class MllpService:
         self.provider_topic = settings.source_topics[0]
         self.producer: AIOKafkaProducer | None = None
         self.port: int | None = None
+        self.inflight = InFlight(settings.mllp_max_inflight_per_sender)
 
     async def run(self, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
         profile = client_profile(self.settings)
@@ -143,6 +147,13 @@ class MllpService:
         except CharsetError as exc:
             return await self._refuse_undecodable(raw, ing.REJECT_REASON_HL7_REFUSED, str(exc), None)
         mapped = map_message(text, self.mapping)
+        sender = mapped.sending_facility[:KEY_PART]
+        if self.inflight.full(sender):
+            m.WAITED.inc()
+        async with self.inflight.slot(sender):  # a facility's flood waits for its own writes, not others'
+            return await self._store(raw, text, mapped)
+
+    async def _store(self, raw: bytes, text: str, mapped: Mapped) -> bytes | None:
         charset = declared_charset(raw)
         if mapped.refusal is not None:
             refusal = mapped.refusal

@@ -9,10 +9,12 @@ it had a body), and valid traffic after it is unaffected.
 from __future__ import annotations
 
 import os
+import signal
 import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,8 @@ import pytest
 
 from carehub import fhir_client, tlsgen
 from carehub.domain.fhir.senders import hash_token
-from carehub.harness import LocalHub, eventually
-from carehub.kafka.broker import free_port
+from carehub.harness import LocalHub, eventually, scrape
+from carehub.kafka.broker import EmbeddedBroker, free_port
 from carehub.revocation import fingerprint_pem
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import ingest_pb2 as ing
@@ -39,6 +41,7 @@ TOKEN = "community-token-7c1d2e3f4a5b6c7d8e9f0a1b2c3d4e5f"
 class Door:
     base: str
     pki: tlsgen.DemoPki
+    metrics_url: str
 
     def client(self, org: str | None = "RR8", token: str | None = None) -> httpx.Client:
         cert = self.pki.clients[org] if org else None
@@ -52,6 +55,9 @@ class Door:
             path = "/$process-message" if isinstance(bundle, dict) and bundle.get("type") == "message" else ""
         with self.client(org, token) as http:
             return http.post(self.base + path, content=raw)
+
+    def in_flight(self) -> float:
+        return scrape(self.metrics_url).get("carehub_fhir_bundles_in_flight", 0.0)
 
 
 def write_senders(path: Path) -> Path:
@@ -72,14 +78,15 @@ def door(hub: LocalHub) -> Iterator[Door]:
     pki = tlsgen.make_demo_pki(hub.data_dir / "pki", ["RR8", "AXG", "Z99999"])
     port = free_port()
     hub.start("ingest")
-    hub.start("fhir", CAREHUB_FHIR_PORT=str(port), CAREHUB_FHIR_TLS_CERT=str(pki.server.cert),
-              CAREHUB_FHIR_TLS_KEY=str(pki.server.key), CAREHUB_FHIR_CLIENT_CA=str(pki.ca.cert),
-              CAREHUB_FHIR_REQUIRE_CLIENT_CERT="false",
-              CAREHUB_FHIR_SENDERS_FILE=str(write_senders(hub.data_dir / "senders.toml")),
-              CAREHUB_REVOKED_CERTIFICATES=str(revoked_file(hub)))
+    fhir = hub.start_with_metrics("fhir", CAREHUB_FHIR_PORT=str(port), CAREHUB_FHIR_MAX_INFLIGHT_PER_SENDER="1",
+                                  CAREHUB_FHIR_TLS_CERT=str(pki.server.cert),
+                                  CAREHUB_FHIR_TLS_KEY=str(pki.server.key), CAREHUB_FHIR_CLIENT_CA=str(pki.ca.cert),
+                                  CAREHUB_FHIR_REQUIRE_CLIENT_CERT="false",
+                                  CAREHUB_FHIR_SENDERS_FILE=str(write_senders(hub.data_dir / "senders.toml")),
+                                  CAREHUB_REVOKED_CERTIFICATES=str(revoked_file(hub)))
 
     hub.wait_listening(port)
-    yield Door(f"https://127.0.0.1:{port}/fhir", pki)
+    yield Door(f"https://127.0.0.1:{port}/fhir", pki, fhir.metrics_url or "")
 
 
 def accepted(hub: LocalHub, count: int) -> list[ing.AcceptedEvent]:
@@ -202,3 +209,32 @@ def test_send_fhir_prints_each_answer(hub: LocalHub, door: Door) -> None:
     assert f"{good}: 200 Bundle b-cli-1" in out.stdout
     assert f"{bad}: 400" in out.stdout and "expected a Bundle" in out.stdout
     assert "sent 2, accepted 1, not accepted 1" in out.stdout
+
+
+def test_a_sender_over_its_in_flight_limit_is_answered_429_and_others_are_not_held_up(
+        hub: LocalHub, broker: EmbeddedBroker, door: Door) -> None:
+    """One Bundle in flight per sender here: with the broker paused, RR8's first Bundle cannot be
+    stored, so its next one is refused at once with 429 and Retry-After, while AXG's Bundle is
+    taken in (and stored once the broker continues)."""
+    assert broker.pid is not None
+    os.kill(broker.pid, signal.SIGSTOP)
+    resumed = False
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(door.post, notification("admit", "b-held-1"))
+            eventually(lambda: door.in_flight() == 1, 60, "RR8's first Bundle is being stored")
+            over = door.post(notification("admit", "b-over-1"))
+            assert over.status_code == 429 and over.headers["retry-after"] == "1", over.text
+            assert outcome(over)[0]["code"] == "throttled"
+            other = pool.submit(door.post, transaction("synthea-over", status="finished",
+                                                       end="2026-12-01T10:00:00+00:00"), None, TOKEN)
+            eventually(lambda: door.in_flight() == 2, 60, "AXG's Bundle is taken in beside RR8's")
+            os.kill(broker.pid, signal.SIGCONT)
+            resumed = True
+            assert first.result(timeout=120).status_code == 200
+            assert other.result(timeout=120).status_code == 200
+    finally:
+        if not resumed:
+            os.kill(broker.pid, signal.SIGCONT)
+    again = door.post(notification("admit", "b-over-1"))  # as the sender retries after Retry-After
+    assert again.status_code == 200, again.text

@@ -17,6 +17,7 @@ from carehub.chaos import (
     PartnerTally,
     Report,
     account_alerts,
+    account_audit,
     account_ingest,
     account_stages,
     compare_indicators,
@@ -115,6 +116,18 @@ def test_alert_accounting_counts_twice_after_dedupe_raw_repeats_and_topic_repeat
     assert split.same_situation_twice == 1
     missed = account_alerts(topic, {"GP1": PartnerTally(Counter({"x": 1}))})
     assert missed.missing == 1 and missed.missing_examples == ["GP1: y"]
+
+
+def test_a_delivery_without_its_audit_record_is_counted_and_fails_the_report() -> None:
+    tallies = {"GP1": PartnerTally(Counter({"x": 1, "y": 2})), "SC1": PartnerTally(Counter({"z": 1}))}
+    figures = account_alerts([("GP1", "x", ""), ("GP1", "y", ""), ("SC1", "z", "")], tallies)
+    account_audit(figures, [("GP1", "x"), ("GP1", "y"), ("GP1", "z")], tallies)  # z audited for the wrong partner
+    assert (figures.unaudited, figures.unaudited_examples) == (1, ["SC1: z"])
+    report = Report("x")
+    report.alerts = figures
+    assert any("1 deliveries with no audit record (SC1: z)" in p for p in report.problems())
+    account_audit(figures, [("GP1", "x"), ("GP1", "y"), ("SC1", "z")], tallies)
+    assert figures.unaudited == 0
 
 
 def test_indicator_comparison_counts_differing_missing_and_extra_values() -> None:

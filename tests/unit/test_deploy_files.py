@@ -219,6 +219,7 @@ def test_one_deployment_per_service_with_its_probes() -> None:
             assert env["CAREHUB_MLLP_HOST"] == "0.0.0.0" and env["CAREHUB_MLLP_PORT"] == "2575"
             assert env["CAREHUB_MLLP_MAX_MESSAGE_BYTES"] == "1048576"  # an integer, not 1.048576e+06
             assert env["CAREHUB_MLLP_IDLE_TIMEOUT_S"] == "600"
+            assert env["CAREHUB_MLLP_MAX_INFLIGHT_PER_SENDER"] == "4"
             assert "CAREHUB_HL7_FACILITIES" not in env  # the packaged facilities file by default
         if service == "fhir":
             # HTTPS on 8443, listening on every interface of the pod; probed on the metrics port
@@ -226,6 +227,7 @@ def test_one_deployment_per_service_with_its_probes() -> None:
             assert env["CAREHUB_FHIR_HOST"] == "0.0.0.0" and env["CAREHUB_FHIR_PORT"] == "8443"
             assert env["CAREHUB_FHIR_MAX_BUNDLE_BYTES"] == "2097152"  # an integer, not 2.097152e+06
             assert env["CAREHUB_FHIR_REQUIRE_CLIENT_CERT"] == "true"
+            assert env["CAREHUB_FHIR_MAX_INFLIGHT_PER_SENDER"] == "8"
             assert "CAREHUB_FHIR_MAPPING" not in env  # the packaged mapping by default
     gateway = find(objects, "Service", "carehub-gateway")
     assert gateway["spec"]["ports"] == [{"name": "grpc", "port": 50051, "targetPort": "grpc", "protocol": "TCP"}]

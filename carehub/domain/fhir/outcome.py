@@ -12,7 +12,8 @@ from typing import Any, Literal, NamedTuple
 Severity = Literal["fatal", "error", "warning", "information"]
 # FHIR issue-type codes carehub uses (http://hl7.org/fhir/issue-type)
 IssueCode = Literal["structure", "required", "value", "invalid", "not-supported", "business-rule", "security",
-                    "login", "forbidden", "too-costly", "transient", "duplicate", "informational", "processing"]
+                    "login", "forbidden", "too-costly", "throttled", "transient", "duplicate", "informational",
+                    "processing"]
 
 
 class Issue(NamedTuple):

@@ -293,6 +293,8 @@ spec:
               value: {{ $cv.maxMessageBytes | int | quote }}
             - name: CAREHUB_MLLP_IDLE_TIMEOUT_S
               value: {{ $cv.idleTimeoutSeconds | quote }}
+            - name: CAREHUB_MLLP_MAX_INFLIGHT_PER_SENDER
+              value: {{ $cv.maxInflightPerSender | int | quote }}
             {{- if $cv.facilities.name }}
             - name: CAREHUB_HL7_FACILITIES
               value: /etc/carehub/mllp/facilities.toml
@@ -321,6 +323,8 @@ spec:
             {{- end }}
             - name: CAREHUB_FHIR_MAX_BUNDLE_BYTES
               value: {{ $cv.maxBundleBytes | int | quote }}
+            - name: CAREHUB_FHIR_MAX_INFLIGHT_PER_SENDER
+              value: {{ $cv.maxInflightPerSender | int | quote }}
             {{- end }}
             {{- include "carehub.env" (dict "root" $root "component" $c "withoutKey" (has $c (list "indicators" "gateway" "mllp" "fhir"))) | nindent 12 }}
           ports:
