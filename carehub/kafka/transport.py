@@ -14,17 +14,19 @@ transport, so no global state and no faust setting of our own is needed. :func:`
 writes those URLs; carehub/runtime/app.py ``faust_app`` uses it.
 
 Everything else is faust's aiokafka driver unchanged: the producer, topic creation, offsets,
-rebalancing. Only a worker's consumer differs, and only in its fetch wait.
+rebalancing. Only a worker's consumer differs: in its fetch wait, and in draining the producer
+completely before it commits offsets (:meth:`Consumer._commit_offsets`).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from faust.exceptions import ImproperlyConfigured
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import AppT, ConsumerT
+from faust.types import TP, AppT, ConsumerT
 from yarl import URL
 
 #: The URL scheme ``faust.transports`` maps to :class:`Transport` (see pyproject.toml).
@@ -88,12 +90,31 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class Consumer(faust_aiokafka.Consumer):
-    """faust's aiokafka consumer on :class:`ConsumerThread`."""
+    """faust's aiokafka consumer on :class:`ConsumerThread`, committing only what is written."""
 
     _thread: ConsumerThread
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _commit_offsets(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
+        """Commit ``offsets`` once every table write queued so far is on the broker.
+
+        A table write is queued in faust's producer buffer and sent later. Before a commit faust
+        flushes that buffer, but ``ProducerBuffer.flush_atmost`` gives up as soon as no message
+        is sent within 0.1 s, and faust commits anyway: a worker killed then restarts from
+        offsets whose state never reached the changelog (identity linked one person's later
+        records to a second person id). The offsets being committed are of records whose
+        processing, table writes included, was done before they were acknowledged, so their
+        writes are in the buffer now: draining it all, then waiting for the driver's in-flight
+        sends, puts them on the broker before the commit.
+        """
+        producer = self.app.producer
+        buffer = producer.buffer
+        while buffer.size:
+            await buffer.flush_atmost(buffer.size)
+        await producer.flush()
+        return bool(await super()._commit_offsets(offsets, start_new_transaction))
 
 
 class Transport(faust_aiokafka.Transport):

@@ -20,9 +20,9 @@ Why the runtime does what it does:
   Lag in records is the Fetch response's high watermark (right on every broker; ListOffsets
   is not on the embedded one) minus the next offset the stage will process (the committed
   offset until the stage has processed a record of that partition).
-- A batch's table writes are on the broker before its records are acknowledged
-  (:meth:`StageRuntime._state_written`), and a worker told to stop finishes the batch in hand
-  before it commits (:meth:`StageRuntime._complete`).
+- A worker told to stop finishes the batch in hand before it commits
+  (:meth:`StageRuntime._complete`); every table write of a committed batch is on the broker
+  before the commit (carehub/kafka/transport.py, ``Consumer._commit_offsets``).
 - A batch that fails ends the process (exit code ``EXIT_BATCH_FAILED``) before anything more
   runs: faust's ``take_events`` acknowledges a batch's records in a ``finally`` clause, so an
   exception raised into it, or a supervisor restarting the agent, would commit records that
@@ -198,7 +198,7 @@ class StageRuntime:
             index.forget_partitions({f"{tp.topic}:{tp.partition}" for tp in revoked})
 
     async def _complete(self, name: str, stage: BatchStage, batch: Batch) -> None:
-        """Process ``batch`` and write its state, to the end even when the worker is told to stop.
+        """Process ``batch`` to the end, even when the worker is told to stop.
 
         A stopping faust worker first waits for its streams' events in hand to be acknowledged
         (``stream_wait_empty``, on by default), then cancels its agents and commits. Should an
@@ -208,11 +208,7 @@ class StageRuntime:
         killed, which commits nothing). A batch that fails ends the process (see the module
         docstring).
         """
-        async def run() -> None:
-            await stage.process_batch(batch)
-            await self._state_written()
-
-        task = asyncio.ensure_future(run())
+        task = asyncio.ensure_future(stage.process_batch(batch))
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -224,21 +220,6 @@ class StageRuntime:
             raise
         except Exception:
             _exit_uncommitted(name, batch)
-
-    async def _state_written(self) -> None:
-        """Wait until the batch's table writes are on the broker, before its records are acknowledged.
-
-        A table write is queued in faust's producer buffer and sent later; before a commit faust
-        flushes that buffer, but its flush gives up when no message is sent within 0.1 s
-        (``ProducerBuffer.flush_atmost``), and the offsets are committed anyway. A worker killed
-        then restarts from offsets whose state never reached the changelog: identity linked one
-        person's later records to a second person id. Waiting here, per batch, means an
-        acknowledged record's state is always in the changelog.
-        """
-        producer = self.app.producer
-        while producer.buffer.size:
-            await producer.buffer.flush_atmost(producer.buffer.size)
-        await producer.flush()
 
     # ---- questions a stage may ask ------------------------------------------------------------
     def recovered(self) -> bool:
