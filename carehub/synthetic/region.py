@@ -111,7 +111,13 @@ def generate_region(config: RegionConfig | None = None, progress: Progress | Non
     config = config or RegionConfig()
     directory = build_directory(config, random.Random(f"{config.seed}/orgs"))
     people = build_population(config, directory)
-    registry = Registry(config)
+    return region_of(config, directory, people, Registry(config), progress)
+
+
+def region_of(config: RegionConfig, directory: Directory, people: list[Person], registry: Registry,
+              progress: Progress | None = None) -> Region:
+    """The region's events for ``people``, whose local records ``registry`` keeps (the hazard region
+    passes a registry of its own): activity, delays, resends and malformed copies, in publish order."""
     world = World(config, directory, registry)
     pending: list[tuple[int, int, bytes, bytes, str, str]] = []  # (publish, seq, value, key, type, kind)
     json_valid: list[int] = []  # positions in pending of valid JSON records, to corrupt copies of

@@ -9,6 +9,9 @@ and each new (organisation, local id) -> person mapping to the compacted registr
 New person ids are surrogates computed from the event's position in the linkage log under
 a key derived from the hub key: not from any identifier, unguessable without the key, and
 the same when a crash makes the worker decide the same event again.
+
+Known nicknames (services/identity/weights/nicknames.json) are read and keyed with the hub key
+once, at start-up, so that a record calling Margaret "Peggy" still links (docs/linkage.md).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import faust
 from opentelemetry import trace
 
 from carehub.domain.dedupe import DedupeIndex
+from carehub.domain.pseudonymise import Pseudonymiser
 from carehub.kafka.batching import batch_records, target_partition
 from carehub.runtime.stage import Batch, StageRuntime
 from carehub.settings import Settings
@@ -35,8 +39,9 @@ from carehub.v1 import identity_pb2 as idn
 from carehub.v1 import ingest_pb2 as ing
 
 from . import metrics as m
-from .linkage import Decision, Linker, Outcome, load_model
+from .linkage import Decision, KeyedNicknames, Linker, Outcome, keyed_nicknames, load_model, load_nicknames
 from .linkage.model import DEFAULT_VERSION
+from .linkage.nicknames import FILE_NAME as NICKNAMES_FILE
 from .merges import merge, unmerge
 from .table_store import TABLES, TableStore
 
@@ -51,12 +56,31 @@ OUTCOMES = {
 MAX_EVENTS_PER_RECORD = 1 << 16  # link_sequence = offset * this + position in the record
 
 
+def service_nicknames(settings: Settings) -> KeyedNicknames:
+    """The shipped nickname list keyed with the hub key, as ingest keys the records' given names.
+
+    Read once, at start-up: a list that does not load stops the service with an error naming the
+    file and the group at fault, rather than linking without nicknames.
+    """
+    try:
+        groups = load_nicknames()
+    except (OSError, ValueError) as exc:
+        message = str(exc) if NICKNAMES_FILE in str(exc) else f"services/identity/weights/{NICKNAMES_FILE}: {exc}"
+        raise SystemExit(f"carehub identity: nickname list not loaded: {message}") from exc
+    keyed = keyed_nicknames(groups, Pseudonymiser(settings.pseudonym_key_bytes()))
+    log.info("nicknames: %d groups, %d keyed pairs from %s", len(groups.groups), len(keyed), groups.source)
+    return keyed
+
+
 class Identity:
     def __init__(self, settings: Settings, tables: dict[str, Any], linked: Any, review: Any, registry: Any,
-                 model_version: str = DEFAULT_VERSION) -> None:
+                 model_version: str = DEFAULT_VERSION, nicknames: KeyedNicknames | None = None) -> None:
+        """``nicknames``: the keyed nickname list; by default the shipped one (``service_nicknames``)."""
         self.settings = settings
         self.store = TableStore({name: tables[name] for name in TABLES})
-        self.linker = Linker(load_model(model_version), self.store)
+        if nicknames is None:
+            nicknames = service_nicknames(settings)
+        self.linker = Linker(load_model(model_version), self.store, nicknames=nicknames)
         self.index = DedupeIndex(tables["dedupe"], settings.dedupe_retention.total_seconds())
         self.linked, self.review, self.registry = linked, review, registry
         self._id_key = hmac.digest(settings.pseudonym_key_bytes(), b"carehub person id", "sha256")
@@ -171,6 +195,7 @@ def _entry(org: str, local_id: str, person_id: str) -> idn.RegistryEntry:
 
 
 def build_app(settings: Settings, bootstrap: str) -> faust.App:
+    nicknames = service_nicknames(settings)  # a bad list stops the worker here, before any table or topic
     runtime = StageRuntime(APP_SUFFIX, settings, bootstrap)
     tables = {
         "local": runtime.table("identity-local", partitions=1, value_type=str),
@@ -182,7 +207,8 @@ def build_app(settings: Settings, bootstrap: str) -> faust.App:
         "dedupe": runtime.table("identity-dedupe", partitions=1),
     }
     identity = Identity(settings, tables, runtime.topic(linked_topic(settings)),
-                        runtime.topic(review_topic(settings)), runtime.topic(registry_topic(settings)))
+                        runtime.topic(review_topic(settings)), runtime.topic(registry_topic(settings)),
+                        nicknames=nicknames)
     runtime.batch_stage("identity", [accepted_topic(settings)], identity, settings.ingest_batch_size,
                         settings.ingest_batch_within_s)
     runtime.forget_on_revoke(identity.index)

@@ -1,6 +1,6 @@
 """The identity linker on real keyed encodings: who is joined, who is kept apart, what needs a person.
 
-Uses the shipped default weights (services/identity/weights/v2.json) and a random pseudonymisation key,
+Uses the shipped default weights (services/identity/weights/v3.json) and a random pseudonymisation key,
 as production would: nothing here depends on a particular key.
 """
 
@@ -89,8 +89,9 @@ def link(linker: Linker, org: str, person: ing.PseudonymisedPerson, new_id: str)
 
 
 def test_weights_file_loads_with_its_version_and_provenance(model: LinkageModel) -> None:
-    assert model.version == "v2"
-    assert model.review_threshold < model.link_threshold
+    assert model.version == "v3"
+    assert model.review_threshold == model.link_threshold  # only would-be links a national id contradicts
+    assert model.metadata["derived_from"]["version"] == "v2"
     assert model.metadata["trained_on"]["labels_used"] is False
     assert "train" in model.metadata["command"]
     assert model.prior_log2 < -5  # two random records are rarely one person
@@ -112,14 +113,25 @@ def test_same_person_from_three_organisations_is_one_person(linker: Linker, pz: 
 
 
 def test_namesakes_born_the_same_day_in_other_postcodes_are_not_linked(linker: Linker, pz: Pseudonymiser) -> None:
-    """Same name and birth date, different postcode and address, no national ids: REVIEW, never LINK.
+    """Same name and birth date, different postcode and address, no national ids: never LINK.
 
-    The encodings cannot tell two namesakes from one person who moved house, so a person decides.
+    The encodings cannot tell two namesakes from one person who moved house. With the shipped review
+    threshold (at the link threshold) that is a new person; with v2's (0) a person decides.
     """
     link(linker, "RR8", pz.encode(raw(local_id="H-1", national_id=""), DAY), "person-a")
-    other = raw(local_id="H-2", national_id="", postcode="M14 6QT", address_line="7 Salkauskas Crescent")
-    d = linker.decide("RR8", pz.encode(other, DAY))
-    assert d.outcome is Outcome.REVIEW and d.person_id == "person-a"
+    # The same postcode district (LS1), another sector and street: enough weight to link on scores alone.
+    other = pz.encode(raw(local_id="H-2", national_id="", postcode="LS1 9QT", address_line="7 Salkauskas Crescent"),
+                      DAY)
+    d = linker.decide("RR8", other)
+    assert d.outcome is Outcome.NEW and d.person_id is None and d.reason.endswith("namesakes or a move")
+    assert d.score >= load_model().link_threshold  # the scores alone would have joined them
+    far = pz.encode(raw(local_id="H-3", national_id="", postcode="M14 6QT", address_line="7 Salkauskas Crescent"), DAY)
+    assert linker.decide("RR8", far).outcome is Outcome.NEW
+    older = Linker(load_model("v2"), MemoryStore())
+    older.remember("RR8", pz.encode(raw(local_id="H-1", national_id=""), DAY), "person-a")
+    for record in (other, far):
+        d = older.decide("RR8", record)
+        assert d.outcome is Outcome.REVIEW and d.person_id == "person-a"
 
 
 
@@ -140,17 +152,16 @@ def test_national_id_alone_is_not_trusted(linker: Linker, pz: Pseudonymiser) -> 
     assert "national id" in d.reason
 
 
-def test_twins_at_one_address_are_never_joined_silently(linker: Linker, pz: Pseudonymiser) -> None:
+def test_twins_at_one_address_are_never_joined(linker: Linker, pz: Pseudonymiser) -> None:
     """Household members share surname, postcode and address (twins the birth date too): enough weight to
-    link, so the contradictions that tell them apart send them to a person instead."""
+    link, so the given name that tells them apart keeps them apart: a new person, and no work for a person."""
     link(linker, "RR8", pz.encode(raw(), DAY), "person-a")
     brother = raw(local_id="H-2", national_id=OTHER_NHS, given_name="Peter", sex=ce.SEX_MALE)
     d = linker.decide("RR8", pz.encode(brother, DAY))
-    assert d.outcome is Outcome.REVIEW and d.reason == "national ids differ"
-    assert d.score >= load_model().link_threshold  # the scores alone would have joined them
+    assert d.outcome is Outcome.NEW and d.reason == "family rule (given name): two people"
     d = linker.decide("RR8", pz.encode(raw(local_id="H-3", national_id="", given_name="Peter", sex=ce.SEX_MALE),
                                        DAY))
-    assert d.outcome is Outcome.REVIEW and d.reason == "given name and sex differ"
+    assert d.outcome is Outcome.NEW and d.reason == "family rule (given name): two people"
     same_id_other_name = raw(local_id="H-4", given_name="Peggy")  # a nickname, same NHS number: one person
     assert linker.decide("RR9", pz.encode(same_id_other_name, DAY)).outcome is Outcome.LINK
 
@@ -167,7 +178,7 @@ def test_known_local_record_links_without_scoring(linker: Linker, pz: Pseudonymi
 def test_decide_reads_the_store_only(linker: Linker, store: CountingStore, pz: Pseudonymiser) -> None:
     link(linker, "RR8", pz.encode(raw(), DAY), "person-a")
     twin = raw(local_id="H-2", national_id=OTHER_NHS, given_name="Peter", sex=ce.SEX_MALE)
-    assert link(linker, "RR8", pz.encode(twin, DAY), "person-b").outcome is Outcome.REVIEW
+    assert link(linker, "RR8", pz.encode(twin, DAY), "person-b").outcome is Outcome.NEW
     before_writes, before_profile = store.writes, store.profile("person-a")
     assert before_writes > 0 and before_profile is not None
     for record in (raw(local_id="H-9"), raw(local_id="H-10", national_id=""), raw(local_id="H-1")):

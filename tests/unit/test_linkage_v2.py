@@ -50,7 +50,7 @@ def test_national_id_alone_still_goes_to_review() -> None:
 
 
 def test_v1_weights_still_load_and_add_nothing_for_new_fields() -> None:
-    v1, v2 = load_model("v1"), load_model()
+    v1, v2 = load_model("v1"), load_model("v2")
     assert v2.version == "v2" and v1.version == "v1"
     assert set(v1.weights[SWAP]) == {0.0}
     assert v1.weights[DOB][1] == v1.weights[DOB][4]  # day/month swapped scored as "year only", as v1 did

@@ -1,6 +1,6 @@
 """Probabilistic record linkage over pseudonymised persons (Fellegi-Sunter, EM-trained weights).
 
-    linker = Linker(load_model("v1"), MemoryStore())
+    linker = Linker(load_model(), MemoryStore(), nicknames=keyed_nicknames(load_nicknames(), pseudonymiser))
     decision = linker.decide(org, person)          # pure: reads the store only
     linker.remember(org, person, decision.person_id or new_random_id())
 
@@ -10,6 +10,7 @@ Method and reference figures: docs/linkage.md.
 from .features import FIELDS, LEVELS, Encoding, compare
 from .linker import Decision, Linker, Outcome, blocking_keys_of
 from .model import LinkageModel, load_model, load_model_file
+from .nicknames import KeyedNicknames, keyed_nicknames, load_nicknames
 from .store import PROFILE_CAP, IdentityStore, MemoryStore, Profile
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "Decision",
     "Encoding",
     "IdentityStore",
+    "KeyedNicknames",
     "LinkageModel",
     "Linker",
     "MemoryStore",
@@ -26,6 +28,8 @@ __all__ = [
     "Profile",
     "blocking_keys_of",
     "compare",
+    "keyed_nicknames",
     "load_model",
     "load_model_file",
+    "load_nicknames",
 ]

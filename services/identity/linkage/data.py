@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from nhs_number.validate import is_valid as nhs_number_is_valid
+
 from carehub.domain.pseudonymise import Pseudonymiser
 from carehub.synthetic import Region, RegionConfig, decode, generate_region, iter_records
 from carehub.v1 import care_event_pb2 as ce
@@ -31,9 +33,15 @@ def random_pseudonymiser() -> Pseudonymiser:
 
 
 def region_records(region: Region, pseudonymiser: Pseudonymiser) -> Iterator[Record]:
-    """Every valid event's person, pseudonymised, in publish order (resends and malformed left out)."""
+    """Every valid event's person, pseudonymised, in publish order (resends and malformed left out).
+
+    As ingest does, an NHS number failing its check digit is left out (the event is kept without it).
+    """
     for record in iter_records(region, duplicates=False, malformed=False):
         event = decode(record)
+        nid = event.person.national_id
+        if nid and not (len(nid) == 10 and nid.isdigit() and nhs_number_is_valid(nid)):
+            event.person.national_id = ""
         day = event.event_time.ToDatetime().date()
         person = pseudonymiser.encode(event.person, day)
         yield Record(event.source_org, person, region.truth[(event.source_org, event.person.local_id)])

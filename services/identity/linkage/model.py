@@ -18,9 +18,11 @@ from typing import Any
 
 from .features import ADDED_LEVELS, FIELDS, LEVELS, Levels
 
-# The weights the service loads unless told otherwise: v2 scores name swaps and day/month
-# transpositions, and was trained on FEBRL3 as well as the synthetic region (see the file).
-DEFAULT_VERSION = "v2"
+# The weights the service loads unless told otherwise. v2 scores name swaps and day/month
+# transpositions, and was trained on FEBRL3 as well as the synthetic region (see the file); v3 is
+# v2's m, u and prior with the review threshold raised to the link threshold, so that only a would-be
+# link that a national id contradicts is queued for a person (docs/linkage.md, review queue).
+DEFAULT_VERSION = "v3"
 _VERSION = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,31}$")
 
 

@@ -1,6 +1,8 @@
 """Estimate the linkage model's m and u probabilities by EM, without ground-truth labels.
 
     python -m carehub.services.identity.linkage.train --out services/identity/weights/v2.json
+    python -m carehub.services.identity.linkage.train --from services/identity/weights/v2.json \
+        --version v3 --review-threshold 9.96 --out services/identity/weights/v3.json   # new thresholds only
 
 Follows the Fellegi-Sunter/EM recipe that Splink uses (docs/linkage.md):
 
@@ -45,7 +47,7 @@ from .features import (
     Levels,
     compare,
 )
-from .model import LinkageModel
+from .model import LinkageModel, load_model_file
 
 PSEUDO_COUNT = 0.5  # per level, so a level never seen gets a small probability instead of zero
 # Least m of any level. The synthetic region has no house moves, birth-date errors or wrong sex,
@@ -329,8 +331,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=5, help="alternations of m-EM and u-EM")
     ap.add_argument("--link-threshold", type=float, default=LINK_THRESHOLD)
     ap.add_argument("--review-threshold", type=float, default=REVIEW_THRESHOLD)
+    ap.add_argument("--from", dest="source", type=Path,
+                    help="take m, u and the prior from this weights file instead of training: a new version with "
+                         "new thresholds only")
     args = ap.parse_args(argv)
     command = "python -m carehub.services.identity.linkage.train " + shlex.join(sys.argv[1:] if argv is None else argv)
+    if args.source is not None:
+        return rethreshold(args.source, args.out, args.version, args.link_threshold, args.review_threshold, command)
     t0 = time.perf_counter()
     sources: list[list[Encoding]] = []
     trained_on: dict[str, object] = {"sources": []}
@@ -362,6 +369,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {name:12s} {cells}")
     print(f"prior log2 odds {model.prior_log2:.2f}; thresholds link {model.link_threshold}, "
           f"review {model.review_threshold}; wrote {args.out} in {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+def rethreshold(source: Path, out: Path, version: str, link: float, review: float, command: str) -> int:
+    """Write ``source``'s m, u and prior as ``version`` with new thresholds; its provenance is kept."""
+    base = load_model_file(source)
+    metadata = dict(base.metadata)
+    metadata.update(
+        created=datetime.now(UTC).date().isoformat(),
+        command=command,
+        derived_from={"version": base.version, "command": base.metadata.get("command"),
+                      "created": base.metadata.get("created"),
+                      "thresholds": {"link": base.link_threshold, "review": base.review_threshold}},
+        threshold_rationale=f"link: model probability of a match >= {2**link / (1 + 2**link):.4g} "
+                            f"(log2 odds {link}); review: log2 odds >= {review} (see docs/linkage.md, review queue)",
+    )
+    model = LinkageModel(version=version, prior_log2=base.prior_log2, m=base.m, u=base.u, link_threshold=link,
+                         review_threshold=review, metadata=metadata)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model.save(out)
+    print(f"wrote {out}: {base.version}'s m, u and prior; thresholds link {link}, review {review}")
     return 0
 
 
