@@ -325,6 +325,7 @@ CATCH_UP = (
     ("timeline", "committed identity.linked and timeline.handover to their ends"),
     ("indicators", "every published value equals the batch reference"),
     ("alerts", "committed timeline.events and indicators.signals to their ends"),
+    ("population", "committed timeline.events to its end (risk assessments current)"),
     ("partners", "every subscribed partner has received every alert addressed to it"),
 )
 

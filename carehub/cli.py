@@ -134,6 +134,38 @@ def cmd_quality(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_population(args: argparse.Namespace) -> int:
+    from carehub.runtime.services import run_service
+
+    run_service("population")
+    return 0
+
+
+def cmd_caselists_worker(args: argparse.Namespace) -> int:
+    from carehub.runtime.services import run_service
+
+    run_service("caselists")
+    return 0
+
+
+def cmd_caselist(args: argparse.Namespace) -> int:
+    if args.remote:
+        from carehub.partner_cli import caselist_remote
+
+        return caselist_remote(args)
+    from carehub.caselist_report import as_json, read_lists, table
+    from carehub.domain.caselists import by_org, only_new
+
+    if not args.org:
+        raise SystemExit("carehub caselist: --org ORG (or --remote, for your own organisation via the gateway)")
+    settings = load_settings()
+    case_list = by_org(read_lists(_bootstrap(settings, args.bootstrap, "caselist"), settings), args.org)
+    if args.new_only:
+        case_list = only_new(case_list)
+    print(as_json(case_list) if args.json else table(case_list))
+    return 0
+
+
 def cmd_alerts_worker(args: argparse.Namespace) -> int:
     from carehub.runtime.services import run_service
 
@@ -397,6 +429,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remote", action="store_true", help="ask the partner gateway for your own organisation's")
     _add_gateway_options(p)
     p.set_defaults(func=cmd_quality)
+
+    p = sub.add_parser("population", help="run a population-health worker: each person's risk assessment")
+    p.set_defaults(func=cmd_population)
+
+    p = sub.add_parser("caselists-worker", help="run the case-list service (one per deployment): tier cut-offs "
+                                                "and every organisation's case list")
+    p.set_defaults(func=cmd_caselists_worker)
+
+    p = sub.add_parser("caselist", help="an organisation's case-finding list: its people in the top risk tiers")
+    p.add_argument("--org", help="the practice or team (operators, reading Kafka)")
+    p.add_argument("--new-only", action="store_true", help="only the people new on the list this week")
+    p.add_argument("--json", action="store_true", help="the list as one JSON object")
+    p.add_argument("--bootstrap")
+    p.add_argument("--remote", action="store_true", help="ask the partner gateway for your own organisation's")
+    p.add_argument("--watch", action="store_true", help="with --remote: print the list again each time it changes")
+    p.add_argument("--connect-timeout", type=float, default=10.0, help="with --remote: seconds to connect")
+    _add_gateway_options(p)
+    p.set_defaults(func=cmd_caselist)
 
     p = sub.add_parser("alerts-worker", help="run an alert worker")
     p.set_defaults(func=cmd_alerts_worker)

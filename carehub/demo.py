@@ -32,7 +32,7 @@ from carehub.settings import Settings, load_settings
 from carehub.synthetic.doors import Door, DoorMessage, Router, facilities_by_org, translate
 from carehub.synthetic.region import KIND_DUPLICATE, MALFORMED_PREFIX, decode
 
-FIRST_METRICS_PORT = 9464  # ingest; identity, timeline, indicators, alerts and gateway on the next ports
+FIRST_METRICS_PORT = 9464  # ingest; the other services of SERVICES on the next ports, in that order
 
 
 def feed_region(bootstrap: str, settings: Settings, people: int, seed: int, *, doors: bool = False) -> int:
@@ -270,23 +270,30 @@ def _watch(urls: dict[str, str], sent: int, children: list[subprocess.Popen[byte
         timeline = m.get("carehub_timeline_events_total", 0)
         values = m.get("carehub_indicators_values", 0)
         alerts = m.get("carehub_alerts_raised_total", 0)
+        risk = m.get("carehub_population_events_total", 0)
+        listed = m.get("carehub_caselists_entries", 0)
         line = (f"ingested {int(accepted + rejected + dups)}/{sent}: accepted {int(accepted)}, "
                 f"dead-lettered {int(rejected)}, duplicates dropped {int(dups)}; linked {int(linked)}; "
-                f"on timelines {int(timeline)}; indicator values {int(values)}; alerts {int(alerts)}")
+                f"on timelines {int(timeline)}; indicator values {int(values)}; alerts {int(alerts)}; "
+                f"risk-assessed events {int(risk)}; on case lists {int(listed)}")
         if line != last:
             print(line, flush=True)
             last = line
         if (not steady and accepted + rejected + dups >= sent and linked >= accepted and timeline >= linked
-                and values > 0):
+                and values > 0 and risk >= timeline):
             steady = True
             print("steady state: every published record is accepted, dead-lettered or dropped as a duplicate,\n"
-                  "and every accepted event is joined to a hub person and placed on their timeline.\n"
+                  "every accepted event is joined to a hub person, placed on their timeline and taken into\n"
+                  "their risk assessment.\n"
                   f"  metrics:      {', '.join(urls.values())}\n"
                   f"  dead letters: CAREHUB_KAFKA_BOOTSTRAP={bootstrap} .venv/bin/carehub dlq list\n"
                   f"  indicators:   CAREHUB_KAFKA_BOOTSTRAP={bootstrap} .venv/bin/carehub indicators"
                   " [--unit practice:B86001] [--window 30d]\n"
                   "  alerts:       .venv/bin/carehub watch --partner B86001 --ca .carehub/pki/ca.pem"
                   " --cert .carehub/pki/B86001.pem --key .carehub/pki/B86001.key\n"
+                  f"  case list:    CAREHUB_KAFKA_BOOTSTRAP={bootstrap} .venv/bin/carehub caselist --org B86001"
+                  " (or --remote --ca .carehub/pki/ca.pem --cert .carehub/pki/B86001.pem"
+                  " --key .carehub/pki/B86001.key)\n"
                   "Ctrl-C stops everything.", flush=True)
         time.sleep(2)
 

@@ -39,12 +39,14 @@ from carehub.topics import topic_specs
 
 T = TypeVar("T")
 # Each stream stage's consumer group reads these topics (names without the hub's prefix), in
-# pipeline order; the indicators service and the gateway keep no group (they rebuild on start).
+# pipeline order; the indicators and case-list services and the gateway keep no group (they rebuild
+# on start).
 STAGE_INPUTS: dict[str, tuple[str, ...]] = {
     "ingest": ("provider.events",),
     "identity": ("ingest.accepted",),
     "timeline": ("identity.linked", "timeline.handover"),
     "alerts": ("timeline.events", "indicators.signals"),
+    "population": ("timeline.events",),
 }
 
 

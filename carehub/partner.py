@@ -22,12 +22,12 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -35,6 +35,7 @@ from carehub.v1 import alerts_pb2 as al
 from carehub.v1 import indicators_pb2 as ind
 from carehub.v1 import partner_pb2 as pb
 from carehub.v1 import partner_pb2_grpc as pb_grpc
+from carehub.v1 import risk_pb2 as rk
 
 __all__ = [
     "CursorFile",
@@ -407,26 +408,44 @@ class PartnerClient:
         """Data-quality feedback on the caller's own feed, per day for the last ``days`` days."""
         return self._unary(self._stub.GetQuality, pb.QualityRequest(days=days), "the quality request")
 
+    def caselist(self, new_only: bool = False) -> rk.CaseList:
+        """The caller's case-finding list (only the people new this week with ``new_only``)."""
+        return self._unary(self._stub.GetCaseList, pb.CaseListRequest(new_only=new_only), "the case list request")
+
+    def watch_caselist(self, new_only: bool = False, *, reconnect: bool = True,
+                       stop: threading.Event | None = None) -> Generator[rk.CaseList, None, None]:
+        """The caller's case list now, then each time it changes; reconnects like `alerts()` does."""
+        request = pb.CaseListRequest(new_only=new_only)
+        yield from self._watch(lambda: self._stub.WatchCaseList(request), "case list", reconnect, stop)
+
     def watch_indicators(self, indicator: str | None = None, window: str | None = None, *, reconnect: bool = True,
                          stop: threading.Event | None = None) -> Generator[list[ind.IndicatorValue], None, None]:
         """The values of each WatchIndicators response as it comes; reconnects like `alerts()` does."""
-        stop = stop if stop is not None else threading.Event()
         request = pb.IndicatorsRequest(indicator=indicator or "", window=window or "")
+        for response in self._watch(lambda: self._stub.WatchIndicators(request), "indicators", reconnect, stop):
+            yield list(response.values)
+
+    def _watch(self, open_call: Callable[[], Any], what: str, reconnect: bool,
+               stop: threading.Event | None) -> Generator[Any, None, None]:
+        """Each message of a server stream ``open_call()`` opens, reopened after a transient failure
+        with back-off (a permanent or authentication failure raises; so does any with ``reconnect``
+        False), until ``stop`` is set."""
+        stop = stop if stop is not None else threading.Event()
         failures = 0
         while not stop.is_set():
-            call = self._stub.WatchIndicators(request)
+            call = open_call()
             watchdog = _Watchdog(call, stop, None)
             got_message = False
             reason = "the gateway ended the stream"
             try:
-                for response in call:
+                for message in call:
                     got_message = True
-                    yield list(response.values)
+                    yield message
             except grpc.RpcError as exc:
                 if stop.is_set():
                     return
                 if exc.code() in _AUTH_CODES or exc.code() in _PERMANENT_CODES or not reconnect:
-                    raise self._error(exc, "the indicators watch") from None
+                    raise self._error(exc, f"the {what} watch") from None
                 reason = f"{exc.code().name}: {exc.details() or 'no details'}"
             finally:
                 watchdog.close()
@@ -435,7 +454,7 @@ class PartnerClient:
                 return
             failures = 1 if got_message else failures + 1
             delay = _backoff(failures, self._backoff_initial, self._backoff_max)
-            log.warning("indicators watch on %s: %s; reconnecting in %.1f s", self.target, reason, delay)
+            log.warning("%s watch on %s: %s; reconnecting in %.1f s", what, self.target, reason, delay)
             if stop.wait(delay):
                 return
 

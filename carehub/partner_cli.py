@@ -1,4 +1,5 @@
-"""`carehub watch` and `carehub indicators --remote`: a partner's view of the gateway, for a person to read.
+"""`carehub watch`, `carehub indicators --remote` and `carehub caselist --remote`: a partner's view of the
+gateway, for a person to read.
 
 carehub/cli.py imports this module only when one of those commands runs.
 """
@@ -287,3 +288,23 @@ def quality_remote(args: argparse.Namespace) -> int:
         raise SystemExit(f"carehub quality --remote: {exc}") from None
     print(as_json(report.days) if args.json else table(report.source_org, report.days))
     return 0
+
+
+def caselist_remote(args: argparse.Namespace) -> int:
+    """`carehub caselist --remote`: the caller's own case list from the gateway, as a table or JSON."""
+    from carehub.caselist_report import as_json, table
+
+    try:
+        with _client(args) as client:
+            if not getattr(args, "watch", False):
+                case_list = client.caselist(args.new_only)
+                print(as_json(case_list) if args.json else table(case_list))
+                return 0
+            client.wait_ready(getattr(args, "connect_timeout", 10.0))
+            with contextlib.suppress(KeyboardInterrupt):
+                for case_list in client.watch_caselist(args.new_only):
+                    stamp = datetime.now().astimezone().strftime("%H:%M:%S")
+                    print(as_json(case_list) if args.json else f"-- {stamp}\n{table(case_list)}\n", flush=True)
+            return 0
+    except PartnerError as exc:
+        raise SystemExit(f"carehub caselist --remote: {exc}") from None

@@ -64,6 +64,16 @@ class Settings(BaseSettings):
     # counts from 1 to this are withheld from published indicators (0: nothing withheld)
     suppression_max: int = Field(default=7, ge=0, le=100)
     indicators_publish_interval_s: float = Field(default=1.0, gt=0, le=3600)
+    # population health (services/population, services/caselists; docs/risk.md): the risk model is a data
+    # folder with risk/model.toml and the code lists it names (the packaged carehub/domain/data by default)
+    risk_definitions: Path | None = None
+    # how often the tier cut-offs are recomputed over every score (caselists) and read back (population)
+    risk_cutoffs_interval_s: float = Field(default=60.0, gt=0, le=86_400)
+    caselist_tiers: int = Field(default=2, ge=1, le=10)  # the model's top this many tiers are listed
+    # a community or social-care team lists the people it had an event for within this many days
+    caselist_involved_within_days: int = Field(default=365, ge=1, le=3650)
+    caselist_new_within_days: int = Field(default=7, ge=1, le=365)  # "new": entered the list this recently
+    caselist_publish_interval_s: float = Field(default=5.0, gt=0, le=3600)  # lists recomputed, changes published
     # partner gateway (services/gateway): gRPC over TLS
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=50051, ge=0, le=65535)

@@ -70,6 +70,21 @@ def indicator_signals_topic(settings: Settings) -> str:
     return settings.topic("indicators.signals")
 
 
+def risk_assessments_topic(settings: Settings) -> str:
+    """Each person's current risk assessment (compacted, key = person id; services/population)."""
+    return settings.topic("risk.assessments")
+
+
+def risk_cutoffs_topic(settings: Settings) -> str:
+    """The tier cut-offs over the population's scores (compacted, key = model id; services/caselists)."""
+    return settings.topic("risk.cutoffs")
+
+
+def caselists_topic(settings: Settings) -> str:
+    """Each organisation's case-finding list (compacted, key = organisation; services/caselists)."""
+    return settings.topic("caselists")
+
+
 def alerts_topic(settings: Settings) -> str:
     """Alerts, one record each, keyed by the recipient organisation (the gateway's log)."""
     return settings.topic("alerts")
@@ -123,6 +138,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(indicator_partials_topic(settings), 1, replication=r),
         TopicSpec(indicators_topic(settings), 1, {"cleanup.policy": "compact"}, replication=r),
         TopicSpec(indicator_signals_topic(settings), 1, replication=r),
+        # partitioned by person id like the timeline; read whole, from the start, by the case lists
+        TopicSpec(risk_assessments_topic(settings), p, {"cleanup.policy": "compact"}, replication=r),
+        TopicSpec(risk_cutoffs_topic(settings), 1, {"cleanup.policy": "compact"}, replication=r),
+        TopicSpec(caselists_topic(settings), 1, {"cleanup.policy": "compact"}, replication=r),
         TopicSpec(alerts_topic(settings), p, {"retention.ms": str(settings.alerts_retention_days * DAY_MS)},
                   replication=r),
         TopicSpec(acks_topic(settings), 1, replication=r),

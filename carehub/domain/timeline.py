@@ -15,7 +15,9 @@ Identity merges (``LinkedEvent.merge``) come as two copies of one event, one per
 ``step`` acts on the copy of the person that gives its history away: the absorbed person
 (merge) hands its whole state to the survivor, and the survivor (un-merge) splits off what
 came from the moved records; ``receive`` takes that ``TimelineHandover`` in on the other side
-and applies the merge event there. The other copy does nothing by itself.
+and applies the merge event there. The other copy does nothing by itself. The enriched merge
+events carry the person's whole timeline after them (``TimelineEvent.timeline``), since what
+a merge moves is in no single event.
 """
 
 from __future__ import annotations
@@ -138,6 +140,9 @@ def apply(state: PersonState, linked: idn.LinkedEvent) -> tl.TimelineEvent | Non
             _insert_by_time(timeline.contacts, tl.Contact(event_id=event.event_id, at=when, org=event.source_org))
     elif kind == ce.EVENT_TYPE_CARE_HOME_ADMISSION:
         _note_care_home(timeline, event.source_org, when)
+    elif kind == ce.EVENT_TYPE_CARE_PLAN:
+        if key not in timeline.cancelled_event_keys:
+            _note_care_plan(timeline, event.source_org, event.event_id, when)
     elif kind == ce.EVENT_TYPE_DEATH:
         _die(timeline, when, key)
     elif kind == ce.EVENT_TYPE_CONSENT_CHANGE:
@@ -169,6 +174,8 @@ def apply(state: PersonState, linked: idn.LinkedEvent) -> tl.TimelineEvent | Non
     for org, involvement in timeline.involvement.items():
         view.involvement[org].CopyFrom(involvement)
     view.care_home_org = timeline.care_home.org
+    for org, plan in timeline.care_plans.items():
+        view.care_plans[org].CopyFrom(plan)
     out = tl.TimelineEvent(view=view)
     out.linked.CopyFrom(linked)
     return out
@@ -344,6 +351,11 @@ def _cancel(timeline: tl.PersonTimeline, org: str, target_event_id: str) -> tl.S
     for i in reversed(contacted):
         del timeline.contacts[i]
     attended += contacted
+    plan = timeline.care_plans.get(org)
+    if plan is not None and plan.event_id == target_event_id:
+        # forgotten; its key is still kept as cancelled below, as for an event not seen, which
+        # changes nothing (a resend of it is a repeat) and keeps the risk state's mirror exact
+        del timeline.care_plans[org]
     if timeline.died_event_key == target:
         timeline.ClearField("died_at")
         timeline.died_event_key = ""
@@ -408,6 +420,14 @@ def _note_registration(timeline: tl.PersonTimeline, practice: str, locality: str
         timeline.locality = ""
     timeline.registered_practice = practice
     timeline.registration_at.CopyFrom(when)
+
+
+def _note_care_plan(timeline: tl.PersonTimeline, org: str, event_id: str, when: Timestamp) -> None:
+    """Keep ``org``'s latest care-plan event (by event time)."""
+    plan = timeline.care_plans.get(org)
+    if plan is not None and ns(when) < ns(plan.at):
+        return
+    timeline.care_plans[org].CopyFrom(tl.CarePlan(event_id=event_id, at=when))
 
 
 def _note_care_home(timeline: tl.PersonTimeline, org: str, when: Timestamp) -> None:
@@ -485,6 +505,19 @@ def _handover(linked: idn.LinkedEvent, state: bytes) -> tl.TimelineHandover:
     return out
 
 
+def with_timeline(out: tl.TimelineEvent | None, timeline: tl.PersonTimeline) -> tl.TimelineEvent | None:
+    """``out`` carrying the person's timeline after a merge or un-merge (``TimelineEvent.timeline``).
+
+    Without what only an un-merge needs (absorbed persons, applied-event digests): a consumer
+    recomputes its own per-person state from it (carehub/domain/risk/state.py).
+    """
+    if out is not None:
+        out.timeline.CopyFrom(timeline)
+        out.timeline.ClearField("absorbed")
+        out.timeline.ClearField("applied_events")
+    return out
+
+
 def hand_over(state: PersonState, linked: idn.LinkedEvent) -> Step:
     """The absorbed person's copy of a merge: send its whole state to the survivor, keep a shell."""
     if event_digest(linked.event) in state.applied:
@@ -497,7 +530,7 @@ def hand_over(state: PersonState, linked: idn.LinkedEvent) -> Step:
     if old.HasField("newest_event_at"):
         shell.newest_event_at.CopyFrom(old.newest_event_at)
     state.timeline = shell
-    return Step(out, handover)
+    return Step(with_timeline(out, shell), handover)
 
 
 def receive(state: PersonState, handover: tl.TimelineHandover) -> Step:
@@ -517,7 +550,7 @@ def receive(state: PersonState, handover: tl.TimelineHandover) -> Step:
         state.timeline, state.applied = restored.timeline, restored.applied
     else:
         absorb(state, handover)
-    return Step(apply(state, linked))
+    return Step(with_timeline(apply(state, linked), state.timeline))
 
 
 def absorb(state: PersonState, handover: tl.TimelineHandover) -> None:
@@ -566,7 +599,7 @@ def split(state: PersonState, linked: idn.LinkedEvent) -> Step:
         _bound_applied(survivor)
         state.timeline, state.applied = survivor.timeline, survivor.applied
     given_back.timeline.person_id = merge.from_person_id
-    return Step(apply(state, linked), _handover(linked, given_back.to_bytes()))
+    return Step(with_timeline(apply(state, linked), state.timeline), _handover(linked, given_back.to_bytes()))
 
 
 def merge_states(into: PersonState, other: PersonState) -> None:
@@ -600,6 +633,8 @@ def merge_states(into: PersonState, other: PersonState) -> None:
         a.registration_at.CopyFrom(b.registration_at)
     if b.HasField("care_home"):
         _note_care_home(a, b.care_home.org, b.care_home.since)
+    for org, plan in b.care_plans.items():
+        _note_care_plan(a, org, plan.event_id, plan.at)
     if b.HasField("died_at"):
         _die(a, b.died_at, b.died_event_key)
     if b.consent.changed_at_sequence > a.consent.changed_at_sequence:

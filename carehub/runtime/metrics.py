@@ -11,7 +11,7 @@ from carehub.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Per stream stage (faust agents: ingest, identity, timeline, alerts, signals), measured by the stage.
+# Per stream stage (faust agents: ingest, identity, timeline, alerts, signals, population), measured by the stage.
 STAGE_RECORDS = Counter("carehub_stage_records_total", "Kafka records a stage has processed", ["stage"])
 STAGE_LAG = Gauge("carehub_stage_lag_seconds",
                   "Consumer lag in time: now minus the produce timestamp of the newest record processed", ["stage"])

@@ -13,8 +13,10 @@ import runpy
 import sys
 
 SERVICE_PACKAGE = "carehub.services"
-# In start-up order: each stage's input is written by the one before it.
-SERVICES = ("ingest", "identity", "timeline", "indicators", "alerts", "gateway", "mllp", "fhir")
+# In start-up order: each stage's input is written by one before it (the doors, mllp and fhir,
+# write the provider topic; population and caselists, last, read the timeline's output).
+SERVICES = ("ingest", "identity", "timeline", "indicators", "alerts", "gateway", "mllp", "fhir", "population",
+            "caselists")
 
 
 def service_module(name: str) -> str:

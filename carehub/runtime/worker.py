@@ -17,10 +17,12 @@ from carehub.telemetry import setup_tracing
 from carehub.topics import topic_specs
 
 
-def run_worker(service: str, build_app: Callable[[Settings, str], faust.App]) -> None:
+def run_worker(service: str, build_app: Callable[[Settings, str], faust.App], needs_key: bool = True) -> None:
+    """Run a faust worker; ``needs_key=False`` for a stage that reads only pseudonymised topics (no key given)."""
     settings = load_settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings.pseudonym_key_bytes()  # no key outside the demo profile: stop here, not mid-stream
+    if needs_key:
+        settings.pseudonym_key_bytes()  # no key outside the demo profile: stop here, not mid-stream
     if not settings.kafka_bootstrap:
         raise SystemExit(f"carehub {service}: set CAREHUB_KAFKA_BOOTSTRAP (or use `carehub run` for the demo)")
     wait_for_metadata(settings.kafka_bootstrap, 60.0)

@@ -256,8 +256,9 @@ class AuditRecord(_message.Message):
     org: _builtins.str
     """the caller, from its certificate or token"""
     action: _builtins.str
-    """deliver, acknowledge, refuse, subscribe, get_indicators"""
+    """deliver, acknowledge, refuse, subscribe, get_indicators, get_quality,"""
     alert_id: _builtins.str
+    """get_caselist, watch_caselist, deliver_caselist (a case list sent to a watcher)"""
     trace_id: _builtins.str
     detail: _builtins.str
     @_builtins.property

@@ -25,35 +25,38 @@ _sym_db = _symbol_database.Default()
 from carehub.v1 import alerts_pb2 as carehub_dot_v1_dot_alerts__pb2
 from carehub.v1 import indicators_pb2 as carehub_dot_v1_dot_indicators__pb2
 from carehub.v1 import ingest_pb2 as carehub_dot_v1_dot_ingest__pb2
+from carehub.v1 import risk_pb2 as carehub_dot_v1_dot_risk__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63\x61rehub/v1/partner.proto\x12\ncarehub.v1\x1a\x17\x63\x61rehub/v1/alerts.proto\x1a\x1b\x63\x61rehub/v1/indicators.proto\x1a\x17\x63\x61rehub/v1/ingest.proto\"\x1e\n\x0eQualityRequest\x12\x0c\n\x04\x64\x61ys\x18\x01 \x01(\r\"L\n\rQualityReport\x12\x12\n\nsource_org\x18\x01 \x01(\t\x12\'\n\x04\x64\x61ys\x18\x02 \x03(\x0b\x32\x19.carehub.v1.QualityCounts\"(\n\x16SubscribeAlertsRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\"\x9c\x01\n\x0c\x41lertMessage\x12\"\n\x05\x61lert\x18\x01 \x01(\x0b\x32\x11.carehub.v1.AlertH\x00\x12*\n\theartbeat\x18\x02 \x01(\x0b\x32\x15.carehub.v1.HeartbeatH\x00\x12$\n\x06resume\x18\x03 \x01(\x0b\x32\x12.carehub.v1.ResumeH\x00\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\tB\x06\n\x04\x62ody\"#\n\tHeartbeat\x12\x16\n\x0eserver_time_ms\x18\x01 \x01(\x03\"\x18\n\x06Resume\x12\x0e\n\x06reason\x18\x01 \x01(\t\"[\n\x12\x41\x63knowledgeRequest\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.carehub.v1.AckStatus\x12\x0c\n\x04note\x18\x03 \x01(\t\"\'\n\x13\x41\x63knowledgeResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x08\"6\n\x11IndicatorsRequest\x12\x11\n\tindicator\x18\x01 \x01(\t\x12\x0e\n\x06window\x18\x02 \x01(\t\"@\n\x12IndicatorsResponse\x12*\n\x06values\x18\x01 \x03(\x0b\x32\x1a.carehub.v1.IndicatorValue2\x9c\x03\n\x0ePartnerGateway\x12Q\n\x0fSubscribeAlerts\x12\".carehub.v1.SubscribeAlertsRequest\x1a\x18.carehub.v1.AlertMessage0\x01\x12N\n\x0b\x41\x63knowledge\x12\x1e.carehub.v1.AcknowledgeRequest\x1a\x1f.carehub.v1.AcknowledgeResponse\x12N\n\rGetIndicators\x12\x1d.carehub.v1.IndicatorsRequest\x1a\x1e.carehub.v1.IndicatorsResponse\x12R\n\x0fWatchIndicators\x12\x1d.carehub.v1.IndicatorsRequest\x1a\x1e.carehub.v1.IndicatorsResponse0\x01\x12\x43\n\nGetQuality\x12\x1a.carehub.v1.QualityRequest\x1a\x19.carehub.v1.QualityReportb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63\x61rehub/v1/partner.proto\x12\ncarehub.v1\x1a\x17\x63\x61rehub/v1/alerts.proto\x1a\x1b\x63\x61rehub/v1/indicators.proto\x1a\x17\x63\x61rehub/v1/ingest.proto\x1a\x15\x63\x61rehub/v1/risk.proto\"#\n\x0f\x43\x61seListRequest\x12\x10\n\x08new_only\x18\x01 \x01(\x08\"\x1e\n\x0eQualityRequest\x12\x0c\n\x04\x64\x61ys\x18\x01 \x01(\r\"L\n\rQualityReport\x12\x12\n\nsource_org\x18\x01 \x01(\t\x12\'\n\x04\x64\x61ys\x18\x02 \x03(\x0b\x32\x19.carehub.v1.QualityCounts\"(\n\x16SubscribeAlertsRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\"\x9c\x01\n\x0c\x41lertMessage\x12\"\n\x05\x61lert\x18\x01 \x01(\x0b\x32\x11.carehub.v1.AlertH\x00\x12*\n\theartbeat\x18\x02 \x01(\x0b\x32\x15.carehub.v1.HeartbeatH\x00\x12$\n\x06resume\x18\x03 \x01(\x0b\x32\x12.carehub.v1.ResumeH\x00\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\tB\x06\n\x04\x62ody\"#\n\tHeartbeat\x12\x16\n\x0eserver_time_ms\x18\x01 \x01(\x03\"\x18\n\x06Resume\x12\x0e\n\x06reason\x18\x01 \x01(\t\"[\n\x12\x41\x63knowledgeRequest\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.carehub.v1.AckStatus\x12\x0c\n\x04note\x18\x03 \x01(\t\"\'\n\x13\x41\x63knowledgeResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x08\"6\n\x11IndicatorsRequest\x12\x11\n\tindicator\x18\x01 \x01(\t\x12\x0e\n\x06window\x18\x02 \x01(\t\"@\n\x12IndicatorsResponse\x12*\n\x06values\x18\x01 \x03(\x0b\x32\x1a.carehub.v1.IndicatorValue2\xa4\x04\n\x0ePartnerGateway\x12Q\n\x0fSubscribeAlerts\x12\".carehub.v1.SubscribeAlertsRequest\x1a\x18.carehub.v1.AlertMessage0\x01\x12N\n\x0b\x41\x63knowledge\x12\x1e.carehub.v1.AcknowledgeRequest\x1a\x1f.carehub.v1.AcknowledgeResponse\x12N\n\rGetIndicators\x12\x1d.carehub.v1.IndicatorsRequest\x1a\x1e.carehub.v1.IndicatorsResponse\x12R\n\x0fWatchIndicators\x12\x1d.carehub.v1.IndicatorsRequest\x1a\x1e.carehub.v1.IndicatorsResponse0\x01\x12\x43\n\nGetQuality\x12\x1a.carehub.v1.QualityRequest\x1a\x19.carehub.v1.QualityReport\x12@\n\x0bGetCaseList\x12\x1b.carehub.v1.CaseListRequest\x1a\x14.carehub.v1.CaseList\x12\x44\n\rWatchCaseList\x12\x1b.carehub.v1.CaseListRequest\x1a\x14.carehub.v1.CaseList0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'carehub.v1.partner_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_QUALITYREQUEST']._serialized_start=119
-  _globals['_QUALITYREQUEST']._serialized_end=149
-  _globals['_QUALITYREPORT']._serialized_start=151
-  _globals['_QUALITYREPORT']._serialized_end=227
-  _globals['_SUBSCRIBEALERTSREQUEST']._serialized_start=229
-  _globals['_SUBSCRIBEALERTSREQUEST']._serialized_end=269
-  _globals['_ALERTMESSAGE']._serialized_start=272
-  _globals['_ALERTMESSAGE']._serialized_end=428
-  _globals['_HEARTBEAT']._serialized_start=430
-  _globals['_HEARTBEAT']._serialized_end=465
-  _globals['_RESUME']._serialized_start=467
-  _globals['_RESUME']._serialized_end=491
-  _globals['_ACKNOWLEDGEREQUEST']._serialized_start=493
-  _globals['_ACKNOWLEDGEREQUEST']._serialized_end=584
-  _globals['_ACKNOWLEDGERESPONSE']._serialized_start=586
-  _globals['_ACKNOWLEDGERESPONSE']._serialized_end=625
-  _globals['_INDICATORSREQUEST']._serialized_start=627
-  _globals['_INDICATORSREQUEST']._serialized_end=681
-  _globals['_INDICATORSRESPONSE']._serialized_start=683
-  _globals['_INDICATORSRESPONSE']._serialized_end=747
-  _globals['_PARTNERGATEWAY']._serialized_start=750
-  _globals['_PARTNERGATEWAY']._serialized_end=1162
+  _globals['_CASELISTREQUEST']._serialized_start=142
+  _globals['_CASELISTREQUEST']._serialized_end=177
+  _globals['_QUALITYREQUEST']._serialized_start=179
+  _globals['_QUALITYREQUEST']._serialized_end=209
+  _globals['_QUALITYREPORT']._serialized_start=211
+  _globals['_QUALITYREPORT']._serialized_end=287
+  _globals['_SUBSCRIBEALERTSREQUEST']._serialized_start=289
+  _globals['_SUBSCRIBEALERTSREQUEST']._serialized_end=329
+  _globals['_ALERTMESSAGE']._serialized_start=332
+  _globals['_ALERTMESSAGE']._serialized_end=488
+  _globals['_HEARTBEAT']._serialized_start=490
+  _globals['_HEARTBEAT']._serialized_end=525
+  _globals['_RESUME']._serialized_start=527
+  _globals['_RESUME']._serialized_end=551
+  _globals['_ACKNOWLEDGEREQUEST']._serialized_start=553
+  _globals['_ACKNOWLEDGEREQUEST']._serialized_end=644
+  _globals['_ACKNOWLEDGERESPONSE']._serialized_start=646
+  _globals['_ACKNOWLEDGERESPONSE']._serialized_end=685
+  _globals['_INDICATORSREQUEST']._serialized_start=687
+  _globals['_INDICATORSREQUEST']._serialized_end=741
+  _globals['_INDICATORSRESPONSE']._serialized_start=743
+  _globals['_INDICATORSRESPONSE']._serialized_end=807
+  _globals['_PARTNERGATEWAY']._serialized_start=810
+  _globals['_PARTNERGATEWAY']._serialized_end=1358
 # @@protoc_insertion_point(module_scope)

@@ -27,6 +27,26 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class CaseListRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NEW_ONLY_FIELD_NUMBER: _builtins.int
+    new_only: _builtins.bool
+    """only the people new on the list this week"""
+    def __init__(
+        self,
+        *,
+        new_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["new_only", b"new_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CaseListRequest: _TypeAlias = CaseListRequest  # noqa: Y015
+
+@_typing.final
 class QualityRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from carehub.v1 import partner_pb2 as carehub_dot_v1_dot_partner__pb2
+from carehub.v1 import risk_pb2 as carehub_dot_v1_dot_risk__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -59,6 +60,16 @@ class PartnerGatewayStub:
                 request_serializer=carehub_dot_v1_dot_partner__pb2.QualityRequest.SerializeToString,
                 response_deserializer=carehub_dot_v1_dot_partner__pb2.QualityReport.FromString,
                 _registered_method=True)
+        self.GetCaseList = channel.unary_unary(
+                '/carehub.v1.PartnerGateway/GetCaseList',
+                request_serializer=carehub_dot_v1_dot_partner__pb2.CaseListRequest.SerializeToString,
+                response_deserializer=carehub_dot_v1_dot_risk__pb2.CaseList.FromString,
+                _registered_method=True)
+        self.WatchCaseList = channel.unary_stream(
+                '/carehub.v1.PartnerGateway/WatchCaseList',
+                request_serializer=carehub_dot_v1_dot_partner__pb2.CaseListRequest.SerializeToString,
+                response_deserializer=carehub_dot_v1_dot_risk__pb2.CaseList.FromString,
+                _registered_method=True)
 
 
 class PartnerGatewayServicer:
@@ -99,6 +110,23 @@ class PartnerGatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCaseList(self, request, context):
+        """The caller's case-finding list: its people in the top risk tiers, in its own record ids,
+        with the factors behind each, who is new this week and what is known of their care plan.
+        A practice gets its registered people, a community or social-care team the people it has
+        seen; an organisation sees only its own list.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchCaseList(self, request, context):
+        """The list now, then again each time it changes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PartnerGatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -126,6 +154,16 @@ def add_PartnerGatewayServicer_to_server(servicer, server):
                     servicer.GetQuality,
                     request_deserializer=carehub_dot_v1_dot_partner__pb2.QualityRequest.FromString,
                     response_serializer=carehub_dot_v1_dot_partner__pb2.QualityReport.SerializeToString,
+            ),
+            'GetCaseList': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCaseList,
+                    request_deserializer=carehub_dot_v1_dot_partner__pb2.CaseListRequest.FromString,
+                    response_serializer=carehub_dot_v1_dot_risk__pb2.CaseList.SerializeToString,
+            ),
+            'WatchCaseList': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchCaseList,
+                    request_deserializer=carehub_dot_v1_dot_partner__pb2.CaseListRequest.FromString,
+                    response_serializer=carehub_dot_v1_dot_risk__pb2.CaseList.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +301,60 @@ class PartnerGateway:
             '/carehub.v1.PartnerGateway/GetQuality',
             carehub_dot_v1_dot_partner__pb2.QualityRequest.SerializeToString,
             carehub_dot_v1_dot_partner__pb2.QualityReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCaseList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carehub.v1.PartnerGateway/GetCaseList',
+            carehub_dot_v1_dot_partner__pb2.CaseListRequest.SerializeToString,
+            carehub_dot_v1_dot_risk__pb2.CaseList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchCaseList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/carehub.v1.PartnerGateway/WatchCaseList',
+            carehub_dot_v1_dot_partner__pb2.CaseListRequest.SerializeToString,
+            carehub_dot_v1_dot_risk__pb2.CaseList.FromString,
             options,
             channel_credentials,
             insecure,

@@ -9,6 +9,7 @@ what that organisation is entitled to.
 """
 
 from carehub.v1 import partner_pb2 as _partner_pb2
+from carehub.v1 import risk_pb2 as _risk_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
 import abc as _abc_1
@@ -48,6 +49,14 @@ class PartnerGatewayStub:
     """Data-quality feedback on the caller's own feed: per day, what was accepted, degraded,
     rejected, dropped as a duplicate or late. A provider sees only its own.
     """
+    GetCaseList: _grpc.UnaryUnaryMultiCallable[_partner_pb2.CaseListRequest, _risk_pb2.CaseList]
+    """The caller's case-finding list: its people in the top risk tiers, in its own record ids,
+    with the factors behind each, who is new this week and what is known of their care plan.
+    A practice gets its registered people, a community or social-care team the people it has
+    seen; an organisation sees only its own list.
+    """
+    WatchCaseList: _grpc.UnaryStreamMultiCallable[_partner_pb2.CaseListRequest, _risk_pb2.CaseList]
+    """The list now, then again each time it changes."""
 
 @_typing.type_check_only
 class PartnerGatewayAsyncStub(PartnerGatewayStub):
@@ -64,6 +73,14 @@ class PartnerGatewayAsyncStub(PartnerGatewayStub):
     """Data-quality feedback on the caller's own feed: per day, what was accepted, degraded,
     rejected, dropped as a duplicate or late. A provider sees only its own.
     """
+    GetCaseList: _aio.UnaryUnaryMultiCallable[_partner_pb2.CaseListRequest, _risk_pb2.CaseList]  # type: ignore[assignment]
+    """The caller's case-finding list: its people in the top risk tiers, in its own record ids,
+    with the factors behind each, who is new this week and what is known of their care plan.
+    A practice gets its registered people, a community or social-care team the people it has
+    seen; an organisation sees only its own list.
+    """
+    WatchCaseList: _aio.UnaryStreamMultiCallable[_partner_pb2.CaseListRequest, _risk_pb2.CaseList]  # type: ignore[assignment]
+    """The list now, then again each time it changes."""
 
 class PartnerGatewayServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -107,5 +124,25 @@ class PartnerGatewayServicer(metaclass=_abc_1.ABCMeta):
         """Data-quality feedback on the caller's own feed: per day, what was accepted, degraded,
         rejected, dropped as a duplicate or late. A provider sees only its own.
         """
+
+    @_abc_1.abstractmethod
+    def GetCaseList(
+        self,
+        request: _partner_pb2.CaseListRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_risk_pb2.CaseList, _abc.Awaitable[_risk_pb2.CaseList]]:
+        """The caller's case-finding list: its people in the top risk tiers, in its own record ids,
+        with the factors behind each, who is new this week and what is known of their care plan.
+        A practice gets its registered people, a community or social-care team the people it has
+        seen; an organisation sees only its own list.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchCaseList(
+        self,
+        request: _partner_pb2.CaseListRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_risk_pb2.CaseList], _abc.AsyncIterator[_risk_pb2.CaseList]]:
+        """The list now, then again each time it changes."""
 
 def add_PartnerGatewayServicer_to_server(servicer: PartnerGatewayServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

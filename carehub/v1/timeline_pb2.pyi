@@ -298,6 +298,36 @@ class Contact(_message.Message):
 Global___Contact: _TypeAlias = Contact  # noqa: Y015
 
 @_typing.final
+class CarePlan(_message.Message):
+    """The latest care-plan event (EVENT_TYPE_CARE_PLAN) one organisation sent for the person: that
+    a plan was made or reviewed, and when. The contract carries no review or due date, nor what
+    the plan is; a plan nobody sent an event for is not known to the hub.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """its event time"""
+
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "event_id", b"event_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CarePlan: _TypeAlias = CarePlan  # noqa: Y015
+
+@_typing.final
 class Involvement(_message.Message):
     """What the person has had from one organisation."""
 
@@ -370,6 +400,27 @@ class PersonTimeline(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class CarePlansEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___CarePlan: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___CarePlan | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     PERSON_ID_FIELD_NUMBER: _builtins.int
     LOCAL_RECORDS_FIELD_NUMBER: _builtins.int
     REGISTERED_PRACTICE_FIELD_NUMBER: _builtins.int
@@ -392,6 +443,7 @@ class PersonTimeline(_message.Message):
     CONTACTS_FIELD_NUMBER: _builtins.int
     AGE_YEARS_FIELD_NUMBER: _builtins.int
     AGE_AT_FIELD_NUMBER: _builtins.int
+    CARE_PLANS_FIELD_NUMBER: _builtins.int
     person_id: _builtins.str
     registered_practice: _builtins.str
     locality: _builtins.str
@@ -454,6 +506,10 @@ class PersonTimeline(_message.Message):
     def age_at(self) -> _timestamp_pb2.Timestamp:
         """that event's time"""
 
+    @_builtins.property
+    def care_plans(self) -> _containers.MessageMap[_builtins.str, Global___CarePlan]:
+        """By organisation code: each one's latest care-plan event (a cancelled one is forgotten)."""
+
     def __init__(
         self,
         *,
@@ -479,10 +535,11 @@ class PersonTimeline(_message.Message):
         contacts: _abc.Iterable[Global___Contact] | None = ...,
         age_years: _builtins.int = ...,
         age_at: _timestamp_pb2.Timestamp | None = ...,
+        care_plans: _abc.Mapping[_builtins.str, Global___CarePlan] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["age_at", b"age_at", "care_home", b"care_home", "consent", b"consent", "died_at", b"died_at", "last_gp_contact_at", b"last_gp_contact_at", "newest_event_at", b"newest_event_at", "registration_at", b"registration_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["absorbed", b"absorbed", "age_at", b"age_at", "age_years", b"age_years", "applied_events", b"applied_events", "cancelled_event_keys", b"cancelled_event_keys", "care_home", b"care_home", "consent", b"consent", "contacts", b"contacts", "died_at", b"died_at", "died_event_key", b"died_event_key", "ed_attendances", b"ed_attendances", "involvement", b"involvement", "last_gp_contact_at", b"last_gp_contact_at", "last_link_sequence", b"last_link_sequence", "local_records", b"local_records", "locality", b"locality", "merged_into", b"merged_into", "newest_event_at", b"newest_event_at", "person_id", b"person_id", "registered_practice", b"registered_practice", "registration_at", b"registration_at", "spells", b"spells"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["absorbed", b"absorbed", "age_at", b"age_at", "age_years", b"age_years", "applied_events", b"applied_events", "cancelled_event_keys", b"cancelled_event_keys", "care_home", b"care_home", "care_plans", b"care_plans", "consent", b"consent", "contacts", b"contacts", "died_at", b"died_at", "died_event_key", b"died_event_key", "ed_attendances", b"ed_attendances", "involvement", b"involvement", "last_gp_contact_at", b"last_gp_contact_at", "last_link_sequence", b"last_link_sequence", "local_records", b"local_records", "locality", b"locality", "merged_into", b"merged_into", "newest_event_at", b"newest_event_at", "person_id", b"person_id", "registered_practice", b"registered_practice", "registration_at", b"registration_at", "spells", b"spells"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -697,6 +754,27 @@ class TimelineView(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class CarePlansEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___CarePlan: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___CarePlan | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     AGE_YEARS_FIELD_NUMBER: _builtins.int
     SEX_FIELD_NUMBER: _builtins.int
     REGISTERED_PRACTICE_FIELD_NUMBER: _builtins.int
@@ -712,6 +790,7 @@ class TimelineView(_message.Message):
     LOCAL_RECORDS_FIELD_NUMBER: _builtins.int
     INVOLVEMENT_FIELD_NUMBER: _builtins.int
     CARE_HOME_ORG_FIELD_NUMBER: _builtins.int
+    CARE_PLANS_FIELD_NUMBER: _builtins.int
     age_years: _builtins.int
     """from the event (-1 unknown)"""
     sex: _care_event_pb2.Sex.ValueType
@@ -744,6 +823,10 @@ class TimelineView(_message.Message):
 
     @_builtins.property
     def involvement(self) -> _containers.MessageMap[_builtins.str, Global___Involvement]: ...
+    @_builtins.property
+    def care_plans(self) -> _containers.MessageMap[_builtins.str, Global___CarePlan]:
+        """by organisation code, as in PersonTimeline"""
+
     def __init__(
         self,
         *,
@@ -762,10 +845,11 @@ class TimelineView(_message.Message):
         local_records: _abc.Iterable[Global___SeenRecord] | None = ...,
         involvement: _abc.Mapping[_builtins.str, Global___Involvement] | None = ...,
         care_home_org: _builtins.str = ...,
+        care_plans: _abc.Mapping[_builtins.str, Global___CarePlan] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spell", b"spell"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["age_years", b"age_years", "care_home_org", b"care_home_org", "care_home_resident", b"care_home_resident", "days_since_previous_discharge", b"days_since_previous_discharge", "deceased", b"deceased", "direct_care_opt_out", b"direct_care_opt_out", "involvement", b"involvement", "is_late", b"is_late", "local_records", b"local_records", "locality", b"locality", "planning_opt_out", b"planning_opt_out", "prior_ed_attendances_365d", b"prior_ed_attendances_365d", "registered_practice", b"registered_practice", "sex", b"sex", "spell", b"spell"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age_years", b"age_years", "care_home_org", b"care_home_org", "care_home_resident", b"care_home_resident", "care_plans", b"care_plans", "days_since_previous_discharge", b"days_since_previous_discharge", "deceased", b"deceased", "direct_care_opt_out", b"direct_care_opt_out", "involvement", b"involvement", "is_late", b"is_late", "local_records", b"local_records", "locality", b"locality", "planning_opt_out", b"planning_opt_out", "prior_ed_attendances_365d", b"prior_ed_attendances_365d", "registered_practice", b"registered_practice", "sex", b"sex", "spell", b"spell"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -777,19 +861,30 @@ class TimelineEvent(_message.Message):
 
     LINKED_FIELD_NUMBER: _builtins.int
     VIEW_FIELD_NUMBER: _builtins.int
+    TIMELINE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def linked(self) -> _identity_pb2.LinkedEvent: ...
     @_builtins.property
     def view(self) -> Global___TimelineView: ...
+    @_builtins.property
+    def timeline(self) -> Global___PersonTimeline:
+        """Identity merges and un-merges only: the person's whole timeline after the event (without
+        what only an un-merge needs: absorbed persons and applied-event digests). A merge moves
+        history that no single event carries, so a consumer keeping its own per-person state
+        (the risk stage) recomputes it from this. For the absorbed person it is the shell that
+        names merged_into.
+        """
+
     def __init__(
         self,
         *,
         linked: _identity_pb2.LinkedEvent | None = ...,
         view: Global___TimelineView | None = ...,
+        timeline: Global___PersonTimeline | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["linked", b"linked", "view", b"view"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["linked", b"linked", "timeline", b"timeline", "view", b"view"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["linked", b"linked", "view", b"view"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["linked", b"linked", "timeline", b"timeline", "view", b"view"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

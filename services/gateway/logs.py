@@ -1,11 +1,12 @@
-"""What the gateway serves, read from Kafka: the alert log by partner, and the indicator values.
+"""What the gateway serves, read from Kafka: the alert log by partner, the indicator values, the case lists.
 
-Both are rebuilt from their topics on every start (read from the beginning, no consumer group),
+All are rebuilt from their topics on every start (read from the beginning, no consumer group),
 so the gateway keeps no state of its own: ``carehub.alerts`` (retained
 ``CAREHUB_ALERTS_RETENTION_DAYS``) is the durable log a resume cursor points into, and
-``carehub.indicators`` is compacted. Each new record is handed to the live subscribers of its
-partner through bounded queues; a queue that is full marks its subscriber as fallen behind
-instead of slowing anyone else down.
+``carehub.indicators`` and ``carehub.caselists`` are compacted. Each new record is handed to the
+live subscribers of its partner through bounded queues; a queue that is full marks its
+subscriber as fallen behind instead of slowing anyone else down (a case list is a whole
+snapshot, so a watcher that is behind just gets the latest).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from carehub.kafka.profile import ClientProfile
 from carehub.kafka.read import at_end
 from carehub.v1 import alerts_pb2 as al
 from carehub.v1 import indicators_pb2 as ind
+from carehub.v1 import risk_pb2 as rk
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +126,42 @@ class IndicatorBoard:
                 while not queue.empty():
                     queue.get_nowait()
                 queue.put_nowait(None)
+
+
+@dataclass
+class CaseListBoard:
+    """Every organisation's latest case list, and who is watching which organisation's.
+
+    Watchers are registered under their own organisation only, so a list reaches no one else's
+    queue. A queue holds one list: a newer one replaces a list not yet taken.
+    """
+
+    lists: dict[str, rk.CaseList] = field(default_factory=dict)
+    watchers: dict[str, set[asyncio.Queue[rk.CaseList]]] = field(default_factory=dict)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def put(self, org: str, case_list: rk.CaseList | None) -> None:
+        latest = case_list if case_list is not None else rk.CaseList(org=org)
+        if case_list is None:
+            self.lists.pop(org, None)
+        else:
+            self.lists[org] = case_list
+        for queue in list(self.watchers.get(org, ())):
+            if queue.full():
+                queue.get_nowait()
+            queue.put_nowait(latest)
+
+    def of(self, org: str) -> rk.CaseList:
+        """``org``'s list, or an empty one naming it."""
+        return self.lists.get(org) or rk.CaseList(org=org)
+
+    def watch(self, org: str) -> asyncio.Queue[rk.CaseList]:
+        queue: asyncio.Queue[rk.CaseList] = asyncio.Queue(maxsize=1)
+        self.watchers.setdefault(org, set()).add(queue)
+        return queue
+
+    def unwatch(self, org: str, queue: asyncio.Queue[rk.CaseList]) -> None:
+        self.watchers.get(org, set()).discard(queue)
 
 
 async def tail(bootstrap: str, topic: str, handle: Callable[[int, int, bytes | None, bytes | None], None],

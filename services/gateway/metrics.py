@@ -19,6 +19,8 @@ ACK_SECONDS = Histogram(
     ["status"], buckets=(1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600, 7 * 24 * 3600),
 )
 ALERTS_HELD = Gauge("carehub_gateway_alerts_held", "Alerts held from the retained log")
+CASELISTS_SERVED = Counter("carehub_gateway_caselists_served_total",
+                           "Case lists sent to partners (GetCaseList answers and WatchCaseList messages)")
 # FHIR delivery (services/gateway/fhir_delivery.py), per FHIR partner
 FHIR_ATTEMPTS = Counter("carehub_gateway_fhir_attempts_total", "FHIR notification POSTs to partners, by what came "
                         "of each: delivered (2xx), transient (retried) or permanent (refused)", ["partner", "outcome"])

@@ -1,4 +1,4 @@
-"""The partner gateway: alerts and indicators to the organisations entitled to them, over gRPC.
+"""The partner gateway: alerts, indicators and case lists to the organisations entitled to them, over gRPC.
 
 ``SubscribeAlerts`` sends the caller's alerts after its cursor, then live ones, with heartbeats.
 The cursor is a position in ``carehub.alerts`` (partition:offset); alerts are keyed by the
@@ -8,9 +8,14 @@ instance it reaches and however often it restarted. A subscriber whose buffer
 (``CAREHUB_GATEWAY_SUBSCRIBER_BUFFER``) fills up is told to resume from its cursor, so a slow
 or stuck partner never holds up anyone else.
 
+``GetCaseList`` and ``WatchCaseList`` answer with the caller's own case-finding list
+(``carehub.caselists``, written by services/caselists): the organisation comes from the
+caller's certificate or token, never from the request, and a list names people only in that
+organisation's record ids.
+
 Every call is authenticated (services/gateway/auth.py) and answers only with what that
-organisation may see; every delivery, acknowledgement and refusal is written to
-``carehub.audit``. The stock gRPC health and reflection services run beside it.
+organisation may see; every delivery, acknowledgement, read of a case list and refusal is
+written to ``carehub.audit``. The stock gRPC health and reflection services run beside it.
 """
 
 from __future__ import annotations
@@ -29,23 +34,25 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
 from opentelemetry.propagate import extract
 
+from carehub.domain.caselists import only_new
 from carehub.fhir_deadletters import replay_of
 from carehub.kafka.profile import client_profile
 from carehub.revocation import RevocationList
 from carehub.runtime.health import HEALTH
 from carehub.settings import Settings
-from carehub.topics import acks_topic, alerts_topic, audit_topic, indicators_topic, quality_topic
+from carehub.topics import acks_topic, alerts_topic, audit_topic, caselists_topic, indicators_topic, quality_topic
 from carehub.v1 import alerts_pb2 as al
 from carehub.v1 import indicators_pb2 as ind
 from carehub.v1 import ingest_pb2 as ing
 from carehub.v1 import partner_pb2 as pb
 from carehub.v1 import partner_pb2_grpc as pb_grpc
+from carehub.v1 import risk_pb2 as rk
 
 from . import metrics as m
 from .audit import Audit
 from .auth import caller, server_credentials
 from .fhir_delivery import FhirDelivery
-from .logs import AlertLog, Entry, IndicatorBoard, QualityLog, parse_cursor, tail
+from .logs import AlertLog, CaseListBoard, Entry, IndicatorBoard, QualityLog, parse_cursor, tail
 from .partners import Partners, load_partners
 
 log = logging.getLogger(__name__)
@@ -57,8 +64,9 @@ DEFAULT_QUALITY_DAYS = 30
 class PartnerGateway(pb_grpc.PartnerGatewayServicer):
     def __init__(self, settings: Settings, partners: Partners, alerts: AlertLog, board: IndicatorBoard,
                  audit: Audit, producer: AIOKafkaProducer | None, quality: QualityLog | None = None,
-                 revocations: RevocationList | None = None) -> None:
+                 revocations: RevocationList | None = None, caselists: CaseListBoard | None = None) -> None:
         self.settings = settings
+        self.caselists = caselists or CaseListBoard()
         self.quality = quality or QualityLog()
         self.revocations = revocations or RevocationList(settings.revoked_certificates)
         self.partners = partners
@@ -163,6 +171,36 @@ class PartnerGateway(pb_grpc.PartnerGatewayServicer):
         await self.audit.write(org, "get_quality", detail=f"{days} days")
         return pb.QualityReport(source_org=org, days=self.quality.book.report(org, datetime.now(UTC).date(), days))
 
+    async def GetCaseList(self, request: pb.CaseListRequest,
+                          context: grpc.aio.ServicerContext[Any, Any]) -> rk.CaseList:
+        """The caller's own case-finding list (an empty one naming it when nobody is listed)."""
+        org = await self._who(context, "get_caselist")
+        await self.caselists.ready.wait()
+        return await self._caselist(org, self.caselists.of(org), request, "get_caselist")
+
+    async def WatchCaseList(self, request: pb.CaseListRequest,
+                            context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[rk.CaseList]:
+        """The caller's own case list now, then again each time it changes (the latest, if several did)."""
+        org = await self._who(context, "watch_caselist")
+        await self.caselists.ready.wait()
+        queue = self.caselists.watch(org)  # registered before the snapshot is taken: no change is missed
+        try:
+            yield await self._caselist(org, self.caselists.of(org), request, "watch_caselist")
+            while True:
+                yield await self._caselist(org, await queue.get(), request, "deliver_caselist")
+        finally:
+            self.caselists.unwatch(org, queue)
+
+    async def _caselist(self, org: str, case_list: rk.CaseList, request: pb.CaseListRequest,
+                        action: str) -> rk.CaseList:
+        if case_list.org != org:  # the board is keyed by organisation; this cannot happen, and must not
+            raise RuntimeError("a case list under another organisation's key")
+        out = only_new(case_list) if request.new_only else case_list
+        m.CASELISTS_SERVED.inc()
+        await self.audit.write(org, action, detail=f"{len(out.entries)} entries"
+                                                   + (" (new this week only)" if request.new_only else ""))
+        return out
+
     async def GetIndicators(self, request: pb.IndicatorsRequest,
                             context: grpc.aio.ServicerContext[Any, Any]) -> pb.IndicatorsResponse:
         org = await self._who(context, "get_indicators")
@@ -219,6 +257,7 @@ class Gateway:
         self.alerts = AlertLog()
         self.board = IndicatorBoard()
         self.quality = QualityLog()
+        self.caselists = CaseListBoard()
         self.port = 0
 
     def _on_alert(self, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
@@ -229,6 +268,10 @@ class Gateway:
     def _on_value(self, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
         if key is not None:
             self.board.put(key.decode(), ind.IndicatorValue.FromString(value) if value is not None else None)
+
+    def _on_caselist(self, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
+        if key is not None:
+            self.caselists.put(key.decode(), rk.CaseList.FromString(value) if value is not None else None)
 
     def _on_quality(self, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
         if value is not None:
@@ -242,7 +285,7 @@ class Gateway:
         server = grpc.aio.server()
         pb_grpc.add_PartnerGatewayServicer_to_server(
             PartnerGateway(self.settings, self.partners, self.alerts, self.board, audit, producer, self.quality,
-                           self.revocations), server)
+                           self.revocations, self.caselists), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -271,6 +314,8 @@ class Gateway:
                                      self.board.ready, stop, profile)),
             asyncio.create_task(tail(self.bootstrap, quality_topic(self.settings), self._on_quality,
                                      self.quality.ready, stop, profile)),
+            asyncio.create_task(tail(self.bootstrap, caselists_topic(self.settings), self._on_caselist,
+                                     self.caselists.ready, stop, profile)),
             asyncio.create_task(self.fhir.run(stop, audit, producer)),
         ]
         try:
@@ -282,7 +327,8 @@ class Gateway:
             while not stop.is_set():
                 m.SUBSCRIBERS_NOW.set(self.alerts.count_subscribers())
                 HEALTH.judge([what for what, ready in (("indicator values not read up to date yet", self.board.ready),
-                                                       ("quality reports not read up to date yet", self.quality.ready))
+                                                       ("quality reports not read up to date yet", self.quality.ready),
+                                                       ("case lists not read up to date yet", self.caselists.ready))
                               if not ready.is_set()])
                 await asyncio.wait([asyncio.ensure_future(stop.wait()), *readers], timeout=1.0,
                                    return_when=asyncio.FIRST_COMPLETED)

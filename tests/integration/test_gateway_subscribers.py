@@ -1,4 +1,4 @@
-"""A partner never receives another partner's alert: property-based, over random routings.
+"""A partner never receives another partner's alert or case list: property-based, over random routings.
 
 A real gRPC server (the gateway's servicer, over mutual TLS on 127.0.0.1) serves an alert log
 filled with random alerts for random recipients; every partner subscribes from the start, from a
@@ -28,9 +28,10 @@ from carehub.v1 import indicators_pb2 as ind
 from carehub.v1 import ingest_pb2 as ing
 from carehub.v1 import partner_pb2 as pb
 from carehub.v1 import partner_pb2_grpc as pb_grpc
+from carehub.v1 import risk_pb2 as rk
 from services.gateway.audit import Audit
 from services.gateway.auth import client_channel, server_credentials
-from services.gateway.logs import AlertLog, Entry, IndicatorBoard, QualityLog
+from services.gateway.logs import AlertLog, CaseListBoard, Entry, IndicatorBoard, QualityLog
 from services.gateway.partners import Partner, Partners
 from services.gateway.server import PartnerGateway
 
@@ -46,7 +47,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> DemoPki:
 
 class Server:
     def __init__(self, pki: DemoPki, log: AlertLog, buffer: int = 10_000, board: IndicatorBoard | None = None,
-                 quality: QualityLog | None = None) -> None:
+                 quality: QualityLog | None = None, caselists: CaseListBoard | None = None) -> None:
         self.settings = load_settings(gateway_tls_cert=pki.server.cert, gateway_tls_key=pki.server.key,
                                       gateway_client_ca=pki.ca.cert, gateway_port=free_port(),
                                       gateway_heartbeat_s=0.2, gateway_subscriber_buffer=buffer)
@@ -54,7 +55,7 @@ class Server:
         self.server = grpc.aio.server()
         pb_grpc.add_PartnerGatewayServicer_to_server(
             PartnerGateway(self.settings, partners, log, board or IndicatorBoard(), Audit(None, "audit"), None,
-                           quality),
+                           quality, caselists=caselists),
             self.server)
         self.server.add_secure_port(f"127.0.0.1:{self.settings.gateway_port}", server_credentials(self.settings))
 
@@ -204,5 +205,57 @@ def test_indicators_are_only_the_callers_entitled_units_as_a_snapshot_and_as_cha
                 assert isinstance(change, pb.IndicatorsResponse)
                 assert [(v.unit, v.numerator) for v in change.values] == [("practice:B86001", 9)]
                 watch.cancel()
+
+    asyncio.run(run())
+
+
+def case_lists(routing: list[tuple[str, int, bool]]) -> CaseListBoard:
+    """Lists of random people for random organisations, as the case-list service keys them (by organisation)."""
+    board = CaseListBoard()
+    lists: dict[str, rk.CaseList] = {}
+    for i, (org, tier, new) in enumerate(routing):
+        case_list = lists.setdefault(org, rk.CaseList(org=org, tiers=["very_high", "high"]))
+        case_list.entries.add(local_id=f"{org}-L{i}", tier=("very_high", "high")[tier], new_this_week=new,
+                              role="registered_practice")
+    for org, case_list in lists.items():
+        board.put(org, case_list)
+    board.ready.set()
+    return board
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(routing=st.lists(st.tuples(st.sampled_from(ORGS), st.integers(0, 1), st.booleans()), max_size=40),
+       changed=st.lists(st.sampled_from(ORGS), min_size=1, max_size=6))
+def test_each_partner_reads_and_watches_exactly_its_own_case_list(pki: DemoPki, routing: list[tuple[str, int, bool]],
+                                                                 changed: list[str]) -> None:
+    board = case_lists(routing)
+
+    async def run() -> None:
+        async with Server(pki, alert_log([]), caselists=board) as server:
+            for org in ORGS:
+                board.lists.clear()  # every organisation's list as drawn
+                board.lists.update(case_lists(routing).lists)
+                files = pki.clients[org]
+                async with client_channel(f"127.0.0.1:{server.settings.gateway_port}", pki.ca.cert, files.cert,
+                                          files.key) as channel:
+                    stub = pb_grpc.PartnerGatewayStub(channel)
+                    mine = [f"{o}-L{i}" for i, (o, _, _) in enumerate(routing) if o == org]
+                    got = await stub.GetCaseList(pb.CaseListRequest(), timeout=20)
+                    assert got.org == org and [e.local_id for e in got.entries] == mine
+                    new = await stub.GetCaseList(pb.CaseListRequest(new_only=True), timeout=20)
+                    assert [e.local_id for e in new.entries] == [f"{o}-L{i}" for i, (o, _, n) in enumerate(routing)
+                                                                 if o == org and n]
+                    watch = stub.WatchCaseList(pb.CaseListRequest(), timeout=20)
+                    first = await watch.read()
+                    assert isinstance(first, rk.CaseList) and [e.local_id for e in first.entries] == mine
+                    # other organisations' lists change, then the caller's: only the caller's reaches it
+                    for n, other in enumerate(changed):
+                        if other != org:
+                            board.put(other, rk.CaseList(org=other, entries=[rk.CaseListEntry(local_id=f"x{n}")]))
+                    board.put(org, rk.CaseList(org=org, entries=[rk.CaseListEntry(local_id=f"{org}-changed")]))
+                    update = await watch.read()
+                    assert isinstance(update, rk.CaseList)
+                    assert update.org == org and [e.local_id for e in update.entries] == [f"{org}-changed"]
+                    watch.cancel()
 
     asyncio.run(run())

@@ -25,6 +25,7 @@ from carehub.v1 import indicators_pb2 as ind
 from carehub.v1 import ingest_pb2 as ing
 from carehub.v1 import partner_pb2 as pb
 from carehub.v1 import partner_pb2_grpc as pb_grpc
+from carehub.v1 import risk_pb2 as rk
 from tests.partner_support import T0, Pki, alert, make_pki
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -120,6 +121,22 @@ class Gateway(pb_grpc.PartnerGatewayServicer):
         self.indicator_requests.append(request)
         yield pb.IndicatorsResponse(values=_values())
         yield pb.IndicatorsResponse(values=_values()[:1])
+
+    def GetCaseList(self, request: pb.CaseListRequest, context: grpc.ServicerContext) -> rk.CaseList:
+        self._check(context)
+        return _case_list(request.new_only)
+
+    def WatchCaseList(self, request: pb.CaseListRequest,
+                      context: grpc.ServicerContext) -> Iterator[rk.CaseList]:
+        self._check(context)
+        yield _case_list(request.new_only)
+        yield rk.CaseList(org="ORG1")
+
+
+def _case_list(new_only: bool) -> rk.CaseList:
+    entries = [rk.CaseListEntry(local_id="P-1", tier="high", new_this_week=True),
+               rk.CaseListEntry(local_id="P-2", tier="high")]
+    return rk.CaseList(org="ORG1", entries=[e for e in entries if e.new_this_week or not new_only])
 
 
 def _values() -> list[ind.IndicatorValue]:
@@ -325,6 +342,14 @@ def test_indicators_and_watch_indicators(pki: Pki, gw: Running) -> None:
         batches = list(c.watch_indicators(reconnect=False))
     assert [len(b) for b in batches] == [3, 1]
     assert [(r.indicator, r.window) for r in gw.gateway.indicator_requests] == [("acsc_chronic", "12m"), ("", "")]
+
+
+def test_caselist_and_watch_caselist(pki: Pki, gw: Running) -> None:
+    with client(pki, gw.target) as c:
+        assert [e.local_id for e in c.caselist().entries] == ["P-1", "P-2"]
+        assert [e.local_id for e in c.caselist(new_only=True).entries] == ["P-1"]
+        lists = list(c.watch_caselist(reconnect=False))
+    assert [[e.local_id for e in cl.entries] for cl in lists] == [["P-1", "P-2"], []]
 
 
 def test_quality_report(pki: Pki, gw: Running) -> None:

@@ -57,9 +57,12 @@ SERVICES = {  # component -> `carehub` subcommand
     "gateway": "gateway",
     "mllp": "mllp",
     "fhir": "fhir",
+    "population": "population",
+    "caselists": "caselists-worker",
 }
-# Services that never pseudonymise, so never get the key: the pods facing partners and providers.
-WITHOUT_KEY = {"indicators", "gateway", "mllp", "fhir"}
+# Services that never pseudonymise, so never get the key: the pods facing partners and providers,
+# and those that read only pseudonymised topics.
+WITHOUT_KEY = {"indicators", "gateway", "mllp", "fhir", "population", "caselists"}
 REQUIRED: dict[str, Any] = {
     "kafka": {"bootstrap": "kafka-0.kafka:9092,kafka-1.kafka:9092"},
     "pseudonymKey": {"existingSecret": "carehub-pseudonym-key"},
@@ -94,6 +97,7 @@ EVERYTHING: dict[str, Any] = {
     "ingest": {"autoscaling": {"enabled": True, "maxReplicas": 12}},
     "timeline": {"autoscaling": {"enabled": True}},
     "alerts": {"autoscaling": {"enabled": True, "minReplicas": 2}},
+    "population": {"autoscaling": {"enabled": True, "maxReplicas": 8}},
     "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}, "scrapeTimeout": "10s"}},
     "otel": {
         "tracesExporter": "otlp",
@@ -161,7 +165,8 @@ def test_chart_renders_objects_kubernetes_accepts(which: str) -> None:
     assert ("Service", "carehub-mllp") in kinds and ("Service", "carehub-fhir") in kinds
     assert not [k for k in kinds if k[0] in ("Secret", "ConfigMap")], "secrets are taken by reference only"
     hpas = {name for kind, name in kinds if kind == "HorizontalPodAutoscaler"}
-    assert hpas == (set() if which == "required" else {"carehub-ingest", "carehub-timeline", "carehub-alerts"})
+    assert hpas == (set() if which == "required" else {"carehub-ingest", "carehub-timeline", "carehub-alerts",
+                                                        "carehub-population"})
 
 
 @pytest.mark.parametrize("which", ["required", "everything"])
@@ -245,8 +250,8 @@ def test_one_deployment_per_service_with_its_probes() -> None:
 
 
 @pytest.mark.parametrize("which", ["required", "everything"])
-def test_identity_and_indicators_run_exactly_one_replica(which: str) -> None:
-    for service in ("identity", "indicators"):
+def test_identity_indicators_and_caselists_run_exactly_one_replica(which: str) -> None:
+    for service in ("identity", "indicators", "caselists"):
         spec = find(rendered(which), "Deployment", f"carehub-{service}")["spec"]
         assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}, service
 
@@ -257,8 +262,9 @@ def test_stream_workers_scale_at_most_to_the_partition_count() -> None:
         name: (o["spec"]["minReplicas"], o["spec"]["maxReplicas"])
         for o in objects if o["kind"] == "HorizontalPodAutoscaler" for name in [o["metadata"]["name"]]
     }
-    assert limits == {"carehub-ingest": (1, 6), "carehub-timeline": (1, 4), "carehub-alerts": (2, 4)}
-    for service in ("ingest", "timeline", "alerts"):
+    assert limits == {"carehub-ingest": (1, 6), "carehub-timeline": (1, 4), "carehub-alerts": (2, 4),
+                      "carehub-population": (1, 6)}
+    for service in ("ingest", "timeline", "alerts", "population"):
         assert "replicas" not in find(objects, "Deployment", f"carehub-{service}")["spec"]  # the HPA owns it
     capped = render({**REQUIRED, "timeline": {"replicas": 9}})
     assert find(capped, "Deployment", "carehub-timeline")["spec"]["replicas"] == 4

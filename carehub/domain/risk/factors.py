@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from carehub.domain.risk.model import Factor, RiskModel
 from carehub.domain.risk.state import FactorState, SpellRecord
@@ -101,3 +101,54 @@ def _found(factor: Factor, spells: list[SpellRecord]) -> tuple[str, ...]:
     """Names of the factor's conditions met by any spell's diagnoses, in code-list order."""
     return tuple(c.name for c in factor.conditions
                  if any(c.matches(s.diagnoses, s.procedures) for s in spells))
+
+
+def next_change(state: FactorState, as_of: datetime, model: RiskModel) -> datetime | None:
+    """The earliest moment after ``as_of`` from which the factors may differ with no new event; None: never.
+
+    The windows roll on with time: an admission, an attendance or a social-care contact leaves
+    its window, and the person has a birthday (age bands, and the frailty factor's minimum
+    age). A stage reassesses a person whose as-of has reached this moment, so assessments stay
+    current without events (carehub/domain/risk/__init__.py). Everything else the factors read
+    changes only with an event.
+    """
+    t = as_ns(as_of)
+    candidates: list[int] = []
+
+    def leaves(at: int | None, window_days: int | None) -> None:
+        if at is None:
+            return
+        if at >= t:  # not counted yet: it is, from just after it
+            candidates.append(at + 1)
+        elif window_days is not None and at + window_days * DAY_NS >= t:  # counted until the window passes it
+            candidates.append(at + window_days * DAY_NS + 1)
+
+    for factor in model.factors:
+        if factor.kind == "emergency_admissions":
+            for s in state.spells.values():
+                if not s.cancelled and s.method == ce.ADMISSION_METHOD_EMERGENCY:
+                    leaves(s.admitted_ns, factor.window_days)
+        elif factor.kind == "ed_attendances":
+            for at in state.ed_attendances.values():
+                leaves(at, factor.window_days)
+        elif factor.kind == "social_care":
+            leaves(state.social_care_last_ns, factor.window_days)
+        elif factor.kind in ("conditions", "deficits"):
+            for s in state.spells.values():
+                if not s.cancelled and s.admitted_ns is not None and s.admitted_ns >= t:
+                    candidates.append(s.admitted_ns + 1)
+    if state.age_years >= 0 and state.age_at_ns is not None:
+        born = utc_date(state.age_at_ns)  # the anniversary of the age sent: the age moves on that day
+        today = as_of.astimezone(UTC).date()
+        for year in (today.year, today.year + 1):
+            try:
+                day = born.replace(year=year)
+            except ValueError:  # 29 February in a common year: age_at counts it from 1 March
+                day = born.replace(year=year, month=3, day=1)
+            if day > today:
+                candidates.append(as_ns(datetime(day.year, day.month, day.day, tzinfo=UTC)))
+                break
+    if not candidates:
+        return None
+    first = min(candidates)
+    return EPOCH + timedelta(microseconds=-(-first // 1000))  # rounded up to a microsecond
