@@ -9,6 +9,7 @@ set -uo pipefail
 runs=${RUNS:-100}
 python=${PYTHON:-.venv/bin/python}
 out=${OUT:-$(mktemp -d -t carehub-repeat-XXXX)}
+mkdir -p "$out"  # a given OUT that does not exist yet
 source "$(dirname "$0")/cpu_load.sh"
 cpu_load_start "$python"
 echo "repeat-loaded: $(nproc) CPU-bound processes (pids ${cpu_load_pids[*]}); $runs runs of: $*"
