@@ -13,21 +13,36 @@ broker URL itself, ``carehub://host:port?fetch_max_wait_ms=100``: the URL is wha
 transport, so no global state and no faust setting of our own is needed. :func:`broker_urls`
 writes those URLs; carehub/runtime/app.py ``faust_app`` uses it.
 
-Everything else is faust's aiokafka driver unchanged: the producer, topic creation, offsets,
-rebalancing. Only a worker's consumer differs: in its fetch wait, and in draining the producer
-completely before it commits offsets (:meth:`Consumer._commit_offsets`).
+Everything else is faust's aiokafka driver unchanged: the producer, topic creation, rebalancing.
+A worker's consumer differs in its fetch wait and in what it commits. faust commits an offset once
+every record below it is acknowledged, and faust acknowledges records it never handed to an
+agent: those a stream skips during a rebalance (flow stopped, or fetched in an earlier
+generation) and a ``take_events`` batch whose agent was cancelled. It also commits past an
+unacknowledged record at the head of a partition (its head-gap test is off by one) and treats a
+committed offset of 0 as none. :class:`Consumer` therefore commits only records the stage runtime
+says it processed (:meth:`Consumer.mark_processed`), in an unbroken run from where the partition
+was committed, and only once the table writes before them are on the broker
+(docs/stream-commits.md).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import logging
+import time
+import weakref
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from faust.exceptions import ImproperlyConfigured
+from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP, AppT, ConsumerT
+from faust.types import TP, AppT, ConsumerT, Message
+from faust.types.tuples import ack_lock
+from mode.utils.futures import notify
 from yarl import URL
+
+log = logging.getLogger(__name__)
 
 #: The URL scheme ``faust.transports`` maps to :class:`Transport` (see pyproject.toml).
 SCHEME = "carehub"
@@ -35,6 +50,9 @@ SCHEME = "carehub"
 FETCH_MAX_WAIT_PARAM = "fetch_max_wait_ms"
 #: What faust-streaming 0.15.3 hard-codes in ``_create_worker_consumer``.
 FAUST_FETCH_MAX_WAIT_MS = 1500
+#: How long a partition's commits may wait on a record that was never processed before the
+#: consumer reads the partition again from its committed offset (see ``Consumer._new_offset``).
+HELD_COMMIT_RESEEK_S = 30.0
 
 
 def broker_urls(bootstrap: str, fetch_max_wait_ms: int) -> str:
@@ -90,12 +108,109 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class Consumer(faust_aiokafka.Consumer):
-    """faust's aiokafka consumer on :class:`ConsumerThread`, committing only what is written."""
+    """faust's aiokafka consumer on :class:`ConsumerThread`, committing only what is processed and written."""
 
     _thread: ConsumerThread
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Records the stage runtime processed and whose acknowledgement has not come yet.
+        self._processed: weakref.WeakSet[Message] = weakref.WeakSet()
+        # Partitions whose starting offset is known since their last assignment: until then a
+        # commit could not tell a processed head from a skipped one.
+        self._seeked: set[TP] = set()
+        self._held_since: dict[TP, float] = {}
+        self._reseeks: set[asyncio.Future[None]] = set()
+
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def mark_processed(self, messages: Iterable[Message]) -> None:
+        """Say that ``messages`` were processed: only their acknowledgements count towards commits."""
+        self._processed.update(messages)
+
+    def ack(self, message: Message) -> bool:
+        """Acknowledge ``message``; one the runtime did not process is let go but not committed.
+
+        faust acknowledges a record it skipped (a rebalance stopped the flow, or it was fetched in
+        an earlier generation) and every record of a ``take_events`` batch whose agent was
+        cancelled, counting on a seek to the committed offset to bring the skipped ones back.
+        Counted, such a record can be committed before it is processed again, and then it never
+        is. So it is only marked acknowledged, for faust's bookkeeping of records in hand.
+        """
+        if message in self._processed:
+            self._processed.discard(message)
+            return bool(super().ack(message))
+        with ack_lock:  # the lock faust holds for the same bookkeeping
+            if not message.acked:
+                message.acked = True
+                self._unacked_messages.discard(message)
+                notify(self._waiting_for_ack)
+        return False
+
+    def _new_offset(self, tp: TP) -> int | None:
+        """faust's next offset to commit for ``tp``, if every record from the committed one on is processed.
+
+        faust 0.15.3 lets a commit pass an unacknowledged record at the head (it tests
+        ``min(acked) - committed > 1`` where ``committed`` is the next offset to process, and
+        skips the test when that offset is 0). Here the head must be the committed offset itself,
+        and nothing is committed before the partition's starting offset is known
+        (:meth:`perform_seek`). A head that stays missing means a record that was skipped and not
+        fetched again: after ``HELD_COMMIT_RESEEK_S`` the partition is read again from its
+        committed offset (repeats are harmless downstream, a loss is not).
+        """
+        acked = self._acked[tp]
+        if not acked:
+            return None
+        committed = self._committed_offset[tp]
+        if tp not in self._seeked or committed is None:
+            return None
+        gaps = self._gap[tp]
+        head = min(min(acked), gaps.begin()) if gaps else min(acked)
+        if head > committed:
+            self._hold(tp, committed, head)
+            return None
+        self._held_since.pop(tp, None)
+        offset: int | None = super()._new_offset(tp)
+        return offset
+
+    def _hold(self, tp: TP, committed: int, head: int) -> None:
+        since = self._held_since.setdefault(tp, time.monotonic())
+        if time.monotonic() - since < HELD_COMMIT_RESEEK_S:
+            return
+        self._held_since.pop(tp, None)
+        log.warning("%s[%d]: offset %d was never processed (processed from %d on); reading the partition "
+                    "again from %d", tp.topic, tp.partition, committed, head, committed)
+        self._acked[tp].clear()
+        self._acked_index[tp].clear()
+        self._gap.pop(tp, None)
+        task = asyncio.ensure_future(self.seek(tp, committed), loop=self.loop)
+        self._reseeks.add(task)
+        task.add_done_callback(self._reseeks.discard)
+
+    async def perform_seek(self) -> None:
+        """faust's seek to the committed offsets, keeping a committed 0 (faust makes it "none").
+
+        A partition without a committed offset starts where the reset policy put the consumer.
+        """
+        committed = await self.seek_to_committed()
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        for tp, offset in committed.items():
+            known = offset is not None and offset >= 0
+            self._read_offset[faust_consumer.ensure_TP(tp)] = offset if known else None  # as faust sets it
+            if not known and not acks_enabled_for(tp.topic):
+                continue  # a changelog: faust reads it itself and never commits it
+            start = offset if known else await self.position(tp)
+            tp = faust_consumer.ensure_TP(tp)
+            if start is not None:
+                self._committed_offset[tp] = start
+                self._seeked.add(tp)
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        for tp in revoked:
+            self._seeked.discard(tp)
+            self._held_since.pop(tp, None)
+        await super().on_partitions_revoked(revoked)
 
     async def _commit_offsets(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
         """Commit ``offsets`` once every table write queued so far is on the broker.

@@ -20,6 +20,9 @@ Why the runtime does what it does:
   Lag in records is the Fetch response's high watermark (right on every broker; ListOffsets
   is not on the embedded one) minus the next offset the stage will process (the committed
   offset until the stage has processed a record of that partition).
+- Only processed records are committed: the agent marks a batch's records processed once the
+  stage has handled them, and carehub's consumer (carehub/kafka/transport.py) commits nothing
+  else: not the records faust skips and acknowledges during a rebalance, nor a cancelled batch.
 - A worker told to stop finishes the batch in hand before it commits (faust waits for it, see
   :meth:`StageRuntime._complete`); every table write of a committed batch is on the broker
   before the commit (carehub/kafka/transport.py, ``Consumer._commit_offsets``).
@@ -44,6 +47,7 @@ from typing import Any, Protocol
 import faust
 from mode.types.signals import BaseSignalT
 
+from carehub.kafka.transport import Consumer
 from carehub.runtime.app import faust_app
 from carehub.runtime.health import HEALTH, Health
 from carehub.runtime.metrics import STAGE_LAG, STAGE_LAG_RECORDS, STAGE_LAST, STAGE_RECORDS
@@ -183,6 +187,8 @@ class StageRuntime:
             async for events in stream.take_events(size, within_s):
                 batch = Batch(stream, list(events))
                 await self._complete(name, stage, batch)
+                # only now may take_events' acknowledgements of these records lead to a commit
+                self._consumer().mark_processed(event.message for event in events)
                 self._note_batch(name, batch, progress)
 
     def every(self, interval_s: float, fn: Callable[[], Awaitable[None]]) -> None:
@@ -210,6 +216,12 @@ class StageRuntime:
             await stage.process_batch(batch)
         except Exception:
             _exit_uncommitted(name, batch)
+
+    def _consumer(self) -> Consumer:
+        consumer = self.app.consumer
+        if not isinstance(consumer, Consumer):
+            raise TypeError(f"a stage needs carehub's Kafka consumer, got {type(consumer).__name__}")
+        return consumer
 
     # ---- questions a stage may ask ------------------------------------------------------------
     def recovered(self) -> bool:

@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from carehub import deadletters
+from carehub.kafka.read import fetch_ends, read_to_end
 from carehub.sdk import Publisher
 from carehub.telemetry import setup_tracing
 from carehub.v1 import care_event_pb2 as ce
@@ -34,6 +35,16 @@ def accepted_when_done(hub: Hub, timeout_s: float = 120.0) -> list[ing.AcceptedE
     """
     hub.wait_caught_up("ingest", ["provider.events"], timeout_s)
     return accepted(hub.values("ingest.accepted"))
+
+
+def where(hub: Hub, event_ids: list[str]) -> str:
+    """Where the provider topic holds ``event_ids``, and how far ingest committed: for a failure message."""
+    found = [f"{r.topic}[{r.partition}]@{r.offset}" for r in read_to_end(hub.bootstrap, hub.topic("provider.events"))
+             for i in event_ids if r.value and i.encode() in r.value]
+    ends = fetch_ends(hub.bootstrap, [hub.topic("provider.events")])
+    committed = hub.committed("ingest", list(ends))
+    return (f"in the provider topic at: {found or 'nowhere'}; ends {dict(sorted(ends.items()))}; "
+            f"ingest committed {dict(sorted(committed.items()))}")
 
 
 def people(n: int, tag: str) -> list[ce.CareEvent]:
@@ -144,7 +155,8 @@ def test_restart_loses_nothing_and_reaccepts_nothing(hub: Hub) -> None:
     ids = [e.event_id for e in got]
     missing = sorted({e.event_id for e in first + second} - set(ids))
     lots = {e.event_id: "first" for e in first} | {e.event_id: "second" for e in second}
-    assert not missing, f"not accepted: {[(i, lots[i]) for i in missing]}\n{hub.log_text()[-3000:]}"
+    assert not missing, f"not accepted: {[(i, lots[i]) for i in missing]}\n{where(hub, missing)}\n" \
+                        f"{hub.log_text()[-3000:]}"
     assert len(ids) == len(set(ids)) == len(first) + len(second)
 
 
