@@ -237,6 +237,7 @@ class AlertFigures:
     positions_delivered_twice: int = 0  # raw receipts above the partner's positions in the topic
     written_twice: int = 0  # alert ids at more than one position of the topic
     same_situation_twice: int = 0  # new alerts with another id for a situation a partner was already told of
+    same_situation_examples: list[str] = field(default_factory=list)
     unaudited: int = 0  # (partner, alert id) received with no "deliver" record in the audit topic
     unaudited_examples: list[str] = field(default_factory=list)
 
@@ -273,6 +274,8 @@ def account_alerts(topic: Iterable[tuple[str, str, str]], tallies: Mapping[str, 
         out.positions_delivered_twice += max(0, tally.raw - positions[org])
     out.written_twice = sum(n - 1 for n in written.values() if n > 1)
     out.same_situation_twice = sum(len(v) - 1 for v in situations.values())
+    out.same_situation_examples = [f"{org} {situation}: {', '.join(sorted(v))}"
+                                   for (org, situation), v in sorted(situations.items()) if len(v) > 1][:5]
     return out
 
 
@@ -360,7 +363,7 @@ class Report:
             out.append(f"{a.delivered_twice} alerts delivered twice to a partner")
         if a.same_situation_twice:
             out.append(f"{a.same_situation_twice} alerts repeat a situation a partner was already told of, "
-                       "under another id")
+                       f"under another id ({'; '.join(a.same_situation_examples)})")
         if a.missing:
             out.append(f"{a.missing} alerts never received ({', '.join(a.missing_examples)})")
         if a.wrong_partner:

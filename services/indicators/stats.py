@@ -21,6 +21,8 @@ import math
 from collections.abc import Callable
 from statistics import NormalDist
 
+from carehub.domain.standardisation import byar_limits
+
 __all__ = [
     "EXACT_MAX_COUNT",
     "funnel_limits_proportion",
@@ -114,13 +116,7 @@ def _exact_poisson_ci(count: int, level: float) -> tuple[float, float]:
 
 def _byar_ci(count: int, level: float) -> tuple[float, float]:
     """Byar's approximation to the exact Poisson interval, as given in PHE's confidence-interval guide."""
-    z = _z(level)
-    lower = 0.0
-    if count > 0:
-        lower = count * (1.0 - 1.0 / (9.0 * count) - z / (3.0 * math.sqrt(count))) ** 3
-    o = count + 1
-    upper = o * (1.0 - 1.0 / (9.0 * o) + z / (3.0 * math.sqrt(o))) ** 3
-    return max(0.0, lower), upper
+    return byar_limits(count, _z(level))
 
 
 def poisson_count_ci(count: int, level: float = 0.95) -> tuple[float, float]:

@@ -114,6 +114,7 @@ def test_alert_accounting_counts_twice_after_dedupe_raw_repeats_and_topic_repeat
     # the same admission of the same person record under a second alert id (a second hub person)
     split = account_alerts([*topic, ("GP1", "x2", "admission|P-1")], {"GP1": PartnerTally(Counter({"x": 1}))})
     assert split.same_situation_twice == 1
+    assert split.same_situation_examples == ["GP1 admission|P-1: x, x2"]
     missed = account_alerts(topic, {"GP1": PartnerTally(Counter({"x": 1}))})
     assert missed.missing == 1 and missed.missing_examples == ["GP1: y"]
 
