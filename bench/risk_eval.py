@@ -64,7 +64,7 @@ def accepted(event: ce.CareEvent) -> ing.AcceptedEvent:
     bare = ce.CareEvent()
     bare.CopyFrom(event)
     bare.ClearField("person")
-    out = ing.AcceptedEvent.FromString(bare.SerializeToString())  # fields 1-14 share numbers and types
+    out = ing.AcceptedEvent.FromString(bare.SerializeToString())  # fields 1-14 and 20 share numbers and types
     out.person.local_id, out.person.sex = person.local_id, person.sex
     day = datetime.fromtimestamp(event.event_time.seconds, UTC).date()
     out.person.age_years = age_on(datetime.fromisoformat(person.birth_date).date(), day) if person.birth_date else -1

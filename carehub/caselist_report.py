@@ -51,10 +51,17 @@ def _moment(ts: Timestamp) -> str:
 
 
 def _care_plan(status: rk.CarePlanStatus) -> str:
-    if status.presence == rk.CARE_PLAN_PRESENCE_RECORDED:
-        due = _day(status.due) if status.HasField("due") else "due unknown"
-        return f"{status.org} {_day(status.recorded_at)}, {due}"
-    return "none received"
+    """Owner (contact role), latest event, and the review: its date, OVERDUE once passed, or unknown."""
+    if status.presence != rk.CARE_PLAN_PRESENCE_RECORDED:
+        return "none received"
+    if not status.HasField("due"):
+        review = "due unknown"
+    elif status.overdue:
+        review = f"OVERDUE (due {_day(status.due)})"
+    else:
+        review = f"due {_day(status.due)}"
+    contact = f" ({status.contact_role})" if status.contact_role else ""
+    return f"{status.org}{contact} {_day(status.recorded_at)}, {review}"
 
 
 def _factors(factors: Iterable[rk.RiskFactor], limit: int = 4) -> str:
@@ -91,5 +98,6 @@ def table(case_list: rk.CaseList) -> str:
              f"({case_list.new_this_week} new this week), as of {_moment(case_list.as_of)}; model {case_list.model}; "
              f"tiers over {population:,} people")
     note = ("risk: the model's 90-day emergency admission risk, a ranking more than a probability (docs/risk.md); "
-            "care plan: the latest care-plan event received, 'none received' is not 'no plan'")
+            "care plan: its owner (contact role), latest event and review date, OVERDUE once that day is before "
+            "the as-of; 'none received' is not 'no plan'")
     return "\n".join([first, *lines, note])

@@ -6,7 +6,8 @@ even when a batch is processed again after a restart. A coding that changes a sp
 classification gives a revision or a retraction referring to the alert it changes; a cancelled
 admission or discharge retracts its alerts. The person is named only by the recipient's own
 record id, and a direct-care opt-out limits the recipients to the organisation that sent the
-event.
+event. The owner of a care plan is told which plan an alert concerns and whom the plan names
+to contact, since the owner coordinates the person's care across organisations.
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ class AlertEngine:
                 add(spell_org, role)
             elif role == "source":
                 add(event_org, role)
+            elif role == "care_plan_owner":
+                for org in plan_owners(view, event_ns):
+                    add(org, role)
             elif role in ROLE_SECTORS:
                 if role == "care_home":
                     add(view.care_home_org, role)
@@ -153,7 +157,8 @@ class AlertEngine:
             aid = alert_id(rule.id, person_id, fact_key, recipient.org)
             if aid in raised:
                 continue
-            alert = _alert(base, rule, recipient, aid, provisional=provisional, detail=detail)
+            alert = _alert(base, rule, recipient, aid, provisional=provisional,
+                           detail=_for_recipient(detail, view, recipient))
             state.raised.add(alert_id=aid, rule=rule.id, fact_key=fact_key, recipient_org=recipient.org,
                              recipient_role=recipient.role, local_id=recipient.local_id, provisional=provisional,
                              last_id=aid)
@@ -322,6 +327,26 @@ def _alert(base: al.Alert, rule: Rule, recipient: al.Recipient, aid: str, *, kin
     alert.recipient_org, alert.recipient_role, alert.local_id = recipient.org, recipient.role, recipient.local_id
     alert.title, alert.detail, alert.provisional, alert.definition = rule.title, detail, provisional, rule.definition
     return alert
+
+
+def plan_owners(view: tl.TimelineView, event_ns: int) -> list[str]:
+    """Owners of the person's open care plans recorded at or before ``event_ns``: a plan made after
+    the moment (an older admission arriving late) was not in place when it happened."""
+    return [owner for owner, plan in sorted(view.care_plans.items()) if not plan.closed and ns(plan.at) <= event_ns]
+
+
+def _for_recipient(detail: str, view: tl.TimelineView, recipient: al.Recipient) -> str:
+    """``detail``, and for a care-plan owner which of its plans this is and whom the plan names to contact."""
+    plan = view.care_plans.get(recipient.org) if recipient.role == "care_plan_owner" else None
+    if plan is None:
+        return detail
+    about = [f"recorded {datetime.fromtimestamp(plan.at.seconds, UTC):%d %b %Y}"]
+    if plan.segment:
+        about.append(f"segment {plan.segment}")
+    if plan.review_due:
+        about.append(f"review due {plan.review_due}")
+    contact = f"contact: {plan.contact_role}" if plan.contact_role else "no contact role named in the plan"
+    return f"{detail}; your care plan for the person ({', '.join(about)}), {contact}"
 
 
 def _spell_key(spell: tl.SpellView) -> str:

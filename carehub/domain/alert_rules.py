@@ -1,12 +1,14 @@
 """Alert rules as data: the files under ``data/alert_rules/`` and what each word means.
 
 A rule names the moment it looks at (``on``), the conditions (``[when]``) and who receives the
-alert (``recipients``, by role). Conditions on diagnoses use the indicators' code lists
-(carehub/domain/data/codelists), and the words shared with indicator definitions
-(``admission_method``, ``codelist`` + ``groups``, ``admission_source``, ``exclude_died``) mean
-what docs/indicator-semantics.md says, so an alert and the indicator it anticipates judge a
-spell the same way. The file shape is :class:`RuleFile`, read by the domain loader
-(carehub/domain/loader.py): loading checks every word and fails with the file and entry at fault.
+alert (``recipients``, by role: ``care_plan_owner`` is every organisation that owns one of the
+person's open care plans, recorded at or before the moment, so each plan's coordinator hears).
+Conditions on diagnoses use the indicators' code lists (carehub/domain/data/codelists), and the
+words shared with indicator definitions (``admission_method``, ``codelist`` + ``groups``,
+``admission_source``, ``exclude_died``) mean what docs/indicator-semantics.md says, so an alert
+and the indicator it anticipates judge a spell the same way. The file shape is
+:class:`RuleFile`, read by the domain loader (carehub/domain/loader.py): loading checks every
+word and fails with the file and entry at fault.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from carehub.v1 import alerts_pb2 as al
 PACKAGED = Path(__file__).resolve().parent / "data" / "alert_rules"
 On = Literal["admission", "discharge", "ed_attendance", "death", "followup_overdue", "indicator_outlier"]
 Role = Literal["registered_practice", "social_care", "community", "care_home", "admitting_hospital",
-               "discharging_hospital", "source", "unit"]
+               "discharging_hospital", "source", "care_plan_owner", "unit"]
 Severity = Literal["info", "warning", "urgent"]
 Outlier = Literal["high_998", "low_998", "high_95", "low_95"]
 ON: tuple[str, ...] = get_args(On)
@@ -94,6 +96,11 @@ class RuleFile(Definition):
         elif "unit" not in self.recipients and self.on == "indicator_outlier":
             problems.append((("recipients",), "must be ['unit'] for on = 'indicator_outlier' "
                                               "(recipient 'unit' goes with it, and only with it)"))
+        elif self.on == "indicator_outlier" and len(set(self.recipients)) > 1:
+            # a signal is about a unit, not a person: no practice, team or care-plan owner to find
+            others = sorted(set(self.recipients) - {"unit"})
+            problems.append((("recipients",), f"name {others}, a person's organisations, which an indicator "
+                                              "signal has none of: must be ['unit']"))
         for key in sorted(self.when.model_fields_set):
             moments, what = APPLIES_TO.get(key, (ON, ""))
             if self.on not in moments:

@@ -142,7 +142,8 @@ def apply(state: PersonState, linked: idn.LinkedEvent) -> tl.TimelineEvent | Non
         _note_care_home(timeline, event.source_org, when)
     elif kind == ce.EVENT_TYPE_CARE_PLAN:
         if key not in timeline.cancelled_event_keys:
-            _note_care_plan(timeline, event.source_org, event.event_id, when)
+            plan = care_plan_of(event)
+            _note_care_plan(timeline, plan.owner_org, plan)
     elif kind == ce.EVENT_TYPE_DEATH:
         _die(timeline, when, key)
     elif kind == ce.EVENT_TYPE_CONSENT_CHANGE:
@@ -174,8 +175,9 @@ def apply(state: PersonState, linked: idn.LinkedEvent) -> tl.TimelineEvent | Non
     for org, involvement in timeline.involvement.items():
         view.involvement[org].CopyFrom(involvement)
     view.care_home_org = timeline.care_home.org
-    for org, plan in timeline.care_plans.items():
-        view.care_plans[org].CopyFrom(plan)
+    for owner, plan in timeline.care_plans.items():
+        if not plan.closed:  # a closed plan is kept only to order later events against
+            view.care_plans[owner].CopyFrom(plan)
     out = tl.TimelineEvent(view=view)
     out.linked.CopyFrom(linked)
     return out
@@ -351,11 +353,12 @@ def _cancel(timeline: tl.PersonTimeline, org: str, target_event_id: str) -> tl.S
     for i in reversed(contacted):
         del timeline.contacts[i]
     attended += contacted
-    plan = timeline.care_plans.get(org)
-    if plan is not None and plan.event_id == target_event_id:
-        # forgotten; its key is still kept as cancelled below, as for an event not seen, which
-        # changes nothing (a resend of it is a repeat) and keeps the risk state's mirror exact
-        del timeline.care_plans[org]
+    # a cancelled care-plan event is forgotten (what it replaced or closed is not restored); its
+    # key is still kept as cancelled below, as for an event not seen, which changes nothing (a
+    # resend of it is a repeat) and keeps the risk state's mirror exact
+    for owner in [o for o, plan in timeline.care_plans.items()
+                  if (_sender(o, plan), plan.event_id) == (org, target_event_id)]:
+        del timeline.care_plans[owner]
     if timeline.died_event_key == target:
         timeline.ClearField("died_at")
         timeline.died_event_key = ""
@@ -422,12 +425,34 @@ def _note_registration(timeline: tl.PersonTimeline, practice: str, locality: str
     timeline.registration_at.CopyFrom(when)
 
 
-def _note_care_plan(timeline: tl.PersonTimeline, org: str, event_id: str, when: Timestamp) -> None:
-    """Keep ``org``'s latest care-plan event (by event time)."""
-    plan = timeline.care_plans.get(org)
-    if plan is not None and ns(when) < ns(plan.at):
+def care_plan_of(event: ing.AcceptedEvent) -> tl.CarePlan:
+    """The plan a care-plan event speaks of: owned by the organisation it names, else by its sender
+    (who then coordinates it, as before the contract named owners)."""
+    detail = event.care_plan
+    plan = tl.CarePlan(event_id=event.event_id, source_org=event.source_org,
+                       owner_org=detail.owner_org or event.source_org, review_due=detail.review_due,
+                       segment=detail.segment, contact_role=detail.contact_role, closed=detail.closed)
+    plan.at.CopyFrom(event.event_time)
+    return plan
+
+
+def _sender(owner: str, plan: tl.CarePlan) -> str:
+    """Who sent the plan's latest event; plans kept before senders were recorded were keyed by it."""
+    return plan.source_org or owner
+
+
+def _note_care_plan(timeline: tl.PersonTimeline, owner: str, plan: tl.CarePlan) -> None:
+    """Keep the latest event (by event time) about ``owner``'s plan, whoever sent it.
+
+    A closing event is kept as a closed plan rather than deleted: an older event about the same
+    plan that arrives after it then changes nothing, instead of reopening what was closed.
+    """
+    kept = timeline.care_plans.get(owner)
+    if kept is not None and ns(plan.at) < ns(kept.at):
         return
-    timeline.care_plans[org].CopyFrom(tl.CarePlan(event_id=event_id, at=when))
+    timeline.care_plans[owner].CopyFrom(plan)
+    timeline.care_plans[owner].owner_org = owner
+    timeline.care_plans[owner].source_org = _sender(owner, plan)
 
 
 def _note_care_home(timeline: tl.PersonTimeline, org: str, when: Timestamp) -> None:
@@ -634,7 +659,7 @@ def merge_states(into: PersonState, other: PersonState) -> None:
     if b.HasField("care_home"):
         _note_care_home(a, b.care_home.org, b.care_home.since)
     for org, plan in b.care_plans.items():
-        _note_care_plan(a, org, plan.event_id, plan.at)
+        _note_care_plan(a, org, plan)
     if b.HasField("died_at"):
         _die(a, b.died_at, b.died_event_key)
     if b.consent.changed_at_sequence > a.consent.changed_at_sequence:

@@ -16,6 +16,7 @@ import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from carehub.synthetic import codes
 from carehub.synthetic.codes import Dx
@@ -41,6 +42,9 @@ ED_ARRIVAL_SHARE = 0.75  # emergency admissions that come through the ED
 FALL_SHARE_65 = 0.10
 IDENTITY_DUPLICATE_SHARE = 0.01  # ED attendances registered under a new record, merged later
 CONSENT_CHANGE_SHARE = 0.004
+# Care plans: reviewed 3 to 12 months after they are made or last reviewed, coordinated by a named role.
+PLAN_REVIEW_DAYS = (91, 365)
+PLAN_CONTACT_ROLES = ("social worker", "care coordinator")
 
 
 @dataclass(slots=True)
@@ -58,6 +62,7 @@ class Draft:
     consent: tuple[bool, bool] | None = None  # (direct care opt-out, planning opt-out)
     merge_prior: str = ""
     contact: bool = False  # an out-of-hospital contact: dropped if it falls inside a hospital stay
+    care_plan: pb.CarePlanDetail | None = None
 
 
 @dataclass(slots=True)
@@ -162,6 +167,19 @@ class PersonSimulator:
             contact=contact,
         )
         self.out.append(draft)
+        return draft
+
+    def plan(self, t: int, org: Organisation, segment: str, *, contact: bool = False) -> Draft:
+        """A care-plan event ``org`` sends, owning the plan, with its review date and contact role.
+
+        What the plan says is drawn from a Random seeded by the event id, not from the person's own:
+        every other event of the region stays what it was before plans carried these.
+        """
+        draft = self.emit(t, org, pb.EVENT_TYPE_CARE_PLAN, contact=contact)
+        pick = random.Random(draft.event_id)
+        review = datetime.fromtimestamp(t + pick.randint(*PLAN_REVIEW_DAYS) * DAY, UTC).date()
+        draft.care_plan = pb.CarePlanDetail(owner_org=org.code, review_due=review.isoformat(), segment=segment,
+                                            contact_role=pick.choice(PLAN_CONTACT_ROLES))
         return draft
 
     def pick(self, table: Sequence[Dx]) -> Dx | None:
@@ -405,7 +423,7 @@ class PersonSimulator:
                 pb.EVENT_TYPE_SOCIAL_CARE_ASSESSMENT,
             )
             if moved_to is not None or r.random() < 0.7:
-                self.emit(discharge - r.randint(0, 6 * HOUR), la, pb.EVENT_TYPE_CARE_PLAN)
+                self.plan(discharge - r.randint(0, 6 * HOUR), la, "frail")
         self.emit(
             discharge,
             org,
@@ -554,11 +572,11 @@ class PersonSimulator:
                 )
             self.emit(t, la, pb.EVENT_TYPE_SOCIAL_CARE_ASSESSMENT, contact=True)
             if r.random() < 0.7:
-                self.emit(t + r.randint(7 * DAY, 28 * DAY), la, pb.EVENT_TYPE_CARE_PLAN, contact=True)
+                self.plan(t + r.randint(7 * DAY, 28 * DAY), la, "frail" if p.age >= 75 else "complex", contact=True)
         if p.care_home or p.care_home_moves:
             for t in poisson_times(r, 0.8, self.w0, self.end):
                 if p.care_home_at(t):
-                    self.emit(t, la, pb.EVENT_TYPE_CARE_PLAN, contact=True)  # a review of the placement
+                    self.plan(t, la, "care home", contact=True)  # a review of the placement
 
     def mental_health(self) -> None:
         p, r = self.p, self.r

@@ -103,6 +103,8 @@ def _message(draft: Draft, record: LocalRecord, person: Person, recorded: int) -
         msg.consent.direct_care_opt_out, msg.consent.planning_opt_out = draft.consent
     if draft.merge_prior:
         msg.merge.prior_local_id = draft.merge_prior
+    if draft.care_plan is not None:
+        msg.care_plan.CopyFrom(draft.care_plan)
     return msg
 
 

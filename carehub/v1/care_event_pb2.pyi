@@ -391,6 +391,57 @@ class IdentityMerge(_message.Message):
 Global___IdentityMerge: _TypeAlias = IdentityMerge  # noqa: Y015
 
 @_typing.final
+class CarePlanDetail(_message.Message):
+    """A personalised care and support plan, as an EVENT_TYPE_CARE_PLAN event records it: that a
+    plan was made, reviewed or changed (or closed), who owns it and when it is next reviewed.
+    There is no set template for such plans (NHS England, personalised care and support
+    planning) and one shared plan per person is the aim (PRSB standard), so the contract carries
+    only what the hub acts on, never the plan's content. Read on care-plan events only.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OWNER_ORG_FIELD_NUMBER: _builtins.int
+    REVIEW_DUE_FIELD_NUMBER: _builtins.int
+    SEGMENT_FIELD_NUMBER: _builtins.int
+    CONTACT_ROLE_FIELD_NUMBER: _builtins.int
+    CLOSED_FIELD_NUMBER: _builtins.int
+    owner_org: _builtins.str
+    """Organisation code (ODS code in England) of the organisation that owns and coordinates the
+    plan, e.g. a local authority's adult social care; empty: the sender owns it.
+    """
+    review_due: _builtins.str
+    """The review date set with the person, an ISO 8601 calendar date, YYYY-MM-DD (like
+    Person.birth_date). Empty: not known.
+    """
+    segment: _builtins.str
+    """Free short text: which group of people the plan is for, e.g. "frail", "complex",
+    "end of life" (at most 64 characters).
+    """
+    contact_role: _builtins.str
+    """The named role partners should contact about the plan, e.g. "care coordinator",
+    "social worker" (at most 100 characters; a role, never a person's name).
+    """
+    closed: _builtins.bool
+    """True when this event closes the plan (the person no longer needs it, moved away, died)."""
+    def __init__(
+        self,
+        *,
+        owner_org: _builtins.str = ...,
+        review_due: _builtins.str = ...,
+        segment: _builtins.str = ...,
+        contact_role: _builtins.str = ...,
+        closed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["closed", b"closed", "contact_role", b"contact_role", "owner_org", b"owner_org", "review_due", b"review_due", "segment", b"segment"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CarePlanDetail: _TypeAlias = CarePlanDetail  # noqa: Y015
+
+@_typing.final
 class CareEvent(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -408,6 +459,7 @@ class CareEvent(_message.Message):
     TARGET_EVENT_ID_FIELD_NUMBER: _builtins.int
     CONSENT_FIELD_NUMBER: _builtins.int
     MERGE_FIELD_NUMBER: _builtins.int
+    CARE_PLAN_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Unique per source organisation; the idempotency key: a resend with the same id is ignored."""
     schema_version: _builtins.int
@@ -437,6 +489,10 @@ class CareEvent(_message.Message):
     def consent(self) -> Global___ConsentChange: ...
     @_builtins.property
     def merge(self) -> Global___IdentityMerge: ...
+    @_builtins.property
+    def care_plan(self) -> Global___CarePlanDetail:
+        """For EVENT_TYPE_CARE_PLAN: the plan's owner, review date, segment and contact role."""
+
     def __init__(
         self,
         *,
@@ -454,10 +510,11 @@ class CareEvent(_message.Message):
         target_event_id: _builtins.str = ...,
         consent: Global___ConsentChange | None = ...,
         merge: Global___IdentityMerge | None = ...,
+        care_plan: Global___CarePlanDetail | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["clinical", b"clinical", "consent", b"consent", "event_time", b"event_time", "merge", b"merge", "person", b"person", "recorded_time", b"recorded_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["care_plan", b"care_plan", "clinical", b"clinical", "consent", b"consent", "event_time", b"event_time", "merge", b"merge", "person", b"person", "recorded_time", b"recorded_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["clinical", b"clinical", "consent", b"consent", "event_id", b"event_id", "event_time", b"event_time", "event_type", b"event_type", "locality", b"locality", "merge", b"merge", "person", b"person", "recorded_time", b"recorded_time", "registered_practice", b"registered_practice", "schema_version", b"schema_version", "source_org", b"source_org", "source_sector", b"source_sector", "target_event_id", b"target_event_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["care_plan", b"care_plan", "clinical", b"clinical", "consent", b"consent", "event_id", b"event_id", "event_time", b"event_time", "event_type", b"event_type", "locality", b"locality", "merge", b"merge", "person", b"person", "recorded_time", b"recorded_time", "registered_practice", b"registered_practice", "schema_version", b"schema_version", "source_org", b"source_org", "source_sector", b"source_sector", "target_event_id", b"target_event_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

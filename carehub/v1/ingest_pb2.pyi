@@ -217,7 +217,7 @@ Global___SourceRef: _TypeAlias = SourceRef  # noqa: Y015
 @_typing.final
 class AcceptedEvent(_message.Message):
     """A validated, pseudonymised care event, as ingest hands it to the identity stage.
-    Fields 1-14 repeat CareEvent's numbers and types, except person (8): keep them so.
+    Fields 1-14 and 20 repeat CareEvent's numbers and types, except person (8): keep them so.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -261,6 +261,7 @@ class AcceptedEvent(_message.Message):
     TRACE_CONTEXT_FIELD_NUMBER: _builtins.int
     PUBLISHED_TIME_FIELD_NUMBER: _builtins.int
     QUALITY_FIELD_NUMBER: _builtins.int
+    CARE_PLAN_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     schema_version: _builtins.int
     source_org: _builtins.str
@@ -303,6 +304,8 @@ class AcceptedEvent(_message.Message):
         ("degrade, don't drop"), and each is counted for the sender.
         """
 
+    @_builtins.property
+    def care_plan(self) -> _care_event_pb2.CarePlanDetail: ...
     def __init__(
         self,
         *,
@@ -325,10 +328,11 @@ class AcceptedEvent(_message.Message):
         trace_context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         published_time: _timestamp_pb2.Timestamp | None = ...,
         quality: _abc.Iterable[Global___QualityIssue] | None = ...,
+        care_plan: _care_event_pb2.CarePlanDetail | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted_time", b"accepted_time", "clinical", b"clinical", "consent", b"consent", "event_time", b"event_time", "merge", b"merge", "person", b"person", "published_time", b"published_time", "recorded_time", b"recorded_time", "source", b"source"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted_time", b"accepted_time", "care_plan", b"care_plan", "clinical", b"clinical", "consent", b"consent", "event_time", b"event_time", "merge", b"merge", "person", b"person", "published_time", b"published_time", "recorded_time", b"recorded_time", "source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_time", b"accepted_time", "clinical", b"clinical", "consent", b"consent", "event_id", b"event_id", "event_time", b"event_time", "event_type", b"event_type", "locality", b"locality", "merge", b"merge", "person", b"person", "published_time", b"published_time", "quality", b"quality", "recorded_time", b"recorded_time", "registered_practice", b"registered_practice", "schema_version", b"schema_version", "source", b"source", "source_org", b"source_org", "source_sector", b"source_sector", "target_event_id", b"target_event_id", "trace_context", b"trace_context"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_time", b"accepted_time", "care_plan", b"care_plan", "clinical", b"clinical", "consent", b"consent", "event_id", b"event_id", "event_time", b"event_time", "event_type", b"event_type", "locality", b"locality", "merge", b"merge", "person", b"person", "published_time", b"published_time", "quality", b"quality", "recorded_time", b"recorded_time", "registered_practice", b"registered_practice", "schema_version", b"schema_version", "source", b"source", "source_org", b"source_org", "source_sector", b"source_sector", "target_event_id", b"target_event_id", "trace_context", b"trace_context"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -31,17 +31,21 @@ class _CarePlanPresenceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Care
     DESCRIPTOR: _descriptor.EnumDescriptor
     CARE_PLAN_PRESENCE_UNSPECIFIED: _CarePlanPresence.ValueType  # 0
     CARE_PLAN_PRESENCE_UNKNOWN: _CarePlanPresence.ValueType  # 1
-    """No organisation sent a care-plan event for the person: not "no plan", the hub cannot tell."""
+    """No open plan known: no organisation sent a care-plan event for the person, or the plans sent
+    were closed. Not "no plan": the hub cannot tell.
+    """
     CARE_PLAN_PRESENCE_RECORDED: _CarePlanPresence.ValueType  # 2
-    """A care-plan event was received: the latest is named below."""
+    """An open plan is known: the one with the latest care-plan event is named below."""
 
 class CarePlanPresence(_CarePlanPresence, metaclass=_CarePlanPresenceEnumTypeWrapper): ...
 
 CARE_PLAN_PRESENCE_UNSPECIFIED: CarePlanPresence.ValueType  # 0
 CARE_PLAN_PRESENCE_UNKNOWN: CarePlanPresence.ValueType  # 1
-"""No organisation sent a care-plan event for the person: not "no plan", the hub cannot tell."""
+"""No open plan known: no organisation sent a care-plan event for the person, or the plans sent
+were closed. Not "no plan": the hub cannot tell.
+"""
 CARE_PLAN_PRESENCE_RECORDED: CarePlanPresence.ValueType  # 2
-"""A care-plan event was received: the latest is named below."""
+"""An open plan is known: the one with the latest care-plan event is named below."""
 Global___CarePlanPresence: _TypeAlias = CarePlanPresence  # noqa: Y015
 
 @_typing.final
@@ -556,7 +560,9 @@ Global___RiskCutoffs: _TypeAlias = RiskCutoffs  # noqa: Y015
 
 @_typing.final
 class CarePlanStatus(_message.Message):
-    """Whether the person has a care plan, as far as the hub knows, and when it is due."""
+    """Whether the person has a care plan, as far as the hub knows, and when it is due for review.
+    Of several open plans, the one with the latest care-plan event is shown.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -564,17 +570,26 @@ class CarePlanStatus(_message.Message):
     ORG_FIELD_NUMBER: _builtins.int
     RECORDED_AT_FIELD_NUMBER: _builtins.int
     DUE_FIELD_NUMBER: _builtins.int
+    OVERDUE_FIELD_NUMBER: _builtins.int
+    CONTACT_ROLE_FIELD_NUMBER: _builtins.int
+    SEGMENT_FIELD_NUMBER: _builtins.int
     presence: Global___CarePlanPresence.ValueType
     org: _builtins.str
-    """who sent the latest care-plan event"""
+    """the plan's owner (the sender, unless the event named one)"""
+    overdue: _builtins.bool
+    """The review date has passed: the whole day is before the list's as-of (the hub's event clock)."""
+    contact_role: _builtins.str
+    """whom to contact about the plan, as the owner named it"""
+    segment: _builtins.str
+    """the plan's own segment, as the owner named it"""
     @_builtins.property
     def recorded_at(self) -> _timestamp_pb2.Timestamp:
-        """its event time"""
+        """the event time of its latest care-plan event"""
 
     @_builtins.property
     def due(self) -> _timestamp_pb2.Timestamp:
-        """When the plan is due for review: unset, unknown. The event contract carries no review or
-        due date yet, so it is never set today.
+        """The review date (00:00 UTC of CarePlanDetail.review_due): unset, unknown (not sent, or left
+        out at ingest).
         """
 
     def __init__(
@@ -584,10 +599,13 @@ class CarePlanStatus(_message.Message):
         org: _builtins.str = ...,
         recorded_at: _timestamp_pb2.Timestamp | None = ...,
         due: _timestamp_pb2.Timestamp | None = ...,
+        overdue: _builtins.bool = ...,
+        contact_role: _builtins.str = ...,
+        segment: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["due", b"due", "recorded_at", b"recorded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["due", b"due", "org", b"org", "presence", b"presence", "recorded_at", b"recorded_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_role", b"contact_role", "due", b"due", "org", b"org", "overdue", b"overdue", "presence", b"presence", "recorded_at", b"recorded_at", "segment", b"segment"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

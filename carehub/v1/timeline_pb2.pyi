@@ -299,16 +299,35 @@ Global___Contact: _TypeAlias = Contact  # noqa: Y015
 
 @_typing.final
 class CarePlan(_message.Message):
-    """The latest care-plan event (EVENT_TYPE_CARE_PLAN) one organisation sent for the person: that
-    a plan was made or reviewed, and when. The contract carries no review or due date, nor what
-    the plan is; a plan nobody sent an event for is not known to the hub.
+    """One organisation's care plan for the person, from the latest care-plan event
+    (EVENT_TYPE_CARE_PLAN, by event time) about the plan it owns: that a plan was made, reviewed
+    or closed, when, and what the event said of it (CarePlanDetail). Not what the plan is; a plan
+    nobody sent an event for is not known to the hub. Kept by owner organisation.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENT_ID_FIELD_NUMBER: _builtins.int
     AT_FIELD_NUMBER: _builtins.int
+    SOURCE_ORG_FIELD_NUMBER: _builtins.int
+    OWNER_ORG_FIELD_NUMBER: _builtins.int
+    REVIEW_DUE_FIELD_NUMBER: _builtins.int
+    SEGMENT_FIELD_NUMBER: _builtins.int
+    CONTACT_ROLE_FIELD_NUMBER: _builtins.int
+    CLOSED_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
+    source_org: _builtins.str
+    """who sent that event (a cancellation names it by this and event_id)"""
+    owner_org: _builtins.str
+    """the plan's owner: CarePlanDetail.owner_org, else the sender"""
+    review_due: _builtins.str
+    """YYYY-MM-DD, as ingest accepted it; "" not known"""
+    segment: _builtins.str
+    contact_role: _builtins.str
+    closed: _builtins.bool
+    """Closed by that event. Kept in PersonTimeline only, so that an older event arriving later
+    does not reopen it; views (TimelineView.care_plans) carry open plans only.
+    """
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp:
         """its event time"""
@@ -318,10 +337,16 @@ class CarePlan(_message.Message):
         *,
         event_id: _builtins.str = ...,
         at: _timestamp_pb2.Timestamp | None = ...,
+        source_org: _builtins.str = ...,
+        owner_org: _builtins.str = ...,
+        review_due: _builtins.str = ...,
+        segment: _builtins.str = ...,
+        contact_role: _builtins.str = ...,
+        closed: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "event_id", b"event_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "closed", b"closed", "contact_role", b"contact_role", "event_id", b"event_id", "owner_org", b"owner_org", "review_due", b"review_due", "segment", b"segment", "source_org", b"source_org"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -508,7 +533,9 @@ class PersonTimeline(_message.Message):
 
     @_builtins.property
     def care_plans(self) -> _containers.MessageMap[_builtins.str, Global___CarePlan]:
-        """By organisation code: each one's latest care-plan event (a cancelled one is forgotten)."""
+        """By owner organisation: each plan's latest care-plan event (a cancelled one is forgotten),
+        closed plans included.
+        """
 
     def __init__(
         self,
@@ -825,7 +852,7 @@ class TimelineView(_message.Message):
     def involvement(self) -> _containers.MessageMap[_builtins.str, Global___Involvement]: ...
     @_builtins.property
     def care_plans(self) -> _containers.MessageMap[_builtins.str, Global___CarePlan]:
-        """by organisation code, as in PersonTimeline"""
+        """the open plans, by owner organisation"""
 
     def __init__(
         self,

@@ -111,7 +111,7 @@ class RecordProcessor:
     def _accept(self, event: ce.CareEvent, rec: RawRecord, now: datetime) -> ing.AcceptedEvent:
         event_day = date.fromordinal(_EPOCH_ORDINAL + event.event_time.seconds // 86400)
         person = self.pseudonymiser.encode(event.person, event_day)
-        # AcceptedEvent repeats CareEvent's fields 1-14 with the same numbers and types, except
+        # AcceptedEvent repeats CareEvent's fields 1-14 and 20 with the same numbers and types, except
         # the person (test_contract.py holds them to that): without the raw person, the event's
         # bytes are a valid AcceptedEvent, which is much cheaper than copying field by field.
         # Unknown fields (a newer sender's, or anything smuggled) must not travel on.

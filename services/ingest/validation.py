@@ -31,6 +31,7 @@ PROTOBUF = "application/x-protobuf"
 ICD10 = re.compile(r"^[A-Z][0-9]{2}(\.?[0-9A-Z]{1,4})?$")
 UK_POSTCODE = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}$")
 ORG_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,31}$")
+ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 TIMESTAMP_MIN_S, TIMESTAMP_MAX_S = -62135596800, 253402300799  # 0001-01-01 .. 9999-12-31, google.protobuf.Timestamp
 MAX_MESSAGE = 500  # characters of a rejection's message
 MAX_ID_LEN = 128  # event_id, person.local_id, clinical.spell_id, target_event_id, merge.prior_local_id: rejects
@@ -39,8 +40,12 @@ MAX_TEXT = {
     "person.given_name": 100, "person.family_name": 100, "person.address_line": 200,
     "registered_practice": 32, "locality": 64,
     "clinical.admission_source": 16, "clinical.discharge_destination": 16, "clinical.location": 200,
-    "clinical.referred_to_org": 32,
+    "clinical.referred_to_org": 32, "care_plan.segment": 64, "care_plan.contact_role": 100,
 }
+ORG_FIELDS = ("registered_practice", "clinical.referred_to_org", "care_plan.owner_org")  # degrade unless ORG_CODE
+# A care plan's review date further ahead than this is taken for a typing error (plans are
+# reviewed at least yearly; a decade leaves room for any local practice).
+MAX_REVIEW_AHEAD_YEARS = 10
 MAX_CODES = 50      # diagnoses, and procedures, kept per event
 MAX_CODE_LEN = 16   # a procedure code
 
@@ -164,6 +169,7 @@ def validate(event: ce.CareEvent, now: datetime, limits: Limits) -> list[ing.Qua
     _check_person(event, now, issues)
     _check_texts(event, issues)
     _check_clinical(event, issues)
+    _check_care_plan(event, limits, issues)
     _check_type_specific(event)
     return issues.found
 
@@ -224,17 +230,33 @@ def _check_person(event: ce.CareEvent, now: datetime, issues: _Issues) -> None:
     if person.sex and person.sex not in ce.Sex.DESCRIPTOR.values_by_number:
         issues.drop(person, "sex", "person.sex", R.REJECT_REASON_UNKNOWN_ENUM)
     if person.birth_date:
-        try:
-            if len(person.birth_date) != 10:  # fromisoformat also takes 19410317 and week dates
-                raise ValueError
-            born = date.fromisoformat(person.birth_date)
-            plausible = born <= now.date() and born.year >= 1880
-        except ValueError:
-            plausible = False
-        if not plausible:
+        born = calendar_date(person.birth_date)
+        if born is None or not (born <= now.date() and born.year >= 1880):
             issues.drop(person, "birth_date", "person.birth_date", R.REJECT_REASON_INVALID_FIELD)
     if person.postcode and not UK_POSTCODE.match(" ".join(person.postcode.split()).upper()):
         issues.drop(person, "postcode", "person.postcode", R.REJECT_REASON_INVALID_FIELD)
+
+
+def calendar_date(text: str) -> date | None:
+    """``YYYY-MM-DD`` as a date; None for anything else, an impossible day (2026-02-30) included."""
+    if not ISO_DATE.match(text):  # fromisoformat also takes 19410317 and week dates (1941-W11-1)
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _check_care_plan(event: ce.CareEvent, limits: Limits, issues: _Issues) -> None:
+    """A review date that is no date, or one no plan could have, is left out: the event still says
+    a plan was made or reviewed, and the case lists show its due date as unknown."""
+    due_text = event.care_plan.review_due
+    if not due_text:
+        return
+    due = calendar_date(due_text)
+    made = _time(event.event_time).date()
+    if due is None or due.year < limits.earliest_event_year or due.year > made.year + MAX_REVIEW_AHEAD_YEARS:
+        issues.drop(event.care_plan, "review_due", "care_plan.review_due", R.REJECT_REASON_INVALID_FIELD)
 
 
 def _check_texts(event: ce.CareEvent, issues: _Issues) -> None:
@@ -244,7 +266,7 @@ def _check_texts(event: ce.CareEvent, issues: _Issues) -> None:
         owner: Message = getattr(event, owner_name) if owner_name else event
         if len(getattr(owner, attr)) > limit:
             issues.drop(owner, attr, path, R.REJECT_REASON_TOO_LONG)
-    for path in ("registered_practice", "clinical.referred_to_org"):
+    for path in ORG_FIELDS:
         owner_name, _, attr = path.rpartition(".")
         owner = getattr(event, owner_name) if owner_name else event
         value = getattr(owner, attr)

@@ -6,9 +6,11 @@ Margaret, known to social care, who has a care plan there; Arthur, seen by the c
 team; and Edith, who opted out of sharing for direct care. Among sixty people the top two
 tiers hold three (5%), so all three are in the high tier: Margaret is on her practice's list
 and on social care's, each under its own record id, with the factors behind her score and her
-care plan; Arthur on his practice's and the community team's; Edith on none, ever. Each
-partner reads only its own list; when Margaret dies she leaves both lists and a watcher sees
-it happen.
+care plan (owned by social care, its review date and contact role); Arthur on his practice's
+and the community team's; Edith on none, ever. Each partner reads only its own list. The alert
+worker runs too: Margaret's emergency admission after her plan was made reaches social care,
+the plan's owner, over gRPC, naming the plan's contact role. When Margaret dies she leaves both
+lists and a watcher sees it happen.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import json
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -35,6 +39,7 @@ from carehub.v1 import risk_pb2 as rk
 from services.gateway.auth import client_channel_sync
 from tests.factories import care_event
 from tests.integration.conftest import ROOT, Hub
+from tests.integration.test_gateway import Partner as AlertPartner
 from tests.integration.test_gateway import wait_serving
 
 pytestmark = pytest.mark.integration
@@ -44,6 +49,7 @@ SECTOR = {GP: ce.SECTOR_PRIMARY_CARE, GP_2: ce.SECTOR_PRIMARY_CARE, SOCIAL: ce.S
           COMMUNITY: ce.SECTOR_COMMUNITY, HOSPITAL: ce.SECTOR_ACUTE}
 NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
 PEOPLE = 60
+REVIEW_DUE = (NOW + timedelta(days=60)).date()  # Margaret's care plan, reviewed in two months
 
 
 def nhs_numbers(n: int) -> list[str]:
@@ -99,6 +105,28 @@ def entries(case_list: rk.CaseList) -> dict[str, rk.CaseListEntry]:
     return {e.local_id: e for e in case_list.entries}
 
 
+def alerts_until(partner: AlertPartner, enough: Callable[[list[al.Alert]], bool],
+                 timeout_s: float = 180) -> list[al.Alert]:
+    """The partner's alerts from the start of its log, read until ``enough`` holds at a heartbeat (the
+    gateway sends one only when it has nothing more to deliver: every alert then in the log has come)."""
+    deadline = time.monotonic() + timeout_s
+    while True:  # a stream that ends (its own deadline) starts again from the beginning
+        got: list[al.Alert] = []
+        call = partner.stream()
+        try:
+            for message in call:
+                if message.HasField("alert"):
+                    got.append(message.alert)
+                elif message.HasField("heartbeat") and enough(got):
+                    return got
+                assert time.monotonic() < deadline, f"only {[a.rule for a in got]} in time"
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED or time.monotonic() > deadline:
+                raise
+        finally:
+            call.cancel()  # type: ignore[attr-defined]
+
+
 @pytest.mark.timeout(600)
 def test_case_lists_reach_each_practice_and_team_in_its_own_record_ids_and_nobody_else(hub: Hub,
                                                                                       tmp_path: Path) -> None:
@@ -110,8 +138,9 @@ def test_case_lists_reach_each_practice_and_team_in_its_own_record_ids_and_nobod
     target = f"127.0.0.1:{port}"
     gateway_env = dict(CAREHUB_GATEWAY_HOST="127.0.0.1", CAREHUB_GATEWAY_PORT=str(port),
                        CAREHUB_GATEWAY_TLS_CERT=str(pki.server.cert), CAREHUB_GATEWAY_TLS_KEY=str(pki.server.key),
-                       CAREHUB_GATEWAY_CLIENT_CA=str(pki.ca.cert), CAREHUB_GATEWAY_PARTNERS_FILE=str(partners))
-    for service in ("ingest", "identity", "timeline"):
+                       CAREHUB_GATEWAY_CLIENT_CA=str(pki.ca.cert), CAREHUB_GATEWAY_PARTNERS_FILE=str(partners),
+                       CAREHUB_GATEWAY_HEARTBEAT_S="1")
+    for service in ("ingest", "identity", "timeline", "alerts"):
         hub.start(service)
     population = hub.start_with_metrics("population", CAREHUB_RISK_CUTOFFS_INTERVAL_S="1")
     hub.start("caselists", CAREHUB_RISK_CUTOFFS_INTERVAL_S="1", CAREHUB_CASELIST_PUBLISH_INTERVAL_S="0.5")
@@ -128,8 +157,10 @@ def test_case_lists_reach_each_practice_and_team_in_its_own_record_ids_and_nobod
     registered = NOW - timedelta(days=300)
     first = [event(ce.EVENT_TYPE_REGISTRATION, i, GP if i % 2 == 0 else GP_2, f"P-{i:04d}", registered)
              for i in range(PEOPLE)]
-    first += [event(ce.EVENT_TYPE_SOCIAL_CARE_ASSESSMENT, 0, SOCIAL, "C-7730", NOW - timedelta(days=40)),
-              event(ce.EVENT_TYPE_CARE_PLAN, 0, SOCIAL, "C-7730", NOW - timedelta(days=30)),
+    plan = event(ce.EVENT_TYPE_CARE_PLAN, 0, SOCIAL, "C-7730", NOW - timedelta(days=30))
+    plan.care_plan.CopyFrom(ce.CarePlanDetail(owner_org=SOCIAL, review_due=REVIEW_DUE.isoformat(), segment="frail",
+                                              contact_role="social worker"))
+    first += [event(ce.EVENT_TYPE_SOCIAL_CARE_ASSESSMENT, 0, SOCIAL, "C-7730", NOW - timedelta(days=40)), plan,
               event(ce.EVENT_TYPE_GP_CONTACT, 1, COMMUNITY, "CN-12", NOW - timedelta(days=20))]
     opt_out = event(ce.EVENT_TYPE_CONSENT_CHANGE, 2, GP, "P-0002", NOW - timedelta(days=50))
     opt_out.consent.direct_care_opt_out = True
@@ -172,7 +203,8 @@ def test_case_lists_reach_each_practice_and_team_in_its_own_record_ids_and_nobod
     assert factors["age"].value >= 85 and factors["social_care"].value == 1
     assert "heart_failure" in factors["long_term_conditions"].evidence
     assert margaret.care_plan.presence == rk.CARE_PLAN_PRESENCE_RECORDED and margaret.care_plan.org == SOCIAL
-    assert not margaret.care_plan.HasField("due")  # the contract carries no due date
+    assert margaret.care_plan.due.ToDatetime(tzinfo=UTC).date() == REVIEW_DUE and not margaret.care_plan.overdue
+    assert margaret.care_plan.contact_role == "social worker"
     assert list(entries(published[SOCIAL])) == ["C-7730"] and entries(published[SOCIAL])["C-7730"].role == \
         "social_care"
     arthur = entries(published[GP_2])["P-0001"]
@@ -180,18 +212,41 @@ def test_case_lists_reach_each_practice_and_team_in_its_own_record_ids_and_nobod
     assert list(entries(published[COMMUNITY])) == ["CN-12"]
     assert published[GP].cutoffs.population == PEOPLE and published[GP].tiers == ["very_high", "high"]
 
-    # over gRPC with mutual TLS: each partner its own list, and nothing else
+    # over gRPC with mutual TLS: each partner its own list, and nothing else. The gateway follows the
+    # lists topic, so just after a list is published it may still serve the one before for a moment.
     wait_serving(target, pki.ca.cert, pki.clients[GP])
     pki_dir = tmp_path / "pki"
-    mine = {org: Partner(target, pki_dir, org).caselist() for org in orgs}
+    callers = {org: Partner(target, pki_dir, org) for org in orgs}
+
+    def served_as_published() -> dict[str, rk.CaseList] | None:
+        newest = lists()
+        mine = {org: caller.caselist() for org, caller in callers.items()}
+        same = all(list(c.entries) == list(newest[org].entries if org in newest else []) for org, c in mine.items())
+        return mine if same else None
+
+    mine = eventually(served_as_published, 60, "each partner served the list last published")
     for org, case_list in mine.items():
         assert case_list.org == org
-        assert case_list.entries == published[org].entries if org in published else not case_list.entries
+        assert bool(case_list.entries) == (org in published)
     assert list(entries(mine[GP])) == ["P-0000"] and list(entries(mine[GP_2])) == ["P-0001"]
     assert [e.local_id for e in Partner(target, pki_dir, GP).caselist(new_only=True).entries] == ["P-0000"]
     with pytest.raises(grpc.RpcError) as unknown:
         Partner(target, pki_dir, "Z00000").caselist()
     assert unknown.value.code() in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
+
+    # Margaret's second emergency admission came after social care made her plan: social care, the plan's
+    # owner, hears of it over gRPC under its own record id, with the plan's contact role; her first
+    # admission, before the plan, and her practice, which owns no plan, give no such alert
+    social_alerts = alerts_until(AlertPartner(target, pki.ca.cert, pki.clients[SOCIAL]),
+                                 lambda got: any(a.rule == "care_plan_admission" for a in got))
+    [plan_alert] = [a for a in social_alerts if a.rule == "care_plan_admission"]
+    assert (plan_alert.local_id, plan_alert.recipient_org, plan_alert.recipient_role) == (
+        "C-7730", SOCIAL, "care_plan_owner")
+    assert "contact: social worker" in plan_alert.detail and f"review due {REVIEW_DUE}" in plan_alert.detail
+    assert plan_alert.event_time.ToDatetime(tzinfo=UTC) == NOW - timedelta(days=10)
+    gp_alerts = alerts_until(AlertPartner(target, pki.ca.cert, pki.clients[GP]),
+                             lambda got: sum(a.rule == "acsc_emergency_admission" for a in got) >= 2)
+    assert not any(a.rule == "care_plan_admission" for a in gp_alerts)  # both admissions in, none of these
 
     # `carehub caselist`: an operator reading Kafka, and the practice over the gateway
     operator = subprocess.run([sys.executable, "-m", "carehub", "caselist", "--org", GP], cwd=ROOT, env=hub.env,

@@ -162,16 +162,53 @@ def test_a_restarted_service_keeps_when_each_person_entered_from_the_published_l
     assert entry.listed_since.ToDatetime(tzinfo=UTC) == NOW and not entry.new_this_week
 
 
-def test_care_plans_are_recorded_or_unknown_and_their_due_date_is_unknown() -> None:
+def plan(person: rk.RiskAssessment, owner: str, day: int, review_due: str = "", **kw: object) -> None:
+    """``owner``'s plan for the person, its latest event ``day`` days after T0."""
+    person.care_plans[owner].CopyFrom(tl.CarePlan(event_id=f"cp-{owner}", owner_org=owner, source_org=owner,
+                                                  review_due=review_due, **kw))  # type: ignore[arg-type]
+    person.care_plans[owner].at.FromDatetime(T0 + timedelta(days=day))
+
+
+def test_care_plans_are_recorded_or_unknown_the_latest_shown() -> None:
     person = record("p1", 9.0)
-    assert care_plan_status(person).presence == rk.CARE_PLAN_PRESENCE_UNKNOWN
+    assert care_plan_status(person, ts(NOW)).presence == rk.CARE_PLAN_PRESENCE_UNKNOWN
     for org, day in ((SOCIAL, 3), (COMMUNITY, 9), (GP, 5)):
-        person.care_plans[org].CopyFrom(tl.CarePlan(event_id=f"cp-{org}"))
-        person.care_plans[org].at.FromDatetime(T0 + timedelta(days=day))
-    status = care_plan_status(person)
+        plan(person, org, day)
+    status = care_plan_status(person, ts(NOW))
     assert (status.presence, status.org) == (rk.CARE_PLAN_PRESENCE_RECORDED, COMMUNITY)
     assert status.recorded_at.ToDatetime(tzinfo=UTC) == T0 + timedelta(days=9)
-    assert not status.HasField("due")  # the contract carries no review or due date
+    assert not status.HasField("due") and not status.overdue  # no review date sent: due unknown
+
+
+def test_the_due_date_comes_from_the_plan_and_it_is_overdue_once_that_day_has_passed() -> None:
+    person = record("p1", 9.0)
+    plan(person, SOCIAL, 3, "2026-12-01", contact_role="care coordinator", segment="frail")
+    status = care_plan_status(person, ts(datetime(2026, 12, 1, 23, 59, tzinfo=UTC)))
+    assert status.due.ToDatetime(tzinfo=UTC) == datetime(2026, 12, 1, tzinfo=UTC) and not status.overdue  # due today
+    assert (status.org, status.contact_role, status.segment) == (SOCIAL, "care coordinator", "frail")
+    assert care_plan_status(person, ts(datetime(2026, 12, 2, tzinfo=UTC))).overdue  # the whole day has passed
+    for kept in ("not a date", "2026-02-30", "2026-W48-1"):  # past ingest somehow: due unknown, no failure
+        plan(person, SOCIAL, 3, kept)
+        assert not care_plan_status(person, ts(NOW)).HasField("due")
+
+
+def test_a_closed_plan_is_never_shown() -> None:
+    person = record("p1", 9.0)
+    plan(person, SOCIAL, 9, "2026-11-01", closed=True)
+    assert care_plan_status(person, ts(NOW)).presence == rk.CARE_PLAN_PRESENCE_UNKNOWN
+    plan(person, COMMUNITY, 3, "2027-01-01")
+    assert care_plan_status(person, ts(NOW)).org == COMMUNITY
+
+
+def test_the_list_marks_overdue_plans_by_its_own_as_of_not_the_wall_clock() -> None:
+    book = population(100, {"a": 9.0, "b": 8.0}, as_of=datetime(2026, 11, 15, tzinfo=UTC))
+    plan(book.people["a"], SOCIAL, 3, "2026-11-10")
+    plan(book.people["b"], SOCIAL, 3, "2026-11-20")
+    for computed_at in (NOW, NOW + timedelta(days=365)):  # wall clock: no difference
+        entries = {e.local_id: e.care_plan for e in book.lists(computed_at)[GP].entries}
+        assert entries[f"{GP}-a"].overdue and not entries[f"{GP}-b"].overdue
+    book.put("c", record("c", 0.0, as_of=datetime(2026, 11, 22, tzinfo=UTC)))  # the hub's clock moves on
+    assert all(e.care_plan.overdue for e in book.lists(NOW)[GP].entries)
 
 
 def test_assessments_of_another_model_are_left_out() -> None:
@@ -237,14 +274,17 @@ def test_a_population_too_small_for_the_top_tiers_lists_nobody(n: int) -> None:
 def test_the_printed_list_shows_each_person_under_the_record_id_with_why_and_the_care_plan() -> None:
     from carehub.caselist_report import table
 
-    book = population(100, {"a": 9.0, "b": 8.0})
-    book.people["a"].care_plans[SOCIAL].CopyFrom(tl.CarePlan(event_id="cp"))
-    book.people["a"].care_plans[SOCIAL].at.FromDatetime(T0)
+    book = population(100, {"a": 9.0, "b": 8.0, "c": 7.0, "d": 6.0, "e": 5.0})
+    plan(book.people["a"], SOCIAL, 0)
+    plan(book.people["c"], SOCIAL, 0, "2026-12-24", contact_role="care coordinator")
+    plan(book.people["d"], SOCIAL, 0, "2026-09-30")
     text = table(book.lists(NOW)[GP])
-    assert text.startswith(f"case list of {GP}: 2 people in tiers very_high, high (2 new this week), as of 2026-10-01 "
+    assert text.startswith(f"case list of {GP}: 5 people in tiers very_high, high (5 new this week), as of 2026-10-01 "
                            "00:00 UTC")
     lines = text.splitlines()
     assert lines[2].startswith(f"{GP}-a") and "NEW" in lines[2] and f"{SOCIAL} 2026-10-01, due unknown" in lines[2]
     assert "emergency_admissions 2 +1.5" in lines[2]
     assert lines[3].startswith(f"{GP}-b") and "none received" in lines[3]
+    assert f"{SOCIAL} (care coordinator) 2026-10-01, due 2026-12-24" in lines[4]
+    assert f"{SOCIAL} 2026-10-01, OVERDUE (due 2026-09-30)" in lines[5]
     assert "no case list yet" in table(rk.CaseList(org=GP_2))

@@ -100,3 +100,11 @@ def test_batch_records_split_by_size_and_keep_order() -> None:
     assert back == events
     huge = ing.AcceptedEvent(event_id="y" * 40_000)
     assert [ing.AcceptedBatch.FromString(r).events[0] for r in batch_records([huge], 16 * 1024)] == [huge]
+
+
+def test_a_care_plan_travels_on_with_the_accepted_event() -> None:
+    event = care_event(ce.EVENT_TYPE_CARE_PLAN)
+    event.care_plan.CopyFrom(ce.CarePlanDetail(owner_org="SC001", review_due="2027-02-01", segment="frail",
+                                               contact_role="care coordinator", closed=True))
+    out = processed(event)
+    assert out.care_plan == event.care_plan and out.source.offset == 42 and out.accepted_time.seconds > 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import orjson
@@ -29,6 +29,7 @@ from carehub.synthetic import (
     write_jsonl,
 )
 from carehub.v1 import care_event_pb2 as pb
+from services.ingest.validation import Limits, validate
 
 ICD10_SHAPE = re.compile(r"^[A-Z][0-9]{2}(\.?[0-9A-Z]{1,4})?$")
 DAY = 86_400
@@ -368,3 +369,21 @@ def test_progress_is_reported_and_config_is_checked() -> None:
         RegionConfig(late_share=1.5)
     with pytest.raises(ValueError):
         RegionConfig(localities=5, practices=4)
+
+
+def test_care_plans_carry_their_owner_review_date_segment_and_contact_role(valid: list[pb.CareEvent]) -> None:
+    plans = [e for e in valid if e.event_type == pb.EVENT_TYPE_CARE_PLAN]
+    assert len(plans) >= 20
+    for e in plans:
+        plan = e.care_plan
+        assert plan.owner_org == e.source_org and e.source_sector == pb.SECTOR_SOCIAL_CARE
+        made = datetime.fromtimestamp(e.event_time.seconds, UTC).date()
+        assert 91 <= (date.fromisoformat(plan.review_due) - made).days <= 366  # 3 to 12 months on
+        assert plan.segment in ("frail", "complex", "care home") and not plan.closed
+        assert plan.contact_role in ("social worker", "care coordinator")
+        checked = pb.CareEvent()
+        checked.CopyFrom(e)
+        now = datetime.fromtimestamp(e.event_time.seconds, UTC)
+        assert not any(i.field.startswith("care_plan") for i in validate(checked, now, Limits()))
+    assert {e.care_plan.segment for e in plans} >= {"frail", "care home"}
+    assert len({e.care_plan.contact_role for e in plans}) == 2

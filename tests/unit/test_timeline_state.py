@@ -433,3 +433,110 @@ def test_unmerge_after_too_many_events_gives_back_the_state_at_the_merge() -> No
     done = split(a.state, into)
     assert done.handover is not None and spell_ids(a) == {"S-A", "S-B"} and not a.timeline.absorbed
     assert [s.spell_id for s in tl.PersonTimeline.FromString(done.handover.state).spells] == ["S-A"]
+
+
+# --- care plans: one per owner organisation ---------------------------------------------------
+
+
+def plan_event(f: Feed, when: datetime, org: str, event_id: str, **detail: object) -> tl.TimelineView:
+    """A care-plan event ``org`` sends, with what it says of the plan (ce.CarePlanDetail's fields)."""
+    linked = f.linked(ce.EVENT_TYPE_CARE_PLAN, when, org=org, spell="", event_id=event_id)
+    linked.event.source_sector = ce.SECTOR_SOCIAL_CARE
+    linked.event.care_plan.CopyFrom(ce.CarePlanDetail(**detail))  # type: ignore[arg-type]
+    out = apply(f.state, linked)
+    assert out is not None
+    return out.view
+
+
+def plans(view: tl.TimelineView) -> dict[str, tuple[str, str, str, str, str]]:
+    return {owner: (p.event_id, p.source_org, p.review_due, p.segment, p.contact_role)
+            for owner, p in view.care_plans.items()}
+
+
+def test_care_plans_are_kept_by_owner_with_review_date_segment_and_contact_role() -> None:
+    f = Feed()
+    plan_event(f, OCT, "SC001", "cp1", owner_org="SC001", review_due="2027-01-10", segment="frail",
+               contact_role="care coordinator")
+    v = plan_event(f, OCT + timedelta(days=1), "B86001", "cp2", review_due="2027-04-01")  # owner: the sender
+    assert plans(v) == {"SC001": ("cp1", "SC001", "2027-01-10", "frail", "care coordinator"),
+                        "B86001": ("cp2", "B86001", "2027-04-01", "", "")}
+    assert v.care_plans["SC001"].owner_org == "SC001" and dt(v.care_plans["SC001"].at) == OCT
+    # the community team records a review of social care's plan: one plan, its latest event
+    v = plan_event(f, OCT + timedelta(days=20), "COM01", "cp3", owner_org="SC001", review_due="2027-07-10",
+                   segment="frail", contact_role="social worker")
+    assert plans(v)["SC001"] == ("cp3", "COM01", "2027-07-10", "frail", "social worker") and len(v.care_plans) == 2
+    v = plan_event(f, OCT + timedelta(days=5), "SC001", "cp0", owner_org="SC001", review_due="2026-12-01")
+    assert plans(v)["SC001"][0] == "cp3"  # older by event time: the latest stays
+
+
+def test_a_closing_event_removes_that_owners_plan_and_an_older_event_does_not_reopen_it() -> None:
+    f = Feed()
+    plan_event(f, OCT, "SC001", "cp1", review_due="2027-01-10")
+    plan_event(f, OCT, "COM01", "cp2", review_due="2027-02-10")
+    v = plan_event(f, OCT + timedelta(days=10), "SC001", "cp3", closed=True)
+    assert set(v.care_plans) == {"COM01"}  # the other owner's plan stays
+    assert f.timeline.care_plans["SC001"].closed  # kept, closed, to order later events against
+    v = plan_event(f, OCT + timedelta(days=5), "SC001", "cp4", review_due="2027-03-01")  # older, arriving late
+    assert set(v.care_plans) == {"COM01"}
+    v = plan_event(f, OCT + timedelta(days=30), "SC001", "cp5", review_due="2027-05-01")  # a new plan
+    assert plans(v)["SC001"][0] == "cp5" and not v.care_plans["SC001"].closed
+
+
+def cancel(f: Feed, when: datetime, org: str, target: str) -> tl.TimelineView:
+    linked = f.linked(ce.EVENT_TYPE_CANCELLATION, when, org=org, spell="")
+    linked.event.target_event_id = target
+    out = apply(f.state, linked)
+    assert out is not None
+    return out.view
+
+
+def test_a_cancelled_care_plan_event_is_forgotten_by_its_sender_only() -> None:
+    f = Feed()
+    plan_event(f, OCT, "COM01", "cp1", owner_org="SC001", review_due="2027-01-10")
+    assert set(cancel(f, OCT + timedelta(days=1), "SC001", "cp1").care_plans) == {"SC001"}  # another sender's
+    v = cancel(f, OCT + timedelta(days=1), "COM01", "cp1")
+    assert not v.care_plans and not f.timeline.care_plans
+
+
+def test_care_plans_follow_a_merge_and_go_back_on_an_unmerge() -> None:
+    seq = itertools.count(1)
+    a, b = Feed(SURVIVOR, "H-1", seq), Feed(ABSORBED, "H-2", seq)
+    plan_event(a, OCT, "B86001", "cp-a", review_due="2027-01-01")
+    plan_event(a, OCT - timedelta(days=40), "SC001", "cp-old", review_due="2026-11-01")
+    plan_event(b, OCT - timedelta(days=10), "SC001", "cp-b", segment="complex", contact_role="social worker")
+    into, other = merge_copies(a, OCT + timedelta(days=5))
+    done = step(b.state, other)
+    assert done.handover is not None
+    got = receive(a.state, done.handover)
+    assert got.event is not None
+    assert {o: p[0] for o, p in plans(got.event.view).items()} == {"B86001": "cp-a", "SC001": "cp-b"}  # the later
+    assert got.event.timeline.care_plans["SC001"].contact_role == "social worker"
+
+    into, other = merge_copies(a, OCT + timedelta(days=9), unmerge=True)
+    back = step(a.state, into)
+    assert back.event is not None and back.handover is not None
+    assert {o: p[0] for o, p in plans(back.event.view).items()} == {"B86001": "cp-a", "SC001": "cp-old"}
+    restored = receive(b.state, back.handover)
+    assert restored.event is not None and {o: p[0] for o, p in plans(restored.event.view).items()} == {
+        "SC001": "cp-b"}
+
+
+def test_a_closed_plan_in_the_absorbed_person_closes_an_older_one_in_the_survivor() -> None:
+    seq = itertools.count(1)
+    a, b = Feed(SURVIVOR, "H-1", seq), Feed(ABSORBED, "H-2", seq)
+    plan_event(a, OCT, "SC001", "cp-a", review_due="2027-01-01")
+    plan_event(b, OCT + timedelta(days=3), "SC001", "cp-b", closed=True)
+    merge_states(a.state, b.state)
+    assert a.timeline.care_plans["SC001"].closed and a.timeline.care_plans["SC001"].event_id == "cp-b"
+    v = a.send(ce.EVENT_TYPE_GP_CONTACT, OCT + timedelta(days=4), org="B86001", spell="")
+    assert not v.care_plans
+
+
+def test_plans_kept_before_owners_were_recorded_are_read_by_their_key() -> None:
+    f = Feed()
+    legacy = f.timeline.care_plans["SC001"]
+    legacy.event_id = "cp-legacy"  # as kept before: keyed by the sender, no sender or owner inside
+    legacy.at.FromDatetime(OCT)
+    v = plan_event(f, OCT - timedelta(days=1), "SC001", "cp-older", review_due="2027-01-01")
+    assert plans(v)["SC001"][0] == "cp-legacy"  # older than the kept one
+    assert not cancel(f, OCT + timedelta(days=1), "SC001", "cp-legacy").care_plans  # the key is its sender

@@ -184,7 +184,62 @@ def test_unsupported_schema_version() -> None:
     assert reason_of(event.SerializeToString(), PROTOBUF) == "REJECT_REASON_UNSUPPORTED_SCHEMA_VERSION"
 
 
-@pytest.mark.parametrize("birth_date", ["17/03/1941", "2030-01-01", "19410317", "1850-01-01"])
+@pytest.mark.parametrize("birth_date", ["17/03/1941", "2030-01-01", "19410317", "1850-01-01", "1941-W11-1"])
 def test_a_bad_birth_date_is_left_out(birth_date: str) -> None:
     assert issues_of(care_event(when=NOW, birth_date=birth_date)) == [("person.birth_date",
                                                                        "REJECT_REASON_INVALID_FIELD")]
+
+
+# --- care plans: owner, review date, segment and contact role (README "What degrades") ---------
+
+
+def care_plan_event(**detail: object) -> ce.CareEvent:
+    event = care_event(ce.EVENT_TYPE_CARE_PLAN, when=NOW, source_org="SC001")
+    event.source_sector = ce.SECTOR_SOCIAL_CARE
+    event.ClearField("clinical")
+    event.care_plan.CopyFrom(ce.CarePlanDetail(**detail))  # type: ignore[arg-type]
+    return event
+
+
+def test_a_care_plan_is_accepted_with_all_it_says_and_reads_from_json() -> None:
+    event = care_plan_event(owner_org="SC001", review_due="2027-02-01", segment="frail",
+                            contact_role="care coordinator")
+    assert issues_of(event) == []
+    assert (event.care_plan.owner_org, event.care_plan.review_due) == ("SC001", "2027-02-01")
+    doc = as_json(event)
+    assert doc["carePlan"] == {"ownerOrg": "SC001", "reviewDue": "2027-02-01", "segment": "frail",
+                               "contactRole": "care coordinator"}
+    doc["carePlan"] = {"ownerOrg": "SC001", "closed": True}
+    closing = decode(orjson.dumps(doc), JSON)
+    assert validate(closing, NOW, Limits()) == [] and closing.care_plan.closed
+
+
+@pytest.mark.parametrize("review_due", ["2026-10-01", "1990-01-01", "2036-12-31"])
+def test_a_review_date_in_the_past_or_years_ahead_is_kept(review_due: str) -> None:
+    event = care_plan_event(review_due=review_due)
+    assert issues_of(event) == [] and event.care_plan.review_due == review_due  # a past one: overdue
+
+
+@pytest.mark.parametrize("review_due", ["2027-02-30", "2027-13-01", "01/02/2027", "20270201", "2027-W05-1",
+                                        "next spring", "1989-12-31", "2037-01-01"])
+def test_an_unparseable_or_impossible_review_date_is_left_out_and_the_plan_kept(review_due: str) -> None:
+    event = care_plan_event(owner_org="SC001", review_due=review_due, contact_role="social worker")
+    assert issues_of(event) == [("care_plan.review_due", "REJECT_REASON_INVALID_FIELD")]
+    assert not event.care_plan.review_due
+    assert (event.care_plan.owner_org, event.care_plan.contact_role) == ("SC001", "social worker")
+
+
+@pytest.mark.parametrize("owner", ["S", "not an org!", "X" * 33, "SC 001"])
+def test_an_owner_that_is_no_organisation_code_is_left_out_so_the_sender_owns_the_plan(owner: str) -> None:
+    event = care_plan_event(owner_org=owner, review_due="2027-02-01")
+    assert issues_of(event) == [("care_plan.owner_org", "REJECT_REASON_INVALID_FIELD")]
+    assert not event.care_plan.owner_org and event.care_plan.review_due == "2027-02-01"
+
+
+def test_care_plan_texts_over_their_length_are_left_out() -> None:
+    event = care_plan_event(segment="s" * 65, contact_role="r" * 101, review_due="2027-02-01")
+    assert sorted(issues_of(event)) == [("care_plan.contact_role", "REJECT_REASON_TOO_LONG"),
+                                        ("care_plan.segment", "REJECT_REASON_TOO_LONG")]
+    assert not (event.care_plan.segment or event.care_plan.contact_role) and event.care_plan.review_due
+    fits = care_plan_event(segment="s" * 64, contact_role="r" * 100)
+    assert issues_of(fits) == []
