@@ -7,8 +7,6 @@ tests/unit/test_domain_loader.py checks for the other data files.
 
 from __future__ import annotations
 
-import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ import pytest
 from carehub.domain.definitions import load_catalogue
 from carehub.domain.loader import DefinitionError
 from carehub.domain.reference_values import PACKAGED, load_reference_values, parse_reference_values
+from tests.unit.broken_copies import assert_broken_copy_refused
 
 
 def test_the_packaged_values_load_and_name_known_indicators() -> None:
@@ -76,15 +75,7 @@ BROKEN = [
 @pytest.mark.parametrize(("old", "new", "expected"), BROKEN, ids=[c[2][:50] for c in BROKEN])
 def test_a_broken_copy_is_refused_naming_the_file_and_the_entry(tmp_path: Path, old: str, new: str,
                                                                expected: str) -> None:
-    path = tmp_path / "national.toml"
-    shutil.copy(PACKAGED, path)
-    load_reference_values(path)  # the copy loads before the edit: the edit is what breaks it
-    text = path.read_text()
-    assert text.count(old) == 1, f"{old!r} is not once in {path}"
-    path.write_text(text.replace(old, new))
-    with pytest.raises(DefinitionError, match=f"(?m)^{re.escape(str(path))}: {expected}") as info:
-        load_reference_values(path)
-    assert info.value.path == str(path)
+    assert_broken_copy_refused(PACKAGED, tmp_path / "national.toml", load_reference_values, old, new, expected)
 
 
 def test_parse_names_the_place_it_was_given() -> None:

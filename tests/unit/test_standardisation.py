@@ -9,8 +9,6 @@ checks for the other data files.
 from __future__ import annotations
 
 import math
-import re
-import shutil
 from fractions import Fraction
 from pathlib import Path
 
@@ -31,6 +29,7 @@ from carehub.domain.standardisation import (
     load_standard_population,
     parse_standard_population,
 )
+from tests.unit.broken_copies import assert_broken_copy_refused
 
 # The quantiles as docs/standardisation.md gives them (6 decimals): the code derives its own.
 Z95, Z998 = 1.959964, 3.090232
@@ -289,15 +288,7 @@ BROKEN = [
 @pytest.mark.parametrize(("old", "new", "expected"), BROKEN, ids=[c[2][:40] for c in BROKEN])
 def test_a_broken_copy_of_the_esp_file_is_refused_naming_the_file_and_entry(
         tmp_path: Path, old: str, new: str, expected: str) -> None:
-    path = tmp_path / "esp2013.toml"
-    shutil.copy(ESP2013, path)
-    load_standard_population(path)  # the copy loads before the edit: the edit is what breaks it
-    text = path.read_text()
-    assert text.count(old) == 1, f"{old!r} is not once in {path}"
-    path.write_text(text.replace(old, new))
-    with pytest.raises(DefinitionError, match=f"(?m)^{re.escape(str(path))}: {expected}") as info:
-        load_standard_population(path)
-    assert info.value.path == str(path)
+    assert_broken_copy_refused(ESP2013, tmp_path / "esp2013.toml", load_standard_population, old, new, expected)
 
 
 def test_a_missing_standard_file_is_refused(tmp_path: Path) -> None:
