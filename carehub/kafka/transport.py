@@ -221,13 +221,18 @@ class Consumer(faust_aiokafka.Consumer):
         offsets whose state never reached the changelog (identity linked one person's later
         records to a second person id). The offsets being committed are of records whose
         processing, table writes included, was done before they were acknowledged, so their
-        writes are in the buffer now: draining it all, then waiting for the driver's in-flight
-        sends, puts them on the broker before the commit.
+        writes are in the buffer now, ahead of any queued later (the buffer is first in, first
+        out): sending as many messages as it holds now, then waiting for the driver's in-flight
+        sends, puts them on the broker before the commit. Waiting for the buffer to be empty
+        instead never ended while a busy stage kept writing: a timeline worker catching up held
+        one commit for 581 s of a fault run.
         """
         producer = self.app.producer
         buffer = producer.buffer
-        while buffer.size:
-            await buffer.flush_atmost(buffer.size)
+        before = buffer.size
+        while before > 0 and buffer.size:
+            # each count is a wake-up after at least one send, the oldest first: never too many
+            before -= await buffer.flush_atmost(before)
         await producer.flush()
         return bool(await super()._commit_offsets(offsets, start_new_transaction))
 
