@@ -33,8 +33,7 @@ def consumer(tmp_path: Path) -> Iterator[transport.Consumer]:
     app = faust_app("commits-unit", settings, "127.0.0.1:9")
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    app.topic(TOPIC)  # a topic an agent would read: acknowledgements are on for it
-    app.topics.acking_topics.add(TOPIC)
+    app.topics.acking_topics.add(TOPIC)  # as for a topic an agent reads: its acknowledgements count
     c = app.consumer
     assert isinstance(c, transport.Consumer)
     try:
