@@ -109,13 +109,16 @@ def cmd_indicators(args: argparse.Namespace) -> int:
         from carehub.partner_cli import indicators_remote
 
         return indicators_remote(args)
-    from carehub.indicator_report import as_json, read_values, select, table
+    from carehub.domain.reference_values import load_reference_values
+    from carehub.indicator_report import as_json, read_values, references_for, select, table
 
     settings = load_settings()
     bootstrap = _bootstrap(settings, args.bootstrap, "indicators")
     values = select(read_values(bootstrap, settings).values(), unit=args.unit, indicator=args.indicator,
                     window=None if args.window == "all" else args.window)
-    print(as_json(values) if args.json else table(values))
+    references = references_for(load_reference_values(definitions=settings.indicator_definitions),
+                                {v.indicator for v in values})
+    print(as_json(values) if args.json else table(values, references))
     return 0
 
 

@@ -401,8 +401,12 @@ class PartnerClient:
 
     def indicators(self, indicator: str | None = None, window: str | None = None) -> list[ind.IndicatorValue]:
         """The caller's entitled indicator values (all indicators / windows when None)."""
+        return list(self.indicators_response(indicator, window).values)
+
+    def indicators_response(self, indicator: str | None = None, window: str | None = None) -> pb.IndicatorsResponse:
+        """The whole GetIndicators answer: the entitled values and the national reference values."""
         request = pb.IndicatorsRequest(indicator=indicator or "", window=window or "")
-        return list(self._unary(self._stub.GetIndicators, request, "the indicators request").values)
+        return self._unary(self._stub.GetIndicators, request, "the indicators request")
 
     def quality(self, days: int = 30) -> pb.QualityReport:
         """Data-quality feedback on the caller's own feed, per day for the last ``days`` days."""

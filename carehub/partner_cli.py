@@ -263,8 +263,9 @@ def indicators_remote(args: argparse.Namespace) -> int:
     try:
         with _client(args) as client:
             if not getattr(args, "watch", False):
-                values = select(client.indicators(indicator, window), unit=args.unit)
-                print(as_json(values) if args.json else table(values))
+                response = client.indicators_response(indicator, window)
+                values = select(response.values, unit=args.unit)
+                print(as_json(values) if args.json else table(values, list(response.references)))
                 return 0
             client.wait_ready(getattr(args, "connect_timeout", 10.0))
             with contextlib.suppress(KeyboardInterrupt):

@@ -10,7 +10,7 @@ import secrets
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     # counts from 1 to this are withheld from published indicators (0: nothing withheld)
     suppression_max: int = Field(default=7, ge=0, le=100)
     indicators_publish_interval_s: float = Field(default=1.0, gt=0, le=3600)
+    # which practice a fact counts for: the one the person is registered with now, or the one
+    # registered when the admission, discharge or attendance happened (docs/indicator-semantics.md)
+    indicators_attribution: Literal["current", "at_event"] = "current"
     # population health (services/population, services/caselists; docs/risk.md): the risk model is a data
     # folder with risk/model.toml and the code lists it names (the packaged carehub/domain/data by default)
     risk_definitions: Path | None = None

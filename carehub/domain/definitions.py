@@ -58,6 +58,8 @@ APPLIES_TO: dict[Loc, tuple[tuple[str, ...], str]] = {
     ("filter", "min_age"): (SPELL_FACTS, "spells"),
     ("filter", "max_age"): (SPELL_FACTS, "spells"),
     ("filter", "exclude_died"): (("discharge",), "discharges"),
+    ("filter", "exclude_codelist"): (SPELL_FACTS, "spells"),
+    ("filter", "exclude_groups"): (SPELL_FACTS, "spells"),
     ("numerator", "codelist"): (SPELL_FACTS, "spells"),
     ("numerator", "admission_source"): (SPELL_FACTS, "spells"),
     ("numerator", "readmission_max_days"): (("discharge",), "discharges"),
@@ -73,6 +75,9 @@ class FilterTable(Definition):
     min_age: Count | None = None
     max_age: Count | None = None
     exclude_died: bool = False
+    # spells some condition of these groups matches are left out (NHS OF 3b's cancer exclusion)
+    exclude_codelist: Text | None = None
+    exclude_groups: list[Text] | None = None
 
 
 class NumeratorTable(Definition):
@@ -121,6 +126,9 @@ class IndicatorFile(Definition):
         codelists: Mapping[str, CodeList] = (info.context or {}).get("codelists", {})
         problems += [(("numerator", *loc), text) for loc, text in
                      reference_problems(codelists, self.numerator.codelist, self.numerator.groups)]
+        problems += [(("filter", "exclude_" + str(loc[0]), *loc[1:]), text.replace("codelist", "exclude_codelist"))
+                     for loc, text in reference_problems(codelists, self.filter.exclude_codelist,
+                                                         self.filter.exclude_groups)]
         if self.measure == "proportion" and not self.numerator.model_fields_set:
             problems.append((("numerator",), "must name a condition: a proportion needs a [numerator] "
                                              "narrower than its [filter]"))
@@ -135,6 +143,8 @@ class IndicatorFile(Definition):
             lag_days=self.lag_days, population_min_age=self.population_min_age,
             admission_methods=frozenset(METHODS[m] for m in flt.admission_method),
             min_age=flt.min_age, max_age=flt.max_age, exclude_died=flt.exclude_died,
+            exclude_codelist=codelists[flt.exclude_codelist] if flt.exclude_codelist is not None else None,
+            exclude_groups=frozenset(flt.exclude_groups or ()),
             codelist=codelists[num.codelist] if num.codelist is not None else None,
             groups=frozenset(num.groups or ()), admission_sources=frozenset(num.admission_source),
             readmission_max_days=num.readmission_max_days, followed_up_within_days=num.followed_up_within_days,
@@ -164,6 +174,8 @@ class Indicator:
     min_age: int | None = None
     max_age: int | None = None
     exclude_died: bool = False
+    exclude_codelist: CodeList | None = None
+    exclude_groups: frozenset[str] = frozenset()
     codelist: CodeList | None = None
     groups: frozenset[str] = frozenset()
     admission_sources: frozenset[str] = frozenset()
@@ -179,7 +191,8 @@ class Indicator:
 
     @property
     def uses_diagnoses(self) -> bool:
-        return self.codelist is not None
+        """Whether a fact is judged on diagnoses (then provisional until the spell is coded)."""
+        return self.codelist is not None or self.exclude_codelist is not None
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ MAX_CELLS_PER_RECORD = 20_000  # ~0.5 MB: under Kafka's default 1 MB record limi
 class PartitionCounts:
     def __init__(self, facts: PersonFacts) -> None:
         self.facts = facts
-        self.digest = facts.catalogue.digest
+        self.digest = facts.digest
         self.counts: dict[int, dict[Key, list[int]]] = {}
         self.newest: dict[int, int] = {}
         self.changed: dict[int, set[Key]] = {}

@@ -115,7 +115,7 @@ def apply(state: PersonState, linked: idn.LinkedEvent) -> tl.TimelineEvent | Non
     _note_involvement(timeline, event.source_org, event.source_sector, when)
     if event.registered_practice:
         _note_registration(timeline, event.registered_practice, event.locality, when)
-    _note_age(timeline, event.person.age_years, when)
+    _note_age(timeline, event.person.age_years, event.person.sex, when)
 
     spell: tl.Spell | None = None
     kind = event.event_type
@@ -265,6 +265,7 @@ def _admit(timeline: tl.PersonTimeline, event: ing.AcceptedEvent, key: str) -> t
     spell.age_at_admission = event.person.age_years
     spell.admission_sector = event.source_sector
     spell.admission_opted_out = timeline.consent.planning_opt_out
+    spell.admission_practice, spell.admission_locality = registration_at_event(timeline, event)
     del spell.provisional_diagnoses[:]
     spell.provisional_diagnoses.extend(clinical.diagnoses)
     del spell.provisional_procedures[:]
@@ -305,6 +306,7 @@ def _discharge(timeline: tl.PersonTimeline, event: ing.AcceptedEvent, key: str) 
     spell.discharge_event_id = event.event_id
     spell.discharged_at.CopyFrom(when)
     spell.discharge_opted_out = timeline.consent.planning_opt_out
+    spell.discharge_practice, spell.discharge_locality = registration_at_event(timeline, event)
     spell.discharge_destination = clinical.discharge_destination
     if spell.status != tl.SPELL_STATUS_CANCELLED:
         if clinical.discharge_destination == DIED:
@@ -373,9 +375,10 @@ def _attend(timeline: tl.PersonTimeline, event: ing.AcceptedEvent, when: Timesta
     t = ns(when)
     prior = prior_ed_attendances(timeline, t)
     if counted:  # not cancelled before it came
+        practice, locality = registration_at_event(timeline, event)
         _insert_by_time(timeline.ed_attendances, tl.EdAttendance(
             event_id=event.event_id, at=when, org=event.source_org, opted_out=timeline.consent.planning_opt_out,
-            sector=event.source_sector))
+            sector=event.source_sector, practice=practice, locality=locality))
     return prior
 
 
@@ -385,10 +388,11 @@ def _insert_by_time(items: Any, item: Any) -> None:
     items.insert(bisect.bisect_right(times, ns(item.at)), item)
 
 
-def _note_age(timeline: tl.PersonTimeline, age_years: int, when: Timestamp) -> None:
+def _note_age(timeline: tl.PersonTimeline, age_years: int, sex: ce.Sex.ValueType, when: Timestamp) -> None:
     if timeline.HasField("age_at") and ns(when) < ns(timeline.age_at):
         return
     timeline.age_years = age_years
+    timeline.sex = sex
     timeline.age_at.CopyFrom(when)
 
 
@@ -412,6 +416,19 @@ def _note_involvement(timeline: tl.PersonTimeline, org: str, sector: ce.Sector.V
     if not involvement.HasField("last_event_at") or ns(when) >= ns(involvement.last_event_at):
         involvement.last_event_at.CopyFrom(when)
         involvement.sector = sector
+
+
+def registration_at_event(timeline: tl.PersonTimeline, event: ing.AcceptedEvent) -> tuple[str, str]:
+    """The practice and locality the person was registered with at ``event`` (already noted): the
+    practice the event names, with its locality (or the person's, when the event names none and the
+    person's practice is that one); else the registration in force. What indicators attribute a
+    fact to with ``CAREHUB_INDICATORS_ATTRIBUTION=at_event`` (docs/indicator-semantics.md)."""
+    practice = event.registered_practice
+    if not practice:
+        return timeline.registered_practice, timeline.locality
+    if event.locality:
+        return practice, event.locality
+    return practice, timeline.locality if timeline.registered_practice == practice else ""
 
 
 def _note_registration(timeline: tl.PersonTimeline, practice: str, locality: str, when: Timestamp) -> None:
@@ -644,6 +661,7 @@ def merge_states(into: PersonState, other: PersonState) -> None:
     a.contacts.extend(contacts)
     if b.HasField("age_at") and (not a.HasField("age_at") or ns(b.age_at) > ns(a.age_at)):
         a.age_years = b.age_years
+        a.sex = b.sex
         a.age_at.CopyFrom(b.age_at)
     for digest in other.applied:
         into.applied.setdefault(digest, None)
@@ -682,7 +700,7 @@ def _merge_spell(mine: tl.Spell, theirs: tl.Spell) -> None:
     """One spell known to both persons (or only to ``theirs``, when ``mine`` is new): fill in the gaps."""
     if not mine.HasField("admitted_at") and theirs.HasField("admitted_at"):
         for name in ("admission_event_id", "admission_method", "admission_source", "age_at_admission",
-                     "admission_opted_out", "admission_sector"):
+                     "admission_opted_out", "admission_sector", "admission_practice", "admission_locality"):
             setattr(mine, name, getattr(theirs, name))
         mine.admitted_at.CopyFrom(theirs.admitted_at)
         del mine.provisional_diagnoses[:]
@@ -704,6 +722,7 @@ def _merge_spell(mine: tl.Spell, theirs: tl.Spell) -> None:
         mine.discharge_event_id, mine.discharge_destination = theirs.discharge_event_id, theirs.discharge_destination
         mine.discharged_at.CopyFrom(theirs.discharged_at)
         mine.discharge_opted_out = theirs.discharge_opted_out
+        mine.discharge_practice, mine.discharge_locality = theirs.discharge_practice, theirs.discharge_locality
     if tl.SPELL_STATUS_CANCELLED in (mine.status, theirs.status):
         mine.status = tl.SPELL_STATUS_CANCELLED
     elif mine.HasField("discharged_at"):

@@ -25,6 +25,10 @@ class IndicatorCell(_message.Message):
     and a day (UTC days since 1970-01-01). Population cells (indicator "_population" or
     "_population_<min age>") have day 0 and carry the registered population as denominator;
     "_practice_locality" cells (unit "practice:X|locality:Y", day 0) count persons by both.
+    Rate indicators also have cells by stratum, named "<indicator or population key>/<stratum>":
+    the stratum is "<lower age of an ESP 2013 band>/<female|male>" (e.g. "acsc_all/85/female",
+    "_population_65/65/male") or "unknown" (age or sex unknown); numerator cells by stratum carry
+    the numerator (and provisional) only, for practice, locality and region units.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -130,6 +134,19 @@ class IndicatorValue(_message.Message):
     FUNNEL_998_HIGH_FIELD_NUMBER: _builtins.int
     OUTLIER_FIELD_NUMBER: _builtins.int
     COMPUTED_AT_FIELD_NUMBER: _builtins.int
+    DSR_FIELD_NUMBER: _builtins.int
+    DSR_CI_LOW_FIELD_NUMBER: _builtins.int
+    DSR_CI_HIGH_FIELD_NUMBER: _builtins.int
+    STANDARD_POPULATION_FIELD_NUMBER: _builtins.int
+    DSR_NOT_COMPUTED_FIELD_NUMBER: _builtins.int
+    UNSTRATIFIED_EVENTS_FIELD_NUMBER: _builtins.int
+    UNSTRATIFIED_POPULATION_FIELD_NUMBER: _builtins.int
+    NATIONAL_REFERENCE_FIELD_NUMBER: _builtins.int
+    NATIONAL_VALUE_FIELD_NUMBER: _builtins.int
+    NATIONAL_FUNNEL_95_LOW_FIELD_NUMBER: _builtins.int
+    NATIONAL_FUNNEL_95_HIGH_FIELD_NUMBER: _builtins.int
+    NATIONAL_FUNNEL_998_LOW_FIELD_NUMBER: _builtins.int
+    NATIONAL_FUNNEL_998_HIGH_FIELD_NUMBER: _builtins.int
     indicator: _builtins.str
     definition_version: _builtins.int
     title: _builtins.str
@@ -164,6 +181,36 @@ class IndicatorValue(_message.Message):
     funnel_998_high: _builtins.float
     outlier: _builtins.str
     """"", "high_95", "low_95", "high_998", "low_998" """
+    dsr: _builtins.float
+    """Directly age/sex-standardised rate per `per` (rate indicators on practice, locality and
+    region units; docs/standardisation.md), beside the crude `value`, with Dobson 95% limits.
+    """
+    dsr_ci_low: _builtins.float
+    dsr_ci_high: _builtins.float
+    standard_population: _builtins.str
+    """the standard's name, e.g. "European Standard Population 2013" """
+    dsr_not_computed: _builtins.str
+    """Why there is no `dsr`: "too_few_events" (fewer than 10), "events_without_population",
+    "no_population", "min_age_not_a_band" (population_min_age starts no band); empty when there
+    is one.
+    """
+    unstratified_events: _builtins.int
+    """Numerator events and registered people that fit no stratum (age or sex unknown), left out of
+    the DSR; withheld (absent) like any count from 1 to the suppression threshold.
+    """
+    unstratified_population: _builtins.int
+    national_reference: _builtins.str
+    """A national reference value in the indicator's units (carehub/domain/data/reference), with
+    funnel-plot limits around it for the unit's size. Outliers (`outlier`) are judged against
+    the regional value only.
+    the reference entry's name
+    """
+    national_value: _builtins.float
+    """on the scale of `value` (a proportion, or per `per`)"""
+    national_funnel_95_low: _builtins.float
+    national_funnel_95_high: _builtins.float
+    national_funnel_998_low: _builtins.float
+    national_funnel_998_high: _builtins.float
     @_builtins.property
     def computed_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -193,10 +240,23 @@ class IndicatorValue(_message.Message):
         funnel_998_high: _builtins.float | None = ...,
         outlier: _builtins.str = ...,
         computed_at: _timestamp_pb2.Timestamp | None = ...,
+        dsr: _builtins.float | None = ...,
+        dsr_ci_low: _builtins.float | None = ...,
+        dsr_ci_high: _builtins.float | None = ...,
+        standard_population: _builtins.str = ...,
+        dsr_not_computed: _builtins.str = ...,
+        unstratified_events: _builtins.int | None = ...,
+        unstratified_population: _builtins.int | None = ...,
+        national_reference: _builtins.str = ...,
+        national_value: _builtins.float | None = ...,
+        national_funnel_95_low: _builtins.float | None = ...,
+        national_funnel_95_high: _builtins.float | None = ...,
+        national_funnel_998_low: _builtins.float | None = ...,
+        national_funnel_998_high: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_ci_high", b"_ci_high", "_ci_low", b"_ci_low", "_denominator", b"_denominator", "_funnel_95_high", b"_funnel_95_high", "_funnel_95_low", b"_funnel_95_low", "_funnel_998_high", b"_funnel_998_high", "_funnel_998_low", b"_funnel_998_low", "_numerator", b"_numerator", "_provisional", b"_provisional", "_regional_value", b"_regional_value", "_value", b"_value", "ci_high", b"ci_high", "ci_low", b"ci_low", "computed_at", b"computed_at", "denominator", b"denominator", "funnel_95_high", b"funnel_95_high", "funnel_95_low", b"funnel_95_low", "funnel_998_high", b"funnel_998_high", "funnel_998_low", b"funnel_998_low", "numerator", b"numerator", "provisional", b"provisional", "regional_value", b"regional_value", "value", b"value"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_ci_high", b"_ci_high", "_ci_low", b"_ci_low", "_denominator", b"_denominator", "_dsr", b"_dsr", "_dsr_ci_high", b"_dsr_ci_high", "_dsr_ci_low", b"_dsr_ci_low", "_funnel_95_high", b"_funnel_95_high", "_funnel_95_low", b"_funnel_95_low", "_funnel_998_high", b"_funnel_998_high", "_funnel_998_low", b"_funnel_998_low", "_national_funnel_95_high", b"_national_funnel_95_high", "_national_funnel_95_low", b"_national_funnel_95_low", "_national_funnel_998_high", b"_national_funnel_998_high", "_national_funnel_998_low", b"_national_funnel_998_low", "_national_value", b"_national_value", "_numerator", b"_numerator", "_provisional", b"_provisional", "_regional_value", b"_regional_value", "_unstratified_events", b"_unstratified_events", "_unstratified_population", b"_unstratified_population", "_value", b"_value", "ci_high", b"ci_high", "ci_low", b"ci_low", "computed_at", b"computed_at", "denominator", b"denominator", "dsr", b"dsr", "dsr_ci_high", b"dsr_ci_high", "dsr_ci_low", b"dsr_ci_low", "funnel_95_high", b"funnel_95_high", "funnel_95_low", b"funnel_95_low", "funnel_998_high", b"funnel_998_high", "funnel_998_low", b"funnel_998_low", "national_funnel_95_high", b"national_funnel_95_high", "national_funnel_95_low", b"national_funnel_95_low", "national_funnel_998_high", b"national_funnel_998_high", "national_funnel_998_low", b"national_funnel_998_low", "national_value", b"national_value", "numerator", b"numerator", "provisional", b"provisional", "regional_value", b"regional_value", "unstratified_events", b"unstratified_events", "unstratified_population", b"unstratified_population", "value", b"value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ci_high", b"_ci_high", "_ci_low", b"_ci_low", "_denominator", b"_denominator", "_funnel_95_high", b"_funnel_95_high", "_funnel_95_low", b"_funnel_95_low", "_funnel_998_high", b"_funnel_998_high", "_funnel_998_low", b"_funnel_998_low", "_numerator", b"_numerator", "_provisional", b"_provisional", "_regional_value", b"_regional_value", "_value", b"_value", "as_of", b"as_of", "ci_high", b"ci_high", "ci_low", b"ci_low", "computed_at", b"computed_at", "definition_version", b"definition_version", "denominator", b"denominator", "funnel_95_high", b"funnel_95_high", "funnel_95_low", b"funnel_95_low", "funnel_998_high", b"funnel_998_high", "funnel_998_low", b"funnel_998_low", "indicator", b"indicator", "measure", b"measure", "numerator", b"numerator", "outlier", b"outlier", "per", b"per", "provisional", b"provisional", "regional_value", b"regional_value", "suppressed", b"suppressed", "title", b"title", "unit", b"unit", "value", b"value", "window", b"window", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_ci_high", b"_ci_high", "_ci_low", b"_ci_low", "_denominator", b"_denominator", "_dsr", b"_dsr", "_dsr_ci_high", b"_dsr_ci_high", "_dsr_ci_low", b"_dsr_ci_low", "_funnel_95_high", b"_funnel_95_high", "_funnel_95_low", b"_funnel_95_low", "_funnel_998_high", b"_funnel_998_high", "_funnel_998_low", b"_funnel_998_low", "_national_funnel_95_high", b"_national_funnel_95_high", "_national_funnel_95_low", b"_national_funnel_95_low", "_national_funnel_998_high", b"_national_funnel_998_high", "_national_funnel_998_low", b"_national_funnel_998_low", "_national_value", b"_national_value", "_numerator", b"_numerator", "_provisional", b"_provisional", "_regional_value", b"_regional_value", "_unstratified_events", b"_unstratified_events", "_unstratified_population", b"_unstratified_population", "_value", b"_value", "as_of", b"as_of", "ci_high", b"ci_high", "ci_low", b"ci_low", "computed_at", b"computed_at", "definition_version", b"definition_version", "denominator", b"denominator", "dsr", b"dsr", "dsr_ci_high", b"dsr_ci_high", "dsr_ci_low", b"dsr_ci_low", "dsr_not_computed", b"dsr_not_computed", "funnel_95_high", b"funnel_95_high", "funnel_95_low", b"funnel_95_low", "funnel_998_high", b"funnel_998_high", "funnel_998_low", b"funnel_998_low", "indicator", b"indicator", "measure", b"measure", "national_funnel_95_high", b"national_funnel_95_high", "national_funnel_95_low", b"national_funnel_95_low", "national_funnel_998_high", b"national_funnel_998_high", "national_funnel_998_low", b"national_funnel_998_low", "national_reference", b"national_reference", "national_value", b"national_value", "numerator", b"numerator", "outlier", b"outlier", "per", b"per", "provisional", b"provisional", "regional_value", b"regional_value", "standard_population", b"standard_population", "suppressed", b"suppressed", "title", b"title", "unit", b"unit", "unstratified_events", b"unstratified_events", "unstratified_population", b"unstratified_population", "value", b"value", "window", b"window", "window_end", b"window_end", "window_start", b"window_start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__ci_high: _TypeAlias = _typing.Literal["ci_high"]  # noqa: Y015
     _WhichOneofArgType__ci_high: _TypeAlias = _typing.Literal["_ci_high", b"_ci_high"]  # noqa: Y015
@@ -204,6 +264,12 @@ class IndicatorValue(_message.Message):
     _WhichOneofArgType__ci_low: _TypeAlias = _typing.Literal["_ci_low", b"_ci_low"]  # noqa: Y015
     _WhichOneofReturnType__denominator: _TypeAlias = _typing.Literal["denominator"]  # noqa: Y015
     _WhichOneofArgType__denominator: _TypeAlias = _typing.Literal["_denominator", b"_denominator"]  # noqa: Y015
+    _WhichOneofReturnType__dsr: _TypeAlias = _typing.Literal["dsr"]  # noqa: Y015
+    _WhichOneofArgType__dsr: _TypeAlias = _typing.Literal["_dsr", b"_dsr"]  # noqa: Y015
+    _WhichOneofReturnType__dsr_ci_high: _TypeAlias = _typing.Literal["dsr_ci_high"]  # noqa: Y015
+    _WhichOneofArgType__dsr_ci_high: _TypeAlias = _typing.Literal["_dsr_ci_high", b"_dsr_ci_high"]  # noqa: Y015
+    _WhichOneofReturnType__dsr_ci_low: _TypeAlias = _typing.Literal["dsr_ci_low"]  # noqa: Y015
+    _WhichOneofArgType__dsr_ci_low: _TypeAlias = _typing.Literal["_dsr_ci_low", b"_dsr_ci_low"]  # noqa: Y015
     _WhichOneofReturnType__funnel_95_high: _TypeAlias = _typing.Literal["funnel_95_high"]  # noqa: Y015
     _WhichOneofArgType__funnel_95_high: _TypeAlias = _typing.Literal["_funnel_95_high", b"_funnel_95_high"]  # noqa: Y015
     _WhichOneofReturnType__funnel_95_low: _TypeAlias = _typing.Literal["funnel_95_low"]  # noqa: Y015
@@ -212,12 +278,26 @@ class IndicatorValue(_message.Message):
     _WhichOneofArgType__funnel_998_high: _TypeAlias = _typing.Literal["_funnel_998_high", b"_funnel_998_high"]  # noqa: Y015
     _WhichOneofReturnType__funnel_998_low: _TypeAlias = _typing.Literal["funnel_998_low"]  # noqa: Y015
     _WhichOneofArgType__funnel_998_low: _TypeAlias = _typing.Literal["_funnel_998_low", b"_funnel_998_low"]  # noqa: Y015
+    _WhichOneofReturnType__national_funnel_95_high: _TypeAlias = _typing.Literal["national_funnel_95_high"]  # noqa: Y015
+    _WhichOneofArgType__national_funnel_95_high: _TypeAlias = _typing.Literal["_national_funnel_95_high", b"_national_funnel_95_high"]  # noqa: Y015
+    _WhichOneofReturnType__national_funnel_95_low: _TypeAlias = _typing.Literal["national_funnel_95_low"]  # noqa: Y015
+    _WhichOneofArgType__national_funnel_95_low: _TypeAlias = _typing.Literal["_national_funnel_95_low", b"_national_funnel_95_low"]  # noqa: Y015
+    _WhichOneofReturnType__national_funnel_998_high: _TypeAlias = _typing.Literal["national_funnel_998_high"]  # noqa: Y015
+    _WhichOneofArgType__national_funnel_998_high: _TypeAlias = _typing.Literal["_national_funnel_998_high", b"_national_funnel_998_high"]  # noqa: Y015
+    _WhichOneofReturnType__national_funnel_998_low: _TypeAlias = _typing.Literal["national_funnel_998_low"]  # noqa: Y015
+    _WhichOneofArgType__national_funnel_998_low: _TypeAlias = _typing.Literal["_national_funnel_998_low", b"_national_funnel_998_low"]  # noqa: Y015
+    _WhichOneofReturnType__national_value: _TypeAlias = _typing.Literal["national_value"]  # noqa: Y015
+    _WhichOneofArgType__national_value: _TypeAlias = _typing.Literal["_national_value", b"_national_value"]  # noqa: Y015
     _WhichOneofReturnType__numerator: _TypeAlias = _typing.Literal["numerator"]  # noqa: Y015
     _WhichOneofArgType__numerator: _TypeAlias = _typing.Literal["_numerator", b"_numerator"]  # noqa: Y015
     _WhichOneofReturnType__provisional: _TypeAlias = _typing.Literal["provisional"]  # noqa: Y015
     _WhichOneofArgType__provisional: _TypeAlias = _typing.Literal["_provisional", b"_provisional"]  # noqa: Y015
     _WhichOneofReturnType__regional_value: _TypeAlias = _typing.Literal["regional_value"]  # noqa: Y015
     _WhichOneofArgType__regional_value: _TypeAlias = _typing.Literal["_regional_value", b"_regional_value"]  # noqa: Y015
+    _WhichOneofReturnType__unstratified_events: _TypeAlias = _typing.Literal["unstratified_events"]  # noqa: Y015
+    _WhichOneofArgType__unstratified_events: _TypeAlias = _typing.Literal["_unstratified_events", b"_unstratified_events"]  # noqa: Y015
+    _WhichOneofReturnType__unstratified_population: _TypeAlias = _typing.Literal["unstratified_population"]  # noqa: Y015
+    _WhichOneofArgType__unstratified_population: _TypeAlias = _typing.Literal["_unstratified_population", b"_unstratified_population"]  # noqa: Y015
     _WhichOneofReturnType__value: _TypeAlias = _typing.Literal["value"]  # noqa: Y015
     _WhichOneofArgType__value: _TypeAlias = _typing.Literal["_value", b"_value"]  # noqa: Y015
     @_typing.overload
@@ -227,6 +307,12 @@ class IndicatorValue(_message.Message):
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__denominator) -> _WhichOneofReturnType__denominator | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__dsr) -> _WhichOneofReturnType__dsr | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__dsr_ci_high) -> _WhichOneofReturnType__dsr_ci_high | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__dsr_ci_low) -> _WhichOneofReturnType__dsr_ci_low | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__funnel_95_high) -> _WhichOneofReturnType__funnel_95_high | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__funnel_95_low) -> _WhichOneofReturnType__funnel_95_low | None: ...
@@ -235,15 +321,105 @@ class IndicatorValue(_message.Message):
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__funnel_998_low) -> _WhichOneofReturnType__funnel_998_low | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__national_funnel_95_high) -> _WhichOneofReturnType__national_funnel_95_high | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__national_funnel_95_low) -> _WhichOneofReturnType__national_funnel_95_low | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__national_funnel_998_high) -> _WhichOneofReturnType__national_funnel_998_high | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__national_funnel_998_low) -> _WhichOneofReturnType__national_funnel_998_low | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__national_value) -> _WhichOneofReturnType__national_value | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__numerator) -> _WhichOneofReturnType__numerator | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__provisional) -> _WhichOneofReturnType__provisional | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__regional_value) -> _WhichOneofReturnType__regional_value | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__unstratified_events) -> _WhichOneofReturnType__unstratified_events | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__unstratified_population) -> _WhichOneofReturnType__unstratified_population | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__value) -> _WhichOneofReturnType__value | None: ...
 
 Global___IndicatorValue: _TypeAlias = IndicatorValue  # noqa: Y015
+
+@_typing.final
+class ReferenceValue(_message.Message):
+    """A national reference value for an indicator (carehub/domain/data/reference/national.toml):
+    what was published, for which period, by whom, and how its definition differs from carehub's.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    INDICATOR_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    AREA_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    UNIT_FIELD_NUMBER: _builtins.int
+    COMPARISON_FIELD_NUMBER: _builtins.int
+    DEFINITION_FIELD_NUMBER: _builtins.int
+    DIFFERENCES_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    SOURCE_PUBLISHER_FIELD_NUMBER: _builtins.int
+    SOURCE_TITLE_FIELD_NUMBER: _builtins.int
+    SOURCE_YEAR_FIELD_NUMBER: _builtins.int
+    SOURCE_URL_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """the entry's name in the file"""
+    indicator: _builtins.str
+    title: _builtins.str
+    """the publisher's name for what was measured"""
+    area: _builtins.str
+    period: _builtins.str
+    status: _builtins.str
+    """"published" or "not_found" (no national value)"""
+    value: _builtins.float
+    """as published, in `unit`"""
+    unit: _builtins.str
+    """"percent" or "per_100000" """
+    comparison: _builtins.str
+    """"same_definition", "definition_differs" or "context_only" """
+    definition: _builtins.str
+    differences: _builtins.str
+    note: _builtins.str
+    source_publisher: _builtins.str
+    source_title: _builtins.str
+    source_year: _builtins.int
+    source_url: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        indicator: _builtins.str = ...,
+        title: _builtins.str = ...,
+        area: _builtins.str = ...,
+        period: _builtins.str = ...,
+        status: _builtins.str = ...,
+        value: _builtins.float | None = ...,
+        unit: _builtins.str = ...,
+        comparison: _builtins.str = ...,
+        definition: _builtins.str = ...,
+        differences: _builtins.str = ...,
+        note: _builtins.str = ...,
+        source_publisher: _builtins.str = ...,
+        source_title: _builtins.str = ...,
+        source_year: _builtins.int = ...,
+        source_url: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_value", b"_value", "value", b"value"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_value", b"_value", "area", b"area", "comparison", b"comparison", "definition", b"definition", "differences", b"differences", "indicator", b"indicator", "name", b"name", "note", b"note", "period", b"period", "source_publisher", b"source_publisher", "source_title", b"source_title", "source_url", b"source_url", "source_year", b"source_year", "status", b"status", "title", b"title", "unit", b"unit", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__value: _TypeAlias = _typing.Literal["value"]  # noqa: Y015
+    _WhichOneofArgType__value: _TypeAlias = _typing.Literal["_value", b"_value"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__value) -> _WhichOneofReturnType__value | None: ...
+
+Global___ReferenceValue: _TypeAlias = ReferenceValue  # noqa: Y015
 
 @_typing.final
 class IndicatorSignal(_message.Message):

@@ -258,16 +258,24 @@ class IndicatorsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     VALUES_FIELD_NUMBER: _builtins.int
+    REFERENCES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def values(self) -> _containers.RepeatedCompositeFieldContainer[_indicators_pb2.IndicatorValue]: ...
+    @_builtins.property
+    def references(self) -> _containers.RepeatedCompositeFieldContainer[_indicators_pb2.ReferenceValue]:
+        """National reference values for the indicators in `values` (or asked for), in file order:
+        an indicator with none has no entry here ("no national value").
+        """
+
     def __init__(
         self,
         *,
         values: _abc.Iterable[_indicators_pb2.IndicatorValue] | None = ...,
+        references: _abc.Iterable[_indicators_pb2.ReferenceValue] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["values", b"values"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["references", b"references", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

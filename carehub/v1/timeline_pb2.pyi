@@ -156,6 +156,10 @@ class Spell(_message.Message):
     PROVISIONAL_PROCEDURES_FIELD_NUMBER: _builtins.int
     CODED_PROCEDURES_FIELD_NUMBER: _builtins.int
     ADMISSION_SECTOR_FIELD_NUMBER: _builtins.int
+    ADMISSION_PRACTICE_FIELD_NUMBER: _builtins.int
+    ADMISSION_LOCALITY_FIELD_NUMBER: _builtins.int
+    DISCHARGE_PRACTICE_FIELD_NUMBER: _builtins.int
+    DISCHARGE_LOCALITY_FIELD_NUMBER: _builtins.int
     org: _builtins.str
     spell_id: _builtins.str
     status: Global___SpellStatus.ValueType
@@ -175,6 +179,13 @@ class Spell(_message.Message):
     discharge_opted_out: _builtins.bool
     admission_sector: _care_event_pb2.Sector.ValueType
     """source_sector of the admission event"""
+    admission_practice: _builtins.str
+    """The registration in force when the admission / the discharge was applied: the practice the
+    event itself named, else the person's practice then (indicator attribution "at_event").
+    """
+    admission_locality: _builtins.str
+    discharge_practice: _builtins.str
+    discharge_locality: _builtins.str
     @_builtins.property
     def admitted_at(self) -> _timestamp_pb2.Timestamp:
         """unset until the admission arrives"""
@@ -222,10 +233,14 @@ class Spell(_message.Message):
         provisional_procedures: _abc.Iterable[_care_event_pb2.Procedure] | None = ...,
         coded_procedures: _abc.Iterable[_care_event_pb2.Procedure] | None = ...,
         admission_sector: _care_event_pb2.Sector.ValueType = ...,
+        admission_practice: _builtins.str = ...,
+        admission_locality: _builtins.str = ...,
+        discharge_practice: _builtins.str = ...,
+        discharge_locality: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["admitted_at", b"admitted_at", "coded_at", b"coded_at", "discharged_at", b"discharged_at", "last_transfer_at", b"last_transfer_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["admission_event_id", b"admission_event_id", "admission_method", b"admission_method", "admission_opted_out", b"admission_opted_out", "admission_sector", b"admission_sector", "admission_source", b"admission_source", "admitted_at", b"admitted_at", "age_at_admission", b"age_at_admission", "coded_at", b"coded_at", "coded_diagnoses", b"coded_diagnoses", "coded_procedures", b"coded_procedures", "discharge_destination", b"discharge_destination", "discharge_event_id", b"discharge_event_id", "discharge_opted_out", b"discharge_opted_out", "discharged_at", b"discharged_at", "last_location", b"last_location", "last_transfer_at", b"last_transfer_at", "org", b"org", "provisional_diagnoses", b"provisional_diagnoses", "provisional_procedures", b"provisional_procedures", "spell_id", b"spell_id", "status", b"status", "transfer_count", b"transfer_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admission_event_id", b"admission_event_id", "admission_locality", b"admission_locality", "admission_method", b"admission_method", "admission_opted_out", b"admission_opted_out", "admission_practice", b"admission_practice", "admission_sector", b"admission_sector", "admission_source", b"admission_source", "admitted_at", b"admitted_at", "age_at_admission", b"age_at_admission", "coded_at", b"coded_at", "coded_diagnoses", b"coded_diagnoses", "coded_procedures", b"coded_procedures", "discharge_destination", b"discharge_destination", "discharge_event_id", b"discharge_event_id", "discharge_locality", b"discharge_locality", "discharge_opted_out", b"discharge_opted_out", "discharge_practice", b"discharge_practice", "discharged_at", b"discharged_at", "last_location", b"last_location", "last_transfer_at", b"last_transfer_at", "org", b"org", "provisional_diagnoses", b"provisional_diagnoses", "provisional_procedures", b"provisional_procedures", "spell_id", b"spell_id", "status", b"status", "transfer_count", b"transfer_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -242,12 +257,17 @@ class EdAttendance(_message.Message):
     ORG_FIELD_NUMBER: _builtins.int
     OPTED_OUT_FIELD_NUMBER: _builtins.int
     SECTOR_FIELD_NUMBER: _builtins.int
+    PRACTICE_FIELD_NUMBER: _builtins.int
+    LOCALITY_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     org: _builtins.str
     opted_out: _builtins.bool
     """applied while the person's planning opt-out was in force"""
     sector: _care_event_pb2.Sector.ValueType
     """source_sector of the attendance event"""
+    practice: _builtins.str
+    """the registration in force when it was applied (as Spell.admission_practice)"""
+    locality: _builtins.str
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -258,10 +278,12 @@ class EdAttendance(_message.Message):
         org: _builtins.str = ...,
         opted_out: _builtins.bool = ...,
         sector: _care_event_pb2.Sector.ValueType = ...,
+        practice: _builtins.str = ...,
+        locality: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "event_id", b"event_id", "opted_out", b"opted_out", "org", b"org", "sector", b"sector"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "event_id", b"event_id", "locality", b"locality", "opted_out", b"opted_out", "org", b"org", "practice", b"practice", "sector", b"sector"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -469,6 +491,7 @@ class PersonTimeline(_message.Message):
     AGE_YEARS_FIELD_NUMBER: _builtins.int
     AGE_AT_FIELD_NUMBER: _builtins.int
     CARE_PLANS_FIELD_NUMBER: _builtins.int
+    SEX_FIELD_NUMBER: _builtins.int
     person_id: _builtins.str
     registered_practice: _builtins.str
     locality: _builtins.str
@@ -485,6 +508,8 @@ class PersonTimeline(_message.Message):
     """
     age_years: _builtins.int
     """of the event with the latest event time"""
+    sex: _care_event_pb2.Sex.ValueType
+    """of the event with the latest event time, like age_years (indicator strata)"""
     @_builtins.property
     def local_records(self) -> _containers.RepeatedCompositeFieldContainer[Global___SeenRecord]: ...
     @_builtins.property
@@ -563,10 +588,11 @@ class PersonTimeline(_message.Message):
         age_years: _builtins.int = ...,
         age_at: _timestamp_pb2.Timestamp | None = ...,
         care_plans: _abc.Mapping[_builtins.str, Global___CarePlan] | None = ...,
+        sex: _care_event_pb2.Sex.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["age_at", b"age_at", "care_home", b"care_home", "consent", b"consent", "died_at", b"died_at", "last_gp_contact_at", b"last_gp_contact_at", "newest_event_at", b"newest_event_at", "registration_at", b"registration_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["absorbed", b"absorbed", "age_at", b"age_at", "age_years", b"age_years", "applied_events", b"applied_events", "cancelled_event_keys", b"cancelled_event_keys", "care_home", b"care_home", "care_plans", b"care_plans", "consent", b"consent", "contacts", b"contacts", "died_at", b"died_at", "died_event_key", b"died_event_key", "ed_attendances", b"ed_attendances", "involvement", b"involvement", "last_gp_contact_at", b"last_gp_contact_at", "last_link_sequence", b"last_link_sequence", "local_records", b"local_records", "locality", b"locality", "merged_into", b"merged_into", "newest_event_at", b"newest_event_at", "person_id", b"person_id", "registered_practice", b"registered_practice", "registration_at", b"registration_at", "spells", b"spells"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["absorbed", b"absorbed", "age_at", b"age_at", "age_years", b"age_years", "applied_events", b"applied_events", "cancelled_event_keys", b"cancelled_event_keys", "care_home", b"care_home", "care_plans", b"care_plans", "consent", b"consent", "contacts", b"contacts", "died_at", b"died_at", "died_event_key", b"died_event_key", "ed_attendances", b"ed_attendances", "involvement", b"involvement", "last_gp_contact_at", b"last_gp_contact_at", "last_link_sequence", b"last_link_sequence", "local_records", b"local_records", "locality", b"locality", "merged_into", b"merged_into", "newest_event_at", b"newest_event_at", "person_id", b"person_id", "registered_practice", b"registered_practice", "registration_at", b"registration_at", "sex", b"sex", "spells", b"spells"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -8,6 +8,10 @@ instance it reaches and however often it restarted. A subscriber whose buffer
 (``CAREHUB_GATEWAY_SUBSCRIBER_BUFFER``) fills up is told to resume from its cursor, so a slow
 or stuck partner never holds up anyone else.
 
+``GetIndicators`` answers with the caller's entitled indicator values and, for the indicators in
+them, the national reference values (carehub/domain/data/reference/national.toml: value if any,
+status, period, source, definition, comparison), which are public.
+
 ``GetCaseList`` and ``WatchCaseList`` answer with the caller's own case-finding list
 (``carehub.caselists``, written by services/caselists): the organisation comes from the
 caller's certificate or token, never from the request, and a list names people only in that
@@ -35,7 +39,9 @@ from opentelemetry import trace
 from opentelemetry.propagate import extract
 
 from carehub.domain.caselists import only_new
+from carehub.domain.reference_values import ReferenceValues, load_reference_values
 from carehub.fhir_deadletters import replay_of
+from carehub.indicator_report import references_for
 from carehub.kafka.profile import client_profile
 from carehub.revocation import RevocationList
 from carehub.runtime.health import HEALTH
@@ -64,8 +70,10 @@ DEFAULT_QUALITY_DAYS = 30
 class PartnerGateway(pb_grpc.PartnerGatewayServicer):
     def __init__(self, settings: Settings, partners: Partners, alerts: AlertLog, board: IndicatorBoard,
                  audit: Audit, producer: AIOKafkaProducer | None, quality: QualityLog | None = None,
-                 revocations: RevocationList | None = None, caselists: CaseListBoard | None = None) -> None:
+                 revocations: RevocationList | None = None, caselists: CaseListBoard | None = None,
+                 references: ReferenceValues | None = None) -> None:
         self.settings = settings
+        self.references = references or load_reference_values(definitions=settings.indicator_definitions)
         self.caselists = caselists or CaseListBoard()
         self.quality = quality or QualityLog()
         self.revocations = revocations or RevocationList(settings.revoked_certificates)
@@ -155,6 +163,12 @@ class PartnerGateway(pb_grpc.PartnerGatewayServicer):
         await self.audit.write(org, "acknowledge", request.alert_id, entry.alert.trace_id, status)
         return pb.AcknowledgeResponse(recorded=True)
 
+    def _answer(self, org: str, request: pb.IndicatorsRequest) -> pb.IndicatorsResponse:
+        """The entitled values, with the national reference values of their indicators (or the one asked for)."""
+        values = self._entitled(org, request)
+        indicators = {v.indicator for v in values} | ({request.indicator} if request.indicator else set())
+        return pb.IndicatorsResponse(values=values, references=references_for(self.references, indicators))
+
     def _entitled(self, org: str, request: pb.IndicatorsRequest) -> list[ind.IndicatorValue]:
         units = self.partners.entitled_units(org, {v.unit for v in self.board.values.values()})
         return sorted((v for v in self.board.values.values() if v.unit in units
@@ -206,7 +220,7 @@ class PartnerGateway(pb_grpc.PartnerGatewayServicer):
         org = await self._who(context, "get_indicators")
         await self.board.ready.wait()
         await self.audit.write(org, "get_indicators", detail=f"{request.indicator or '*'} {request.window or '*'}")
-        return pb.IndicatorsResponse(values=self._entitled(org, request))
+        return self._answer(org, request)
 
     async def WatchIndicators(self, request: pb.IndicatorsRequest,
                               context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[pb.IndicatorsResponse]:
@@ -215,11 +229,11 @@ class PartnerGateway(pb_grpc.PartnerGatewayServicer):
         queue: asyncio.Queue[ind.IndicatorValue | None] = asyncio.Queue(self.settings.gateway_subscriber_buffer)
         self.board.watchers.add(queue)
         try:
-            yield pb.IndicatorsResponse(values=self._entitled(org, request))
+            yield self._answer(org, request)
             while True:
                 changed = await queue.get()
                 if changed is None:  # fell behind: a whole snapshot
-                    yield pb.IndicatorsResponse(values=self._entitled(org, request))
+                    yield self._answer(org, request)
                     continue
                 batch = [changed]
                 while not queue.empty() and len(batch) < 500:
@@ -233,7 +247,7 @@ class PartnerGateway(pb_grpc.PartnerGatewayServicer):
                                                                request.indicator)
                         and (not request.window or v.window == request.window)]
                 if not batch:
-                    yield pb.IndicatorsResponse(values=self._entitled(org, request))
+                    yield self._answer(org, request)
                 elif mine:
                     yield pb.IndicatorsResponse(values=mine)
         finally:

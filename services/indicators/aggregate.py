@@ -1,10 +1,13 @@
-"""From counts to published values: windows, rates, intervals, the regional average, funnel limits
-and small-number suppression.
+"""From counts to published values: windows, rates, intervals, directly standardised rates, the
+regional average, national reference values, funnel limits and small-number suppression.
 
 Pure: ``Aggregate`` holds the absolute counts of every timeline partition (from
 ``IndicatorPartials``) and ``values()`` turns their sum into ``IndicatorValue`` messages. Windows
 are relative to the as-of day, the newest event day any partition has seen (SEMANTICS.md), so
 the same events give the same values whenever they are computed.
+
+Rate indicators on spell facts also get a directly age/sex-standardised rate (ESP 2013, Dobson
+limits; carehub/domain/standardisation.py) from the cells by stratum, beside the crude rate.
 """
 
 from __future__ import annotations
@@ -16,8 +19,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from carehub.domain.definitions import POPULATION_UNITS, Catalogue, Indicator
-from carehub.domain.indicator_facts import PRACTICE_LOCALITY, REGION, Key
+from carehub.domain.definitions import POPULATION_UNITS, SPELL_FACTS, Catalogue, Indicator
+from carehub.domain.indicator_facts import (
+    PRACTICE_LOCALITY,
+    REGION,
+    STRATUM_SEPARATOR,
+    UNKNOWN_STRATUM,
+    Key,
+    counting_digest,
+)
+from carehub.domain.reference_values import ReferenceValue, ReferenceValues
+from carehub.domain.standardisation import (
+    SEXES,
+    StandardPopulation,
+    Stratum,
+    directly_standardised_rate,
+    load_standard_population,
+)
 from carehub.v1 import indicators_pb2 as ind
 
 from . import stats, suppression
@@ -76,17 +94,61 @@ class Series:
 
 
 @dataclass
+class Strata:
+    """A rate's counts by stratum (age band's lower bound, sex), and what fits no stratum."""
+
+    events: dict[Stratum, int]
+    population: dict[Stratum, int]
+    unstratified_events: int
+    unstratified_population: int
+
+
+@dataclass
 class Raw:
     """A value before publication rules: numerator, denominator (None: a count), provisional."""
 
     numerator: int
     denominator: int | None
     provisional: int
+    strata: Strata | None = None
+
+
+def standardised(indicator: Indicator) -> bool:
+    """Whether an indicator gets a DSR: a rate counting spell facts (their age at admission)."""
+    return indicator.measure == "rate" and indicator.fact in SPELL_FACTS
+
+
+def _stratum(name: str, min_age: int) -> Stratum | None:
+    """A stratum cell's name as a stratum; None when it fits no stratum of the standard from ``min_age``
+    (unknown age or sex, or a band below ``min_age``)."""
+    if name == UNKNOWN_STRATUM:
+        return None
+    lower, sex = name.split(STRATUM_SEPARATOR, 1)
+    return (int(lower), sex) if int(lower) >= min_age else None
+
+
+def national(references: ReferenceValues | None, indicator: Indicator) -> tuple[ReferenceValue, float] | None:
+    """The national value funnel limits are drawn around, on the scale of the indicator's values:
+    the first entry for it (file order) that is published and in its units (not context only)."""
+    if references is None or indicator.measure not in ("rate", "proportion"):
+        return None
+    for ref in references.for_indicator(indicator.id):
+        if ref.value is None or ref.status != "published" or ref.comparison == "context_only":
+            continue
+        if indicator.measure == "proportion" and ref.unit == "percent":
+            return ref, ref.value / 100.0
+        if indicator.measure == "rate" and ref.unit == "per_100000":
+            return ref, ref.value * indicator.per / 100_000.0
+    return None
 
 
 class Aggregate:
-    def __init__(self, catalogue: Catalogue) -> None:
+    def __init__(self, catalogue: Catalogue, attribution: str = "current",
+                 standard: StandardPopulation | None = None, references: ReferenceValues | None = None) -> None:
         self.catalogue = catalogue
+        self.digest = counting_digest(catalogue, attribution)
+        self.standard = standard or load_standard_population()
+        self.references = references
         self.partitions: dict[int, dict[Key, tuple[int, int, int]]] = {}
         self.newest: dict[int, int] = {}
         self.digests: dict[int, str] = {}
@@ -110,8 +172,8 @@ class Aggregate:
         return max(self.newest.values()) if self.newest else None
 
     def stale_partitions(self) -> list[int]:
-        """Partitions counted with other definition files than this aggregator's."""
-        return sorted(p for p, d in self.digests.items() if d != self.catalogue.digest)
+        """Partitions counted with other definition files (or attribution) than this aggregator's."""
+        return sorted(p for p, d in self.digests.items() if d != self.digest)
 
     def _summed(self) -> dict[str, dict[str, dict[int, list[int]]]]:
         out: dict[str, dict[str, dict[int, list[int]]]] = {}
@@ -128,6 +190,11 @@ class Aggregate:
         if as_of is None:
             return {}
         summed = self._summed()
+        by_stratum: dict[str, dict[str, dict[str, dict[int, list[int]]]]] = {}  # base, stratum, unit, day
+        for name, by_unit in summed.items():
+            base, separator, stratum = name.partition(STRATUM_SEPARATOR)
+            if separator:
+                by_stratum.setdefault(base, {})[stratum] = by_unit
         out: dict[tuple[str, str, str], Raw] = {}
         for indicator in self.catalogue.indicators:
             series = {unit: Series(by_day) for unit, by_day in summed.get(indicator.id, {}).items()}
@@ -135,18 +202,40 @@ class Aggregate:
             if indicator.measure == "rate":
                 population = {u: v[0][1] for u, v in summed.get(indicator.population_key, {}).items()
                               if v.get(0, [0, 0])[1] > 0}
+            strata = by_stratum.get(indicator.id, {}) if standardised(indicator) else {}
+            min_age = indicator.population_min_age
+            # by unit: each stratum's events as a series (None: fits no stratum), and its people
+            stratum_series: dict[str, list[tuple[Stratum | None, Series]]] = {}
+            for name, by_unit in strata.items():
+                key = _stratum(name, min_age)
+                for unit, by_day in by_unit.items():
+                    stratum_series.setdefault(unit, []).append((key, Series(by_day)))
+            stratum_population: dict[str, tuple[dict[Stratum, int], int]] = {}
+            for name, by_unit in by_stratum.get(indicator.population_key, {}).items():
+                key = _stratum(name, min_age)
+                for unit, by_day in by_unit.items():
+                    people, unknown = stratum_population.setdefault(unit, ({}, 0))
+                    count = by_day[0][1] if 0 in by_day else 0
+                    if key is None:
+                        stratum_population[unit] = (people, unknown + count)
+                    elif count:
+                        people[key] = count
             units = sorted(set(series) | set(population))
             for window in windows(indicator, as_of):
                 for unit in units:
                     s = series.get(unit)
                     num, facts, prov = s.total(window) if s is not None else (0, 0, 0)
+                    counted: Strata | None = None
                     if indicator.measure == "proportion":
                         den: int | None = facts
                     elif indicator.measure == "rate" and unit.split(":", 1)[0] in POPULATION_UNITS:
                         den = population.get(unit, 0)
+                        if standardised(indicator):
+                            counted = _strata(stratum_series.get(unit, []),
+                                              stratum_population.get(unit, ({}, 0)), window)
                     else:
                         den = None
-                    out[(indicator.id, unit, window.label)] = Raw(num, den, prov)
+                    out[(indicator.id, unit, window.label)] = Raw(num, den, prov, counted)
         return out
 
     def practice_localities(self) -> dict[str, str]:
@@ -177,13 +266,62 @@ class Aggregate:
             spans = {w.label: w for w in windows(indicator, as_of)}
             for label, window in spans.items():
                 cells = by_window.get((indicator.id, label), {})
-                withheld = suppression.withheld({u: v.numerator for u, v in cells.items()},
-                                                groups(cells, localities), threshold)
+                grouped = groups(cells, localities)
+                withheld = suppression.withheld({u: v.numerator for u, v in cells.items()}, grouped, threshold)
+                # counts of people and events outside the strata are small counts too
+                hidden_events = suppression.withheld(
+                    {u: v.strata.unstratified_events if v.strata else 0 for u, v in cells.items()}, grouped, threshold)
+                hidden_people = suppression.withheld(
+                    {u: v.strata.unstratified_population if v.strata else 0 for u, v in cells.items()}, grouped,
+                    threshold)
                 regional = cells.get(REGION)
                 regional_value = _value(indicator, regional) if regional is not None else None
                 for unit in sorted(cells):
-                    yield self._value(indicator, unit, window, as_of, cells[unit], unit in withheld,
-                                      regional_value, computed_at_s)
+                    v = self._value(indicator, unit, window, as_of, cells[unit], unit in withheld,
+                                    regional_value, computed_at_s)
+                    if not v.suppressed:
+                        self._standardised(v, indicator, cells[unit], unit in hidden_events, unit in hidden_people)
+                        self._national(v, indicator)
+                    yield v
+
+    def _standardised(self, v: ind.IndicatorValue, indicator: Indicator, raw: Raw, events_hidden: bool,
+                      people_hidden: bool) -> None:
+        """The DSR beside the crude rate (docs/standardisation.md); a withheld value has none."""
+        strata = raw.strata
+        if strata is None:
+            return
+        v.standard_population = self.standard.name
+        if not events_hidden:
+            v.unstratified_events = strata.unstratified_events
+        if not people_hidden:
+            v.unstratified_population = strata.unstratified_population
+        min_age = indicator.population_min_age
+        if min_age not in {band.lower for band in self.standard.bands}:
+            v.dsr_not_computed = "min_age_not_a_band"
+            return
+        dsr = directly_standardised_rate(strata.events, strata.population, self.standard, sexes=SEXES,
+                                         min_age=min_age, per=indicator.per)
+        if dsr.reason is not None:
+            v.dsr_not_computed = dsr.reason
+            return
+        assert dsr.dsr is not None and dsr.lower95 is not None and dsr.upper95 is not None
+        v.dsr, v.dsr_ci_low, v.dsr_ci_high = dsr.dsr, dsr.lower95, dsr.upper95
+
+    def _national(self, v: ind.IndicatorValue, indicator: Indicator) -> None:
+        """Funnel limits around the national value for the unit's size, where one is comparable."""
+        found = national(self.references, indicator)
+        if found is None or not v.HasField("value"):
+            return
+        ref, value = found
+        v.national_reference, v.national_value = ref.name, value
+        if indicator.measure == "rate":
+            l95 = stats.funnel_limits_rate(value, v.denominator, indicator.per, FUNNEL_95)
+            l998 = stats.funnel_limits_rate(value, v.denominator, indicator.per, FUNNEL_998)
+        else:
+            l95 = stats.funnel_limits_proportion(value, v.denominator, FUNNEL_95)
+            l998 = stats.funnel_limits_proportion(value, v.denominator, FUNNEL_998)
+        v.national_funnel_95_low, v.national_funnel_95_high = l95
+        v.national_funnel_998_low, v.national_funnel_998_high = l998
 
     def _value(self, indicator: Indicator, unit: str, window: Window, as_of: int, raw: Raw, withheld: bool,
                regional_value: float | None, computed_at_s: float) -> ind.IndicatorValue:
@@ -223,6 +361,21 @@ class Aggregate:
         v.funnel_998_low, v.funnel_998_high = l998
         v.outlier = stats.outlier(value, l95, l998)
         return v
+
+
+def _strata(events: list[tuple[Stratum | None, Series]], population: tuple[dict[Stratum, int], int],
+            window: Window) -> Strata:
+    """One unit's counts by stratum in a window: events by age at admission, people by age now
+    (``None``: fits no stratum)."""
+    observed: dict[Stratum, int] = {}
+    unknown = 0
+    for key, series in events:
+        count = series.total(window)[0]
+        if key is None:
+            unknown += count
+        elif count:
+            observed[key] = observed.get(key, 0) + count
+    return Strata(observed, population[0], unknown, population[1])
 
 
 def _value(indicator: Indicator, raw: Raw) -> float | None:

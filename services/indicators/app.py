@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from carehub.domain.definitions import Catalogue, load_catalogue
+from carehub.domain.reference_values import load_reference_values
 from carehub.indicator_report import read_values
 from carehub.kafka.profile import client_profile
 from carehub.kafka.read import at_end
@@ -95,7 +96,8 @@ class IndicatorService:
         self.settings = settings
         self.bootstrap = bootstrap
         self.catalogue = catalogue or load_catalogue(settings.indicator_definitions)
-        self.aggregate = Aggregate(self.catalogue)
+        self.aggregate = Aggregate(self.catalogue, settings.indicators_attribution,
+                                   references=load_reference_values(definitions=self.catalogue.directory))
         self.publisher = Publisher()
         self.dirty = False
 

@@ -231,7 +231,8 @@ class Timeline:
 def build_app(settings: Settings, bootstrap: str) -> faust.App:
     runtime = StageRuntime(APP_SUFFIX, settings, bootstrap)
     persons = runtime.table(TABLE, partitions=settings.partitions, value_type=bytes)
-    counts = PartitionCounts(PersonFacts(load_catalogue(settings.indicator_definitions)))
+    counts = PartitionCounts(PersonFacts(load_catalogue(settings.indicator_definitions),
+                                         settings.indicators_attribution))
     timeline = Timeline(settings, persons, runtime.topic(timeline_topic(settings)),
                         runtime.topic(timeline_handover_topic(settings)), counts,
                         runtime.topic(indicator_partials_topic(settings)))

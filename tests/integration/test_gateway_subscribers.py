@@ -209,6 +209,40 @@ def test_indicators_are_only_the_callers_entitled_units_as_a_snapshot_and_as_cha
     asyncio.run(run())
 
 
+def test_indicators_come_with_the_national_reference_values_of_their_indicators(pki: DemoPki) -> None:
+    board = IndicatorBoard()
+    for indicator in ("readmission_30d", "acsc_chronic"):
+        board.put(f"{indicator}|region|12m", ind.IndicatorValue(indicator=indicator, unit="region", window="12m"))
+    board.ready.set()
+
+    async def run() -> None:
+        async with Server(pki, alert_log([]), board=board) as server:
+            files = pki.clients["B86001"]
+            async with client_channel(f"127.0.0.1:{server.settings.gateway_port}", pki.ca.cert, files.cert,
+                                      files.key) as channel:
+                stub = pb_grpc.PartnerGatewayStub(channel)
+                got = await stub.GetIndicators(pb.IndicatorsRequest(), timeout=10)
+                refs = {r.name: r for r in got.references}
+                assert list(refs) == ["nhsof_3b_2017_18", "nhsof_3b_2013_14", "iap00068_share_2015_16",
+                                      "nhsof_2_3_i_latest"]  # file order, only the indicators answered
+                latest = refs["nhsof_3b_2017_18"]
+                assert (latest.value, latest.unit, latest.period, latest.status, latest.comparison) == \
+                    (13.8, "percent", "2017/18", "published", "definition_differs")
+                assert latest.source_publisher == "NHS Digital" and latest.definition and latest.differences
+                chronic = refs["nhsof_2_3_i_latest"]
+                assert chronic.status == "not_found" and not chronic.HasField("value") and chronic.note
+                # asked for one indicator with no value yet: its reference values all the same
+                acute = await stub.GetIndicators(pb.IndicatorsRequest(indicator="acsc_acute"), timeout=10)
+                assert not acute.values and [r.name for r in acute.references] == ["nhsof_3a_latest"]
+                watch = stub.WatchIndicators(pb.IndicatorsRequest(indicator="readmission_30d"), timeout=10)
+                first = await watch.read()
+                assert isinstance(first, pb.IndicatorsResponse)
+                assert [r.name for r in first.references] == ["nhsof_3b_2017_18", "nhsof_3b_2013_14"]
+                watch.cancel()
+
+    asyncio.run(run())
+
+
 def case_lists(routing: list[tuple[str, int, bool]]) -> CaseListBoard:
     """Lists of random people for random organisations, as the case-list service keys them (by organisation)."""
     board = CaseListBoard()

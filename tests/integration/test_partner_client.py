@@ -108,7 +108,12 @@ class Gateway(pb_grpc.PartnerGatewayServicer):
                       context: grpc.ServicerContext) -> pb.IndicatorsResponse:
         self._check(context)
         self.indicator_requests.append(request)
-        return pb.IndicatorsResponse(values=_values())
+        return pb.IndicatorsResponse(values=_values(), references=[
+            ind.ReferenceValue(name="chronic", indicator="acsc_chronic", title="NHS OF 2.3.i", area="England",
+                               period="latest", status="not_found", unit="per_100000"),
+            ind.ReferenceValue(name="readmissions", indicator="readmission_30d", area="England", period="2017/18",
+                               status="published", value=13.8, unit="percent", comparison="definition_differs",
+                               source_publisher="NHS Digital", source_year=2019)])
 
     def GetQuality(self, request: pb.QualityRequest, context: grpc.ServicerContext) -> pb.QualityReport:
         self._check(context)
@@ -143,7 +148,9 @@ def _values() -> list[ind.IndicatorValue]:
     return [
         ind.IndicatorValue(indicator="acsc_chronic", definition_version=1, unit="practice:ORG1", window="12m",
                            as_of="2026-03-03", measure="rate", per=100_000, numerator=42, denominator=9000,
-                           value=466.7, ci_low=336.3, ci_high=630.8, regional_value=401.2),
+                           value=466.7, ci_low=336.3, ci_high=630.8, regional_value=401.2, dsr=512.3,
+                           dsr_ci_low=360.1, dsr_ci_high=705.9,
+                           standard_population="European Standard Population 2013"),
         ind.IndicatorValue(indicator="acsc_chronic", definition_version=1, unit="region", window="12m",
                            as_of="2026-03-03", measure="rate", per=100_000, numerator=900, denominator=224_000,
                            value=401.2, ci_low=375.6, ci_high=428.2),
@@ -438,3 +445,6 @@ def test_indicators_remote_prints_the_table(pki: Pki, gw: Running, capsys: pytes
     out = capsys.readouterr().out
     assert out.startswith("as of 2026-03-03")
     assert "practice:ORG1" in out and "466.7" in out and "*" in out
+    assert "512.3" in out and "360.1-705.9" in out and "(European Standard Population 2013)" in out
+    assert "  acsc_chronic: no national value (NHS OF 2.3.i, latest: not found)" in out.splitlines()
+    assert "  readmission_30d: 13.8% (England 2017/18, definition differs; NHS Digital 2019)" in out.splitlines()

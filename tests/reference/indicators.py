@@ -60,20 +60,39 @@ Readings of the contract where it leaves room (each one the engine must share):
   they were applied.
 - Filters on ``ed_attendance`` facts: ``admission_method`` fails (no method), ages are the
   attendance's. Filters on spell facts use the admission's method and age and the spell's
-  current discharge destination.
+  current discharge destination, and ``exclude_codelist`` + ``exclude_groups`` the spell's
+  current diagnoses and procedures (coded, else working), matched as a numerator code list is;
+  a numerator fact of an indicator with such an exclusion is provisional when its spell is not
+  coded.
 - Month windows start on the month's first day even before the 12m window (only the end is
   clipped, to as-of minus the lag).
+- Sex now is ``person.sex`` of the same event as age now (latest ``event_time``, on a tie the
+  one applied last; on a merge the later of the two persons', the survivor's on a tie).
+- Attribution ``at_event``: the registration at an event is taken when the event is first
+  applied (like the opt-out flag), after the event's own registration is noted: the practice it
+  names, with its locality, or the person's locality when it names none and the person's
+  practice (after noting) is that one, or unknown; an event naming no practice takes the
+  person's registration then. Facts: the admission's for ``admission`` and ``open_spell``, the
+  discharge's for ``discharge``, the attendance's for ``ed_attendance``.
+
+Standardised rates (``reference(...).standardised``): for ``rate`` indicators on spell facts, per
+region/practice/locality unit and window, the numerator facts by stratum (the ESP 2013 band of
+the age at admission, the sex now) and the registered population by stratum (the band of the
+age now, the sex now), and from them the DSR with Dobson's 95% limits, written here from
+docs/standardisation.md.
 """
 
 from __future__ import annotations
 
 import bisect
+import math
 import tomllib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 from carehub.v1 import care_event_pb2 as ce
@@ -128,6 +147,8 @@ class Indicator:
     min_age: int | None = None
     max_age: int | None = None
     exclude_died: bool = False
+    exclude_codelist: str | None = None
+    exclude_groups: tuple[str, ...] = ()
     # numerator
     codelist: str | None = None
     groups: tuple[str, ...] = ()
@@ -150,7 +171,7 @@ UNIT_KINDS = ("practice", "locality", "provider", "sector", "region")
 WINDOW_KINDS = ("30d", "12m", "month", "now")
 INDICATOR_KEYS = {"id", "version", "title", "source", "fact", "measure", "per", "population_min_age", "units",
                   "windows", "lag_days", "filter", "numerator"}
-FILTER_KEYS = {"admission_method", "min_age", "max_age", "exclude_died"}
+FILTER_KEYS = {"admission_method", "min_age", "max_age", "exclude_died", "exclude_codelist", "exclude_groups"}
 NUMERATOR_KEYS = {"codelist", "groups", "admission_source", "readmission_max_days", "followed_up_within_days",
                   "followed_up", "prior_ed_attendances_min"}
 CONDITION_KEYS = {"group", "position", "codes", "exclude_procedures", "exclude_secondary", "with_secondary_codes",
@@ -199,6 +220,7 @@ def load_indicator(path: Path) -> Indicator:
         lag_days=int(raw.get("lag_days", 0)),
         admission_method=_strings(filt["admission_method"]) if "admission_method" in filt else None,
         min_age=filt.get("min_age"), max_age=filt.get("max_age"), exclude_died=bool(filt.get("exclude_died", False)),
+        exclude_codelist=filt.get("exclude_codelist"), exclude_groups=_strings(filt.get("exclude_groups", ())),
         codelist=num.get("codelist"), groups=_strings(num.get("groups", ())),
         admission_source=_strings(num["admission_source"]) if "admission_source" in num else None,
         readmission_max_days=num.get("readmission_max_days"),
@@ -218,8 +240,9 @@ def load_definitions(definitions_dir: Path) -> Definitions:
     indicators = tuple(sorted(map(load_indicator, (definitions_dir / "indicators").glob("*.toml")),
                               key=lambda i: i.id))
     for ind in indicators:
-        if ind.codelist is not None and ind.codelist not in codelists:
-            raise ValueError(f"{ind.id}: no code list {ind.codelist!r}")
+        for name in (ind.codelist, ind.exclude_codelist):
+            if name is not None and name not in codelists:
+                raise ValueError(f"{ind.id}: no code list {name!r}")
     return Definitions(indicators, codelists)
 
 
@@ -270,6 +293,7 @@ class Applied:
     link_sequence: int
     event: ing.AcceptedEvent
     opted_out: bool  # planning opt-out in force when the event was applied
+    registration: tuple[str, str] = ("", "")  # (practice, locality) at the event, when first applied
 
     @property
     def key(self) -> EventKey:
@@ -288,7 +312,7 @@ class Person:
     events: list[Applied] = field(default_factory=list)
     keys: set[EventKey] = field(default_factory=set)
     registration: Registration | None = None
-    age: tuple[int, int] | None = None  # (event time, age_years)
+    age: tuple[int, int, int] | None = None  # (event time, age_years, sex)
     consent: tuple[int, bool] | None = None  # (link_sequence, planning opt-out) of the latest change
 
     @property
@@ -306,7 +330,7 @@ class Person:
                                           else "")
                 self.registration = Registration(t, e.registered_practice, locality)
         if self.age is None or t >= self.age[0]:
-            self.age = (t, e.person.age_years)
+            self.age = (t, e.person.age_years, e.person.sex)
         if e.event_type == ce.EVENT_TYPE_CONSENT_CHANGE:
             self.consent = (applied.link_sequence, e.consent.planning_opt_out)
 
@@ -314,6 +338,15 @@ class Person:
         self.events.append(applied)
         self.keys.add(applied.key)
         self.note(applied)
+
+    def registration_at(self, e: ing.AcceptedEvent) -> tuple[str, str]:
+        """After ``note``: the practice and locality at ``e`` (see "Attribution at_event" above)."""
+        reg = self.registration
+        if not e.registered_practice:
+            return (reg.practice, reg.locality) if reg is not None else ("", "")
+        if e.locality:
+            return e.registered_practice, e.locality
+        return e.registered_practice, reg.locality if reg is not None and reg.practice == e.registered_practice else ""
 
     @classmethod
     def rebuilt(cls, events: Iterable[Applied]) -> Person:
@@ -381,7 +414,9 @@ def build_state(linked: Iterable[idn.LinkedEvent]) -> State:
         person = persons.setdefault(person_id, Person())
         if key in person.keys:
             continue
-        person.apply(Applied(order, le.link_sequence, e, person.opted_out))
+        applied = Applied(order, le.link_sequence, e, person.opted_out)
+        person.apply(applied)
+        applied.registration = person.registration_at(e)
         order += 1
         t = ns(e.event_time)
         newest = t if newest is None else max(newest, t)
@@ -416,6 +451,8 @@ class Spell:
     coded_dx: list[tuple[str, int]] = field(default_factory=list)
     coded_proc: list[str] = field(default_factory=list)
     cancelled: bool = False
+    admission_reg: tuple[str, str] = ("", "")
+    discharge_reg: tuple[str, str] = ("", "")
 
     @property
     def coded(self) -> bool:
@@ -437,6 +474,7 @@ class EdAttendance:
     time: int
     age: int
     opted_out: bool
+    reg: tuple[str, str] = ("", "")
 
 
 @dataclass
@@ -444,6 +482,7 @@ class PersonFacts:
     practice: str  # "" when unregistered
     locality: str  # "" when unknown
     age_now: int
+    sex_now: int
     dead: bool
     opted_out_now: bool
     spells: list[Spell]
@@ -480,11 +519,13 @@ def person_facts(person: Person) -> PersonFacts:
                     spell.working_dx = _dx(e.clinical)
                     spell.working_proc = [p.code for p in e.clinical.procedures]
                     spell.admission_opted_out, spell.admission_age = a.opted_out, e.person.age_years
+                    spell.admission_reg = a.registration
             elif is_cancelled:
                 pass
             elif kind == ce.EVENT_TYPE_DISCHARGE:
                 spell.discharged, spell.destination = t, e.clinical.discharge_destination
                 spell.discharge_opted_out = a.opted_out
+                spell.discharge_reg = a.registration
             elif spell.coded_time is None or t >= spell.coded_time:
                 spell.coded_time = t
                 spell.coded_dx = _dx(e.clinical)
@@ -492,7 +533,7 @@ def person_facts(person: Person) -> PersonFacts:
         elif is_cancelled:
             continue
         elif kind == ce.EVENT_TYPE_ED_ATTENDANCE:
-            ed.append(EdAttendance(e.source_org, e.source_sector, t, e.person.age_years, a.opted_out))
+            ed.append(EdAttendance(e.source_org, e.source_sector, t, e.person.age_years, a.opted_out, a.registration))
         elif kind == ce.EVENT_TYPE_GP_CONTACT and e.source_sector in FOLLOW_UP_SECTORS:
             contact_days.append(day_of(t))
         elif kind == ce.EVENT_TYPE_DEATH:
@@ -502,7 +543,8 @@ def person_facts(person: Person) -> PersonFacts:
     reg = person.registration
     return PersonFacts(
         practice=reg.practice if reg else "", locality=reg.locality if reg else "",
-        age_now=person.age[1] if person.age else -1, dead=dead, opted_out_now=person.opted_out,
+        age_now=person.age[1] if person.age else -1, sex_now=person.age[2] if person.age else 0,
+        dead=dead, opted_out_now=person.opted_out,
         spells=live, ed=ed, ed_times=sorted(x.time for x in ed), contact_days=sorted(contact_days),
     )
 
@@ -513,6 +555,8 @@ class Fact:
     units: tuple[str, ...]
     numerator: bool
     provisional: bool
+    age: int = -1  # at the admission (spell facts) or attendance
+    sex: int = 0  # the person's sex now
 
 
 def _sector_unit(sector: int) -> str:
@@ -524,7 +568,11 @@ def _method_name(method: int) -> str:
 
 
 def _person_units(p: PersonFacts) -> tuple[str, str, str]:
-    return ("region", f"practice:{p.practice or 'unregistered'}", f"locality:{p.locality or 'unknown'}")
+    return _units_of(p.practice, p.locality)
+
+
+def _units_of(practice: str, locality: str) -> tuple[str, str, str]:
+    return ("region", f"practice:{practice or 'unregistered'}", f"locality:{locality or 'unknown'}")
 
 
 def _age_ok(ind: Indicator, age: int) -> bool:
@@ -556,7 +604,7 @@ def _prior_ed(p: PersonFacts, t: int) -> int:
 
 def _spell_numerator(ind: Indicator, defs: Definitions, p: PersonFacts, s: Spell) -> tuple[bool, bool]:
     """(numerator, provisional) for a spell fact that passed the filter."""
-    provisional = False
+    provisional = ind.exclude_codelist is not None and not s.coded  # the exclusion was judged on working dx
     if ind.codelist is not None:
         conditions = [c for c in defs.codelists[ind.codelist].conditions if c.group in ind.groups]
         if not any(condition_matches(c, s.diagnoses, s.procedures) for c in conditions):
@@ -578,7 +626,9 @@ def _spell_numerator(ind: Indicator, defs: Definitions, p: PersonFacts, s: Spell
     return True, provisional
 
 
-def indicator_facts(ind: Indicator, defs: Definitions, people: list[PersonFacts]) -> list[Fact]:
+def indicator_facts(ind: Indicator, defs: Definitions, people: list[PersonFacts],
+                    attribution: str = "current") -> list[Fact]:
+    at_event = attribution == "at_event"
     facts: list[Fact] = []
     for p in people:
         base = _person_units(p)
@@ -593,21 +643,23 @@ def indicator_facts(ind: Indicator, defs: Definitions, people: list[PersonFacts]
                     num = False  # spell conditions on an attendance: never met
                 if ind.prior_ed_attendances_min is not None:
                     num = num and _prior_ed(p, a.time) >= ind.prior_ed_attendances_min
-                facts.append(Fact(day_of(a.time), (*base, f"provider:{a.org}", _sector_unit(a.sector)), num, False))
+                mine = _units_of(*a.reg) if at_event else base
+                facts.append(Fact(day_of(a.time), (*mine, f"provider:{a.org}", _sector_unit(a.sector)), num, False,
+                                  a.age, p.sex_now))
             continue
         for s in p.spells:
             if s.admitted is None:
                 continue
             if ind.fact == "admission":
-                when, opted_out = s.admitted, s.admission_opted_out
+                when, opted_out, reg = s.admitted, s.admission_opted_out, s.admission_reg
             elif ind.fact == "discharge":
                 if s.discharged is None:
                     continue
-                when, opted_out = s.discharged, s.discharge_opted_out
+                when, opted_out, reg = s.discharged, s.discharge_opted_out, s.discharge_reg
             else:  # open_spell
                 if s.discharged is not None:
                     continue
-                when, opted_out = s.admitted, s.admission_opted_out
+                when, opted_out, reg = s.admitted, s.admission_opted_out, s.admission_reg
             if opted_out:
                 continue
             if ind.admission_method is not None and _method_name(s.method) not in ind.admission_method:
@@ -616,9 +668,13 @@ def indicator_facts(ind: Indicator, defs: Definitions, people: list[PersonFacts]
                 continue
             if ind.exclude_died and s.discharged is not None and s.destination == DIED:
                 continue
+            if ind.exclude_codelist is not None and any(
+                    condition_matches(c, s.diagnoses, s.procedures)
+                    for c in defs.codelists[ind.exclude_codelist].conditions if c.group in ind.exclude_groups):
+                continue
             num, provisional = _spell_numerator(ind, defs, p, s)
-            units = (*base, f"provider:{s.org}", _sector_unit(s.admission_sector))
-            facts.append(Fact(day_of(when), units, num, provisional))
+            units = (*(_units_of(*reg) if at_event else base), f"provider:{s.org}", _sector_unit(s.admission_sector))
+            facts.append(Fact(day_of(when), units, num, provisional, s.admission_age, p.sex_now))
     return facts
 
 
@@ -664,27 +720,92 @@ def _unit_kind(unit: str) -> str:
     return unit.split(":", 1)[0]
 
 
+# ---------------------------------------------------------------- standardisation
+
+SEX_NAMES: dict[int, str] = {ce.SEX_FEMALE: "female", ce.SEX_MALE: "male"}
+Z95 = NormalDist().inv_cdf(0.975)
+Stratum = tuple[int, str]  # (lower age of the band, sex)
+# (DSR, lower 95%, upper 95%) or None, the reason when None, events and people outside the strata
+Standardised = dict[tuple[str, str, str], tuple[tuple[float, float, float] | None, str, int, int]]
+
+
+@dataclass(frozen=True)
+class Standard:
+    name: str
+    bands: tuple[tuple[int, int], ...]  # (lower age, weight), ascending; the last band is open
+
+    def stratum(self, age: int, sex: int) -> Stratum | None:
+        if age < 0 or sex not in SEX_NAMES:
+            return None
+        lower = max(lo for lo, _ in self.bands if lo <= age)
+        return lower, SEX_NAMES[sex]
+
+
+def load_standard(path: Path) -> Standard:
+    raw = tomllib.loads(path.read_text())
+    return Standard(raw["title"], tuple((b["from_age"], b["weight"]) for b in raw["bands"]))
+
+
+def dsr(standard: Standard, events: dict[Stratum, int], people: dict[Stratum, int], min_age: int,
+        per: float) -> tuple[tuple[float, float, float] | None, str]:
+    """docs/standardisation.md: the DSR over the bands from ``min_age``, both sexes, Dobson's limits."""
+    strata = [((lo, sex), w) for sex in ("female", "male") for lo, w in standard.bands if lo >= min_age]
+    total_w = sum(w for _, w in strata)
+    o = sum(events.get(k, 0) for k, _ in strata)
+    if sum(people.get(k, 0) for k, _ in strata) == 0:
+        return None, "no_population"
+    if any(events.get(k, 0) > 0 and people.get(k, 0) == 0 for k, _ in strata):
+        return None, "events_without_population"
+    if o < 10:
+        return None, "too_few_events"
+    terms = [(events.get(k, 0), w / people[k]) for k, w in strata if people.get(k, 0)]
+    rate = sum(x * r for x, r in terms) / total_w * per
+    var = sum(x * r * r for x, r in terms) / total_w**2 * per**2
+    o_low = o * (1 - 1 / (9 * o) - Z95 / (3 * math.sqrt(o))) ** 3
+    o_high = (o + 1) * (1 - 1 / (9 * (o + 1)) + Z95 / (3 * math.sqrt(o + 1))) ** 3
+    scale = math.sqrt(var / o)
+    return (rate, rate + scale * (o_low - o), rate + scale * (o_high - o)), ""
+
+
+@dataclass
+class Reference:
+    values: Values
+    standardised: Standardised
+
+
 def reference_values(linked: Iterable[idn.LinkedEvent], definitions_dir: Path) -> Values:
     """Every (indicator id, unit, window label) -> (numerator, denominator or None, provisional)."""
+    return reference(linked, definitions_dir).values
+
+
+def reference(linked: Iterable[idn.LinkedEvent], definitions_dir: Path, attribution: str = "current") -> Reference:
+    """The values, and the standardised rates of rate indicators on spell facts."""
     defs = load_definitions(definitions_dir)
+    standard = load_standard(definitions_dir / "standard_populations" / "esp2013.toml")
     state = build_state(linked)
     people = [person_facts(p) for p in state.persons.values()]
     pops: dict[int | None, dict[str, int]] = {}
     values: Values = {}
+    standardised: Standardised = {}
     for ind in defs.indicators:
-        facts = indicator_facts(ind, defs, people)
+        facts = indicator_facts(ind, defs, people, attribution)
         kinds = set(ind.units)
         units = {u for f in facts for u in f.units if _unit_kind(u) in kinds}
         pop: dict[str, int] = {}
+        by_stratum: dict[str, dict[Stratum | None, int]] = {}
+        with_dsr = ind.measure == "rate" and ind.fact != "ed_attendance"
+        min_age = ind.population_min_age or 0
         if ind.measure == "rate":
             if ind.population_min_age not in pops:
                 pops[ind.population_min_age] = populations(people, ind.population_min_age)
             pop = pops[ind.population_min_age]
             units |= {u for u, n in pop.items() if n > 0 and _unit_kind(u) in kinds}
+            by_stratum = population_strata(people, ind.population_min_age, standard)
         for label, first, last in windows(ind, state.as_of):
             num: dict[str, int] = defaultdict(int)
             den: dict[str, int] = defaultdict(int)
             prov: dict[str, int] = defaultdict(int)
+            strata: dict[str, dict[Stratum | None, int]] = defaultdict(lambda: defaultdict(int))
             for f in facts:
                 if f.day > last or (first is not None and f.day < first):
                     continue
@@ -693,13 +814,37 @@ def reference_values(linked: Iterable[idn.LinkedEvent], definitions_dir: Path) -
                     if f.numerator:
                         num[u] += 1
                         prov[u] += f.provisional
+                        if with_dsr:
+                            key = standard.stratum(f.age, f.sex)
+                            strata[u][key if key is None or key[0] >= min_age else None] += 1
             for u in units:
                 denominator: int | None
                 if ind.measure == "proportion":
                     denominator = den[u]
                 elif ind.measure == "rate" and _unit_kind(u) in POPULATION_UNITS:
                     denominator = pop.get(u, 0)
+                    if with_dsr:
+                        events = {k: n for k, n in strata[u].items() if k is not None}
+                        persons = {k: n for k, n in by_stratum.get(u, {}).items() if k is not None}
+                        rate, reason = dsr(standard, events, persons, min_age, float(ind.per or 100_000))
+                        standardised[(ind.id, u, label)] = (rate, reason, strata[u].get(None, 0),
+                                                            by_stratum.get(u, {}).get(None, 0))
                 else:
                     denominator = None
                 values[(ind.id, u, label)] = (num[u], denominator, prov[u])
-    return values
+    return Reference(values, standardised)
+
+
+def population_strata(people: list[PersonFacts], min_age: int | None, standard: Standard,
+                      ) -> dict[str, dict[Stratum | None, int]]:
+    """The registered population of each region/practice/locality by stratum (None: unknown age or sex):
+    the persons ``populations`` counts."""
+    out: dict[str, dict[Stratum | None, int]] = defaultdict(lambda: defaultdict(int))
+    for p in people:
+        if not p.practice or p.dead or p.opted_out_now:
+            continue
+        if min_age is not None and (p.age_now < 0 or p.age_now < min_age):
+            continue
+        for unit in _person_units(p):
+            out[unit][standard.stratum(p.age_now, p.sex_now)] += 1
+    return out

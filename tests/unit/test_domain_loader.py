@@ -73,7 +73,7 @@ INDICATORS = [
     ("falls_65plus.toml", "per = 100000", "per = 0", "per must be > 0"),
     ("falls_65plus.toml", "per = 100000", "per = true", r"per must be a number \(got true\)"),
     ("falls_65plus.toml", 'codelist = "falls"', 'codelist = "fall"',
-     r"\[numerator\]\.codelist names no known code list: 'fall' \(have: acsc, falls\)"),
+     r"\[numerator\]\.codelist names no known code list: 'fall' \(have: acsc, cancer, falls\)"),
     ("acsc_chronic.toml", 'groups = ["chronic"]', 'groups = ["chronik"]',
      r"\[numerator\]\.groups must name groups of code list 'acsc' \(acute, chronic\); not groups of it: 'chronik'"),
     ("acsc_all.toml", 'codelist = "acsc"\n', "", r"\[numerator\]\.groups needs codelist"),
@@ -177,7 +177,7 @@ def test_the_parse_functions_check_a_mapping_the_same_way() -> None:
 
 def test_the_packaged_files_load_and_a_copy_has_the_same_digest(tree: Path) -> None:
     catalogue, book = load_catalogue(), load_rules()
-    assert {c.id for c in catalogue.codelists.values()} == {"acsc", "falls"}
+    assert {c.id for c in catalogue.codelists.values()} == {"acsc", "cancer", "falls"}
     assert len(catalogue.indicators) == len(list((definitions.PACKAGED / "indicators").glob("*.toml")))
     assert len(book.rules) == len(list(alert_rules.PACKAGED.glob("*.toml")))
     copy = load_catalogue(tree / "defs")

@@ -94,7 +94,7 @@ class Log:
 def test_definitions_load() -> None:
     defs = load_definitions(DEFINITIONS)
     assert {i.id for i in defs.indicators} >= {"acsc_all", "followup_7d", "readmission_30d", "long_stay_7d"}
-    assert set(defs.codelists) == {"acsc", "falls"}
+    assert set(defs.codelists) == {"acsc", "cancer", "falls"}
 
 
 def test_codelist_rules() -> None:
@@ -159,7 +159,8 @@ def test_readmission_day_29_counts_day_30_does_not() -> None:
     log.spell("b", 5 + 30, 40, "B2")
     v = log.values()
     # index discharges: A1, A2, B1, B2 (emergency or elective, alive); A1 readmitted in 29 days
-    assert v[("readmission_30d", "region", "12m")] == (1, 4, 0)
+    # provisional: the index spell is not coded, and the cancer exclusion may still remove it
+    assert v[("readmission_30d", "region", "12m")] == (1, 4, 1)
     assert v[("readmission_28d", "region", "12m")] == (0, 4, 0)
     assert v[("readmission_30d", "region", "30d")] == (0, 2, 0)  # as-of day 40: A1, B1 fall outside 30d
 
@@ -252,12 +253,12 @@ def test_merge_of_two_persons() -> None:
         log.add(person, ce.EVENT_TYPE_IDENTITY_MERGE, 11, event_id="m1", merge=merge, practice="", locality="",
                 local_id="RR8-a")
     v = log.values()
-    assert v[("readmission_30d", "region", "30d")] == (1, 1, 0)  # D1 readmits A1 now
+    assert v[("readmission_30d", "region", "30d")] == (1, 1, 1)  # D1 readmits A1 now (uncoded: provisional)
     # one person; the later registration (the absorbed person's, day 10) wins
     assert v[("acsc_all", "region", "30d")] == (0, 1, 0)
     assert v[("acsc_all", "practice:P2", "30d")] == (0, 1, 0)
     assert ("acsc_all", "practice:P1", "30d") not in v
-    assert v[("readmission_30d", "locality:L2", "30d")] == (1, 1, 0)
+    assert v[("readmission_30d", "locality:L2", "30d")] == (1, 1, 1)
     # undone: the moved record's events go back
     unmerge = idn.PersonMerge(from_person_id="dup", into_person_id="a", unmerge=True,
                               moved_records=[idn.LocalRecord(source_org="RR8", local_id="RR8-dup")])
@@ -281,8 +282,8 @@ def test_late_discharge_closes_its_spell_whatever_came_between() -> None:
     log.add("a", ce.EVENT_TYPE_DISCHARGE, 3, spell="A1", destination="19")  # arrives late
     v = log.values()
     assert ("long_stay_21d", "region", "now") not in v  # no open spell left: no key
-    assert v[("readmission_30d", "region", "30d")] == (1, 2, 0)  # A1 readmitted after 17 days
-    assert v[("readmission_30d", "region", "2026-06")] == (1, 2, 0)
+    assert v[("readmission_30d", "region", "30d")] == (1, 2, 1)  # A1 readmitted after 17 days
+    assert v[("readmission_30d", "region", "2026-06")] == (1, 2, 1)
 
 
 def test_cancelled_discharge_reopens_and_death_empties_population() -> None:
