@@ -236,7 +236,7 @@ def run_demo(people: int, seed: int) -> int:
                 facilities = Path(gateway_env["CAREHUB_HL7_FACILITIES"])
                 door_settings = settings.model_copy(update={"hl7_facilities": facilities})
                 sent = feed_region(bootstrap, door_settings, people, seed, doors=True)
-                _watch(urls, sent, children, bootstrap)
+                _watch(urls, sent, children, bootstrap, settings)
             finally:
                 # the workers first, while the broker is still there to leave their groups cleanly
                 _stop_children(children)
@@ -248,7 +248,19 @@ def run_demo(people: int, seed: int) -> int:
     return 0
 
 
-def _watch(urls: dict[str, str], sent: int, children: list[subprocess.Popen[bytes]], bootstrap: str) -> None:
+def _packs_now(bootstrap: str, settings: Settings) -> str:
+    """How many review packs are published now, and for how many practices (from the topic)."""
+    from carehub.review_report import read_packs
+
+    try:
+        packs = read_packs(bootstrap, settings, timeout_s=30)
+    except TimeoutError:
+        return "review packs: not read in time"
+    return f"review packs now: {len(packs)}, for {len({p.practice for p in packs.values()})} practices"
+
+
+def _watch(urls: dict[str, str], sent: int, children: list[subprocess.Popen[bytes]], bootstrap: str,
+           settings: Settings) -> None:
     print("waiting for the workers (Ctrl-C stops everything) ...", flush=True)
     steady = False
     last = ""
@@ -272,16 +284,20 @@ def _watch(urls: dict[str, str], sent: int, children: list[subprocess.Popen[byte
         alerts = m.get("carehub_alerts_raised_total", 0)
         risk = m.get("carehub_population_events_total", 0)
         listed = m.get("carehub_caselists_entries", 0)
+        packs = m.get("carehub_reviews_packs_written_total", 0)
+        withdrawn = m.get("carehub_reviews_packs_withdrawn_total", 0)
         line = (f"ingested {int(accepted + rejected + dups)}/{sent}: accepted {int(accepted)}, "
                 f"dead-lettered {int(rejected)}, duplicates dropped {int(dups)}; linked {int(linked)}; "
                 f"on timelines {int(timeline)}; indicator values {int(values)}; alerts {int(alerts)}; "
-                f"risk-assessed events {int(risk)}; on case lists {int(listed)}")
+                f"risk-assessed events {int(risk)}; on case lists {int(listed)}; "
+                f"review packs written {int(packs)} (withdrawn {int(withdrawn)})")
         if line != last:
             print(line, flush=True)
             last = line
         if (not steady and accepted + rejected + dups >= sent and linked >= accepted and timeline >= linked
                 and values > 0 and risk >= timeline):
             steady = True
+            print(_packs_now(bootstrap, settings), flush=True)
             print("steady state: every published record is accepted, dead-lettered or dropped as a duplicate,\n"
                   "every accepted event is joined to a hub person, placed on their timeline and taken into\n"
                   "their risk assessment.\n"
@@ -292,6 +308,9 @@ def _watch(urls: dict[str, str], sent: int, children: list[subprocess.Popen[byte
                   "  alerts:       .venv/bin/carehub watch --partner B86001 --ca .carehub/pki/ca.pem"
                   " --cert .carehub/pki/B86001.pem --key .carehub/pki/B86001.key\n"
                   f"  case list:    CAREHUB_KAFKA_BOOTSTRAP={bootstrap} .venv/bin/carehub caselist --org B86001"
+                  " (or --remote --ca .carehub/pki/ca.pem --cert .carehub/pki/B86001.pem"
+                  " --key .carehub/pki/B86001.key)\n"
+                  f"  review packs: CAREHUB_KAFKA_BOOTSTRAP={bootstrap} .venv/bin/carehub reviews --org B86001"
                   " (or --remote --ca .carehub/pki/ca.pem --cert .carehub/pki/B86001.pem"
                   " --key .carehub/pki/B86001.key)\n"
                   "Ctrl-C stops everything.", flush=True)

@@ -47,6 +47,7 @@ STAGE_INPUTS: dict[str, tuple[str, ...]] = {
     "timeline": ("identity.linked", "timeline.handover"),
     "alerts": ("timeline.events", "indicators.signals"),
     "population": ("timeline.events",),
+    "reviews": ("timeline.events",),
 }
 
 
