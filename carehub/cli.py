@@ -283,6 +283,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return watch(args)
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from carehub.dashboard.server import run
+
+    return run(args)
+
+
 def _add_gateway_options(p: argparse.ArgumentParser) -> None:
     """Where the partner gateway is and who we are to it (the certificate's CN, or the token's partner)."""
     p.add_argument("--target", default="127.0.0.1:50051", help="the gateway's host:port (default 127.0.0.1:50051)")
@@ -553,6 +559,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reconnect when nothing (not even a heartbeat) came for this many seconds; 0: never")
     p.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to wait for the first connection")
     p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("dashboard", help="serve a practice's dashboard page (HTML) from the partner gateway, "
+                                         "with the practice's certificate")
+    p.add_argument("--gateway", default="127.0.0.1:50051", help="the partner gateway's host:port "
+                                                                "(default 127.0.0.1:50051)")
+    p.add_argument("--ca", required=True, help="CA certificate (PEM) that issued the gateway's certificate")
+    p.add_argument("--cert", required=True, help="the practice's client certificate (PEM); its CN is the practice")
+    p.add_argument("--key", required=True, help="the client certificate's private key (PEM)")
+    p.add_argument("--server-name", help="name to check the gateway's certificate against, if not the gateway host")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve the page on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port to serve the page on (default 8080; 0: a free one)")
+    p.add_argument("--name", help="how the page names the practice (default: its code)")
+    p.add_argument("--cache-s", type=float, default=5.0, help="serve reloads within this many seconds from the "
+                                                               "last reads (default 5)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each gateway read")
+    p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("publish", help="publish care events from a file")
     p.add_argument("file", help="JSON lines (one CareEvent per line) or length-delimited protobuf (.pb)")
