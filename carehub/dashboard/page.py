@@ -20,7 +20,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from carehub.dashboard import figures
 from carehub.dashboard.charts import funnel_svg, trend_svg
+from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import indicators_pb2 as ind
+from carehub.v1 import partner_pb2 as pb
+from carehub.v1 import review_pb2 as rv
 from carehub.v1 import risk_pb2 as rk
 
 WINDOW_NAMES = {"12m": "the last 12 months", "30d": "the last 30 days", "now": "now (open hospital stays)"}
@@ -66,6 +69,9 @@ table.caselist{border-collapse:collapse;width:100%}
 .since,.local-id{white-space:nowrap}
 .error{background:#fff;border-left:6px solid #d5281b;padding:12px 16px;margin:16px 0}
 footer{color:#4c6272;padding:0 24px 24px;font-size:12px}
+.pack{border-top:1px solid #d8dde0;padding:8px 0}
+.packfigs th{text-align:left;font-weight:normal;color:#4c6272;padding:1px 12px 1px 0;vertical-align:top}
+.packfigs td{padding:1px 0}.outcome{margin:4px 0}.outcome.none{color:#768692}
 """
 FIGS_HEAD = "<tr><th></th><th>value</th><th>95% CI</th><th>count</th><th></th></tr>"
 
@@ -214,6 +220,68 @@ def render_caselist(case_list: rk.CaseList, ctx: PageContext) -> str:
     return head + table
 
 
+# ---- review packs -------------------------------------------------------------------------------
+
+FOLLOW_UP_WORDS = {rv.FOLLOW_UP_DONE: "followed up", rv.FOLLOW_UP_MISSED: "<b>missed follow-up</b>",
+                   rv.FOLLOW_UP_INTERRUPTED: "readmitted before follow-up", rv.FOLLOW_UP_NOT_DUE: "died"}
+
+
+def _sector(sector: int) -> str:
+    return ce.Sector.Name(sector).removeprefix("SECTOR_").lower().replace("_", " ")  # type: ignore[arg-type]
+
+
+def _pack_summary(pack: rv.ReviewPack) -> str:
+    contacts = ", ".join(f"{escape(_sector(c.sector))} {c.contacts}" for c in pack.contacts_by_sector) or "none"
+    discharges = "; ".join(f"{_day(d.discharged_at)} {escape(d.org)}: {FOLLOW_UP_WORDS.get(d.follow_up, '?')}"
+                           for d in pack.discharges) or "none"
+    moves = "; ".join(f"{_day(m.at)} {escape(m.what)}" for m in pack.care_home_moves) or "none"
+    if pack.care_plan_known:
+        plans = "; ".join(f"{escape(p.owner_org)} ({escape(p.contact_role or 'no contact role')}), "
+                          f"due {escape(p.review_due or 'unknown')}"
+                          + (' <span class="overdue">OVERDUE at admission</span>' if p.overdue else "")
+                          for p in pack.care_plans)
+    else:
+        plans = "none known (not <i>no plan</i>)"
+    counts = ", ".join(escape(c.indicator + (" (provisional)" if c.provisional else "")) for c in pack.counts_in)
+    rows = [("contacts by sector", contacts), ("ED attendances", str(len(pack.ed_attendances))),
+            ("discharges", discharges), ("care-home moves", moves),
+            ("social care", f"{len(pack.social_care)} events"), ("care plan", plans), ("counts in", counts or "none")]
+    return "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+
+
+def _outcome(pack: rv.ReviewPack) -> str:
+    if not pack.HasField("outcome"):
+        return '<p class="outcome none">Outcome: not recorded yet.</p>'
+    o = pack.outcome
+    actions = "".join(f"<li>{escape(a.text)} (owner {escape(a.owner_org)}{', due ' + escape(a.due) if a.due else ''})"
+                      "</li>" for a in o.actions)
+    return (f'<p class="outcome">Outcome of {escape(o.conference_date or "the conference")}: '
+            f"<b>{escape(o.verdict.replace('_', ' '))}</b>; contributory factors: "
+            f"{escape(', '.join(f.replace('_', ' ') for f in o.factors) or 'none')}</p>"
+            + (f"<ul class=\"actions\">{actions}</ul>" if actions else ""))
+
+
+def render_review_packs(packs: pb.ReviewPacks, ctx: PageContext) -> str:
+    """The practice's avoidable-admission review packs, newest admission first, under its own record ids."""
+    if not packs.packs:
+        return ('<p class="note">No review packs: none of your registered people has had an emergency admission '
+                "for an ambulatory care sensitive condition that was selected for review.</p>")
+    waiting = sum(not p.HasField("outcome") for p in packs.packs)
+    head = (f'<p class="note">{len(packs.packs)} packs ({waiting} without an outcome). Each covers the 90 days '
+            "before an emergency admission for an ambulatory care sensitive condition, across every organisation "
+            "that reported to the hub; the case conference records its verdict, contributory factors and actions "
+            "back with <code>carehub review-outcome</code>.</p>")
+    cards = []
+    for pack in packs.packs:
+        a = pack.admission
+        coded = "working diagnosis, provisional" if a.provisional else "coded"
+        title = (f"your record {escape(pack.local_id)}: admitted {_day(a.admitted_at)} to {escape(a.org)}, "
+                 f"{escape(a.primary_diagnosis)} {escape(a.condition.replace('_', ' '))} ({coded})")
+        cards.append(f'<div class="pack" data-local-id="{escape(pack.local_id)}"><h3>{title}</h3>'
+                     f'<table class="packfigs">{_pack_summary(pack)}</table>{_outcome(pack)}</div>')
+    return head + "".join(cards)
+
+
 # ---- the page -----------------------------------------------------------------------------------
 
 
@@ -224,8 +292,9 @@ def _frame(ctx: PageContext, body: str, nav: str = "") -> str:
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{escape(title)}: practice dashboard</title><style>{STYLE}</style></head><body>"
             f'<header><h1 class="practice">{escape(title)}</h1>'
-            f"<p>Your practice against its peers and the region, and your case-finding list, from the care hub's "
-            f"partner gateway ({escape(ctx.gateway)}), read at {ctx.read_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC."
+            "<p>Your practice against its peers and the region, your case-finding list and review packs, from the "
+            f"care hub's partner gateway ({escape(ctx.gateway)}), read at "
+            f"{ctx.read_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC."
             "</p></header>"
             f"{nav}<main>{body}</main>"
             "<footer>Every read is the practice's own gRPC call to the gateway, which audits it. People are named only "

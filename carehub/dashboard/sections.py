@@ -3,9 +3,8 @@
 A section is one gateway read (a gRPC call made with the practice's own certificate, so the
 gateway answers only with what that practice may see and audits the read), a renderer from
 carehub/dashboard/page.py, and the JSON form of what was read (``/data.json``). Another
-section, such as the practice's review packs once the gateway serves them, is one more entry
-here and its renderer; a figure added to the indicator values (a national value, say) goes into
-carehub/dashboard/figures.py ``comparators``.
+section is one more entry here and its renderer; a figure added to the indicator values (a
+national value, say) goes into carehub/dashboard/figures.py ``comparators``.
 """
 
 from __future__ import annotations
@@ -16,9 +15,10 @@ from typing import Any, Generic, TypeVar
 
 from google.protobuf import json_format
 
-from carehub.dashboard.page import PageContext, render_caselist, render_indicators
+from carehub.dashboard.page import PageContext, render_caselist, render_indicators, render_review_packs
 from carehub.partner import PartnerClient
 from carehub.v1 import indicators_pb2 as ind
+from carehub.v1 import partner_pb2 as pb
 from carehub.v1 import risk_pb2 as rk
 
 T = TypeVar("T")
@@ -37,8 +37,8 @@ def _values_json(values: Sequence[ind.IndicatorValue]) -> list[dict[str, Any]]:
     return [json_format.MessageToDict(v, preserving_proto_field_name=True) for v in values]
 
 
-def _caselist_json(case_list: rk.CaseList) -> dict[str, Any]:
-    return json_format.MessageToDict(case_list, preserving_proto_field_name=True)
+def _message_json(message: rk.CaseList | pb.ReviewPacks) -> dict[str, Any]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 
 def _read_indicators(client: PartnerClient) -> list[ind.IndicatorValue]:
@@ -49,8 +49,13 @@ def _read_caselist(client: PartnerClient) -> rk.CaseList:
     return client.caselist()
 
 
+def _read_review_packs(client: PartnerClient) -> pb.ReviewPacks:
+    return client.review_packs()
+
+
 SECTIONS: tuple[Section[Any], ...] = (
     Section("indicators", "Indicators against peers and the region", _read_indicators, render_indicators,
             _values_json),
-    Section("caselist", "Case-finding list", _read_caselist, render_caselist, _caselist_json),
+    Section("caselist", "Case-finding list", _read_caselist, render_caselist, _message_json),
+    Section("reviews", "Avoidable-admission review packs", _read_review_packs, render_review_packs, _message_json),
 )

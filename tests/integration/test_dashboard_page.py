@@ -31,6 +31,7 @@ from carehub.tlsgen import make_demo_pki
 from carehub.v1 import alerts_pb2 as al
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import indicators_pb2 as ind
+from carehub.v1 import partner_pb2 as pb
 from carehub.v1 import risk_pb2 as rk
 from tests.browser import Dom, dump_dom
 from tests.factories import care_event
@@ -104,6 +105,7 @@ def test_the_practice_page_shows_a_browser_its_own_figures_and_list_and_nothing_
     hub.start("indicators", CAREHUB_INDICATORS_PUBLISH_INTERVAL_S="0.5", CAREHUB_SUPPRESSION_MAX=str(SUPPRESSION_MAX))
     hub.start("population", CAREHUB_RISK_CUTOFFS_INTERVAL_S="1")
     hub.start("caselists", CAREHUB_RISK_CUTOFFS_INTERVAL_S="1", CAREHUB_CASELIST_PUBLISH_INTERVAL_S="0.5")
+    hub.start("reviews")
     gateway = hub.start("gateway", CAREHUB_GATEWAY_HOST="127.0.0.1", CAREHUB_GATEWAY_PORT=str(gateway_port),
                         CAREHUB_GATEWAY_TLS_CERT=str(pki.server.cert), CAREHUB_GATEWAY_TLS_KEY=str(pki.server.key),
                         CAREHUB_GATEWAY_CLIENT_CA=str(pki.ca.cert), CAREHUB_GATEWAY_PARTNERS_FILE=str(partners))
@@ -155,21 +157,25 @@ def test_the_practice_page_shows_a_browser_its_own_figures_and_list_and_nothing_
                            key_file=pki.clients[A].key)
     entitled = (f"practice:{A}", f"practice:{B}", "region")
 
-    def served() -> tuple[list[ind.IndicatorValue], rk.CaseList] | None:
+    def served() -> tuple[list[ind.IndicatorValue], rk.CaseList, pb.ReviewPacks] | None:
         published = {k: (v.suppressed, v.numerator) for k, v in published_values().items() if k[1] in entitled}
         newest = published_lists()[A]
         got = client.indicators()
         case_list = client.caselist()
+        packs = client.review_packs()
+        if len(packs.packs) != sum(org == A for org, *_ in ADMISSIONS):  # one per emergency ACSC admission
+            print(f"not yet served: {len(packs.packs)} review packs")
+            return None
         differ = {k for k in published.keys() | {key(v) for v in got}
                   if published.get(k) != {key(v): (v.suppressed, v.numerator) for v in got}.get(k)}
         if differ or list(case_list.entries) != list(newest.entries):
             print(f"not yet served: {sorted(differ)[:5]} of {len(differ)} values differ; list "
                   f"{[e.local_id for e in case_list.entries]} vs {[e.local_id for e in newest.entries]}")
             return None  # the gateway has not read the newest yet
-        return got, case_list
+        return got, case_list, packs
 
-    gateway_values, gateway_list = eventually(served, 60, "the gateway serves A the values and list last published")
-    client.close()
+    gateway_values, gateway_list, gateway_packs = eventually(
+        served, 60, "the gateway serves A the values, list and review packs last published")
     assert {v.unit for v in gateway_values} == {f"practice:{A}", f"practice:{B}", "region"}
 
     port = free_port()
@@ -181,8 +187,20 @@ def test_the_practice_page_shows_a_browser_its_own_figures_and_list_and_nothing_
     status, _ = http_status(url)
     assert status == 200
 
-    page = dump_dom(url)
-    dom = Dom(page)
+    def page_as_served() -> tuple[str, Dom, rk.CaseList] | None:
+        """The page chromium built, when A's case list on it is the one the gateway serves before and after
+        (tier cut-offs are recomputed as assessments arrive, so the list may still change for a while)."""
+        before = client.caselist()
+        page = dump_dom(url)
+        after = client.caselist()
+        dom = Dom(page)
+        shown = {e.attrs["data-local-id"] for e in dom.find("tr") if "data-local-id" in e.attrs}
+        if list(before.entries) != list(after.entries) or shown != {e.local_id for e in after.entries}:
+            return None
+        return page, dom, after
+
+    page, dom, gateway_list = eventually(page_as_served, 120, "a page showing the case list the gateway serves")
+    client.close()
     assert "Riverside Surgery" in dom.one("h1", "practice").text and A in dom.one("h1", "practice").text
 
     # A's value beside the region's, as the gateway sent them: 4 admissions among A's 30 people
@@ -219,7 +237,7 @@ def test_the_practice_page_shows_a_browser_its_own_figures_and_list_and_nothing_
     assert withheld_headlines >= 1  # A's one acute admission (N10) in 12 months is withheld
 
     # A's case list under A's record ids, with the NEW mark, and no one else's people
-    rows = {e.attrs["data-local-id"]: e for e in dom.elements if "data-local-id" in e.attrs}
+    rows = {e.attrs["data-local-id"]: e for e in dom.elements if "data-local-id" in e.attrs and e.tag == "tr"}
     assert set(rows) == {e.local_id for e in gateway_list.entries} and rows
     assert all(local_id.startswith(PREFIX[A]) for local_id in rows)
     for entry in gateway_list.entries:
@@ -230,6 +248,13 @@ def test_the_practice_page_shows_a_browser_its_own_figures_and_list_and_nothing_
     for prefix in (PREFIX[B], PREFIX[C], "H-"):
         assert prefix not in page
     assert f"practice:{C}" not in page and C not in dom.text
+    # A's review packs: one per emergency ACSC admission of its people, under A's record ids, none of B's
+    cards = dom.find("div", "pack")
+    assert len(cards) == len(gateway_packs.packs) == 4  # in the gateway's order, newest admission first
+    assert {c.attrs["data-local-id"] for c in cards} == {f"{PREFIX[A]}{i:04d}" for i in (0, 1, 2)}
+    for card, pack in zip(cards, gateway_packs.packs, strict=True):
+        assert card.attrs["data-local-id"] == pack.local_id and pack.admission.primary_diagnosis in card.text
+        assert "Outcome: not recorded yet" in card.text
     person_ids = {rk.RiskAssessment.FromString(r.value).person_id for r in hub.read("risk.assessments") if r.value}
     assert len(person_ids) == len(PEOPLE)
     assert not any(pid in page for pid in person_ids)
@@ -242,7 +267,7 @@ def test_the_practice_page_shows_a_browser_its_own_figures_and_list_and_nothing_
 
     # the page's reads are the partner's own reads: the gateway audited them under A
     audit = [al.AuditRecord.FromString(v) for v in hub.values("audit")]
-    assert {(A, "get_indicators"), (A, "get_caselist")} <= {(r.org, r.action) for r in audit}
+    assert {(A, "get_indicators"), (A, "get_caselist"), (A, "get_review_packs")} <= {(r.org, r.action) for r in audit}
 
     # the gateway stops: the page says so, with 503, and shows no figures
     hub.stop(gateway)
