@@ -6,14 +6,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: help setup run test test-unit test-integration test-loaded lint proto proto-check bench chaos fuzz clean prometheus compose-up compose-down dashboard-png
+.PHONY: help setup run test test-unit test-integration test-loaded lint proto proto-check bench chaos fuzz clean prometheus chromium compose-up compose-down dashboard-png practice-page-png
 
 # root installs system packages itself; anyone else through sudo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 help:
 	@echo "make run     - embedded broker + every service + synthetic region (Ctrl-C stops everything)"
-	@echo "make test    - unit and integration tests (starts its own broker; installs Prometheus if missing)"
+	@echo "make test    - unit and integration tests (starts its own broker; installs Prometheus and Chromium if missing)"
 	@echo "make test-loaded - make test 3 times in a row with a CPU-bound process on every core (RUNS=n)"
 	@echo "make lint    - ruff, mypy, generated-code drift check"
 	@echo "make bench   - throughput vs faust baselines; linkage accuracy and latency; alert latency to partners; MLLP and FHIR doors"
@@ -37,6 +37,13 @@ prometheus:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
 	    --no-install-recommends prometheus; }
 
+# The practice dashboard page's test loads it in a real browser: Debian's chromium, headless.
+chromium:
+	@command -v chromium >/dev/null || { \
+	  echo "installing Chromium (Debian package chromium) for the dashboard page's browser test"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+	    --no-install-recommends chromium; }
+
 # docker compose: Kafka (KRaft), every carehub service, the synthetic region, the OpenTelemetry
 # Collector, Jaeger, Prometheus and Grafana. The first run writes a new pseudonymisation key to .env
 # (mode 600, git-ignored); CAREHUB_PSEUDONYM_KEY in your environment takes precedence.
@@ -55,21 +62,25 @@ compose-down:
 dashboard-png: $(STAMP)
 	$(BIN)/python tools/render_dashboard.py --prometheus $${PROMETHEUS:-http://127.0.0.1:9090} --last 15 --out docs/img/pipeline.png
 
+# Re-render docs/img/dashboard.png from a running practice page (`make run` serves one at DASHBOARD).
+practice-page-png: $(STAMP) chromium
+	$(BIN)/python tools/practice_page_png.py --url $${DASHBOARD:-http://127.0.0.1:8080/} --out docs/img/dashboard.png
+
 run: $(STAMP)
 	CAREHUB_PROFILE=$${CAREHUB_PROFILE:-demo} $(BIN)/carehub run
 
-test: $(STAMP) prometheus
+test: $(STAMP) prometheus chromium
 	$(BIN)/pytest tests/unit -q
 	$(BIN)/pytest tests/integration -q
 
 # The suite must hold on a busy machine: three full runs with every core kept busy.
-test-loaded: $(STAMP) prometheus
+test-loaded: $(STAMP) prometheus chromium
 	PYTHON=$(PYTHON) tools/test_loaded.sh
 
-test-unit: $(STAMP) prometheus
+test-unit: $(STAMP) prometheus chromium
 	$(BIN)/pytest tests/unit -q
 
-test-integration: $(STAMP) prometheus
+test-integration: $(STAMP) prometheus chromium
 	$(BIN)/pytest tests/integration -q
 
 lint: $(STAMP)

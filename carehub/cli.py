@@ -169,6 +169,41 @@ def cmd_caselist(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reviews_worker(args: argparse.Namespace) -> int:
+    from carehub.runtime.services import run_service
+
+    run_service("reviews")
+    return 0
+
+
+def cmd_reviews(args: argparse.Namespace) -> int:
+    if args.remote:
+        from carehub.partner_cli import reviews_remote
+
+        return reviews_remote(args)
+    from carehub.review_report import as_json, packs_of, read_outcomes, read_packs, table
+
+    if not args.org or args.learning:
+        raise SystemExit("carehub reviews: --org PRACTICE (or --remote, for your own practice's packs and the "
+                         "learning counts via the gateway)")
+    settings = load_settings()
+    bootstrap = _bootstrap(settings, args.bootstrap, "reviews")
+    packs = packs_of(read_packs(bootstrap, settings), read_outcomes(bootstrap, settings), args.org)
+    packs = [p for p in packs if (not args.month or p.month == args.month)
+             and not (args.without_outcome and p.HasField("outcome"))]
+    print(as_json(args.org, packs) if args.json else table(args.org, packs))
+    return 0
+
+
+def cmd_review_outcome(args: argparse.Namespace) -> int:
+    if not args.remote:
+        raise SystemExit("carehub review-outcome: only the pack's practice records an outcome, over the gateway "
+                         "(--remote --ca --cert --key)")
+    from carehub.partner_cli import review_outcome_remote
+
+    return review_outcome_remote(args)
+
+
 def cmd_alerts_worker(args: argparse.Namespace) -> int:
     from carehub.runtime.services import run_service
 
@@ -249,6 +284,12 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from carehub.partner_cli import watch
 
     return watch(args)
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from carehub.dashboard.server import run
+
+    return run(args)
 
 
 def _add_gateway_options(p: argparse.ArgumentParser) -> None:
@@ -451,6 +492,34 @@ def build_parser() -> argparse.ArgumentParser:
     _add_gateway_options(p)
     p.set_defaults(func=cmd_caselist)
 
+    p = sub.add_parser("reviews-worker", help="run a reviews worker: avoidable-admission review packs")
+    p.set_defaults(func=cmd_reviews_worker)
+
+    p = sub.add_parser("reviews", help="a practice's avoidable-admission review packs for case conferences")
+    p.add_argument("--org", help="the practice (operators, reading Kafka)")
+    p.add_argument("--month", help="only admissions of this month (YYYY-MM)")
+    p.add_argument("--without-outcome", action="store_true", help="only packs with no outcome recorded yet")
+    p.add_argument("--learning", action="store_true", help="with --remote: the shared learning counts instead")
+    p.add_argument("--watch", action="store_true", help="with --remote: print the packs again each time they change")
+    p.add_argument("--connect-timeout", type=float, default=10.0, help="with --remote: seconds to connect")
+    p.add_argument("--json", action="store_true", help="as JSON")
+    p.add_argument("--bootstrap")
+    p.add_argument("--remote", action="store_true", help="ask the partner gateway for your own practice's")
+    _add_gateway_options(p)
+    p.set_defaults(func=cmd_reviews)
+
+    p = sub.add_parser("review-outcome", help="record a case conference's outcome for one of your review packs")
+    p.add_argument("pack_id")
+    p.add_argument("--verdict", required=True, help="a verdict code of the taxonomy (docs/review-packs.md)")
+    p.add_argument("--factor", action="append", help="a contributory factor code (repeat for several)")
+    p.add_argument("--action", action="append", help="an agreed action: TEXT@OWNER_ORG[@YYYY-MM-DD] (repeat)")
+    p.add_argument("--conference-date", help="YYYY-MM-DD (default today)")
+    p.add_argument("--notes")
+    p.add_argument("--json", action="store_true", help="the recorded outcome as JSON")
+    p.add_argument("--remote", action="store_true", help="over the partner gateway (required)")
+    _add_gateway_options(p)
+    p.set_defaults(func=cmd_review_outcome)
+
     p = sub.add_parser("alerts-worker", help="run an alert worker")
     p.set_defaults(func=cmd_alerts_worker)
 
@@ -493,6 +562,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reconnect when nothing (not even a heartbeat) came for this many seconds; 0: never")
     p.add_argument("--connect-timeout", type=float, default=10.0, help="seconds to wait for the first connection")
     p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("dashboard", help="serve a practice's dashboard page (HTML) from the partner gateway, "
+                                         "with the practice's certificate")
+    p.add_argument("--gateway", default="127.0.0.1:50051", help="the partner gateway's host:port "
+                                                                "(default 127.0.0.1:50051)")
+    p.add_argument("--ca", required=True, help="CA certificate (PEM) that issued the gateway's certificate")
+    p.add_argument("--cert", required=True, help="the practice's client certificate (PEM); its CN is the practice")
+    p.add_argument("--key", required=True, help="the client certificate's private key (PEM)")
+    p.add_argument("--server-name", help="name to check the gateway's certificate against, if not the gateway host")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve the page on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port to serve the page on (default 8080; 0: a free one)")
+    p.add_argument("--name", help="how the page names the practice (default: its code)")
+    p.add_argument("--cache-s", type=float, default=5.0, help="serve reloads within this many seconds from the "
+                                                               "last reads (default 5)")
+    p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for each gateway read")
+    p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("publish", help="publish care events from a file")
     p.add_argument("file", help="JSON lines (one CareEvent per line) or length-delimited protobuf (.pb)")

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,8 @@ from carehub.synthetic.doors import Door, DoorMessage, Router, facilities_by_org
 from carehub.synthetic.region import KIND_DUPLICATE, MALFORMED_PREFIX, decode
 
 FIRST_METRICS_PORT = 9464  # ingest; the other services of SERVICES on the next ports, in that order
+DASHBOARD_PORT = 8080  # `carehub dashboard` for DASHBOARD_PRACTICE, the synthetic region's first practice
+DASHBOARD_PRACTICE = "B86001"
 
 
 def feed_region(bootstrap: str, settings: Settings, people: int, seed: int, *, doors: bool = False) -> int:
@@ -171,7 +174,7 @@ def demo_partners(settings: Settings, people: int, seed: int) -> dict[str, str]:
     import random
 
     from carehub.synthetic import RegionConfig
-    from carehub.synthetic.orgs import build_directory
+    from carehub.synthetic.orgs import OrgKind, build_directory
     from carehub.tlsgen import make_demo_pki
     from carehub.v1.care_event_pb2 import Sector
 
@@ -190,8 +193,14 @@ def demo_partners(settings: Settings, people: int, seed: int) -> dict[str, str]:
         f'[[facilities]]\nfacility = "{org.code}"\norg = "{org.code}"\nsector = "acute"\n'
         for org in directory if org.sector == Sector.SECTOR_ACUTE))
     partners = settings.data_dir / "partners.toml"
+    # a practice sees its peers' indicator values beside its own (its dashboard page compares them), its
+    # locality's and the region's; every other organisation its own and the region's (the default)
+    practices = [org.code for org in directory if org.kind == OrgKind.PRACTICE]
+    peers = ", ".join(f'"practice:{code}"' for code in practices)
     partners.write_text("# the demo's partners: every organisation of the synthetic region\n" + "".join(
-        f'[partners.{org}]\nname = "{org} (synthetic)"\n' for org in orgs))
+        f'[partners.{org.code}]\nname = "{org.code} (synthetic)"\n'
+        + (f'units = ["region", "locality:{org.locality}", {peers}]\n' if org.kind == OrgKind.PRACTICE else "")
+        for org in directory))
     return {"CAREHUB_GATEWAY_TLS_CERT": str(pki.server.cert), "CAREHUB_GATEWAY_TLS_KEY": str(pki.server.key),
             "CAREHUB_GATEWAY_CLIENT_CA": str(pki.ca.cert), "CAREHUB_GATEWAY_PARTNERS_FILE": str(partners),
             "CAREHUB_FHIR_TLS_CERT": str(pki.server.cert), "CAREHUB_FHIR_TLS_KEY": str(pki.server.key),
@@ -227,6 +236,7 @@ def run_demo(people: int, seed: int) -> int:
                                                  stdout=log.open("ab"), stderr=subprocess.STDOUT))
                 urls[service] = f"http://127.0.0.1:{port}/metrics"
                 print(f"{service:8} worker pid {children[-1].pid}; log {log}; metrics {urls[service]}")
+            dashboard = _start_dashboard(settings, logs, children)
             print(f"HL7 v2 over MLLP: mllp://{settings.mllp_host}:{settings.mllp_port} "
                   "(send with `.venv/bin/carehub send-hl7 FILE`)")
             print(f"FHIR R4: https://{settings.fhir_host}:{settings.fhir_port}/fhir (send with `.venv/bin/carehub "
@@ -236,7 +246,7 @@ def run_demo(people: int, seed: int) -> int:
                 facilities = Path(gateway_env["CAREHUB_HL7_FACILITIES"])
                 door_settings = settings.model_copy(update={"hl7_facilities": facilities})
                 sent = feed_region(bootstrap, door_settings, people, seed, doors=True)
-                _watch(urls, sent, children, bootstrap)
+                _watch(urls, sent, children, bootstrap, settings, dashboard)
             finally:
                 # the workers first, while the broker is still there to leave their groups cleanly
                 _stop_children(children)
@@ -248,7 +258,33 @@ def run_demo(people: int, seed: int) -> int:
     return 0
 
 
-def _watch(urls: dict[str, str], sent: int, children: list[subprocess.Popen[bytes]], bootstrap: str) -> None:
+def _packs_now(bootstrap: str, settings: Settings) -> str:
+    """How many review packs are published now, and for how many practices (from the topic)."""
+    from carehub.review_report import read_packs
+
+    try:
+        packs = read_packs(bootstrap, settings, timeout_s=30)
+    except TimeoutError:
+        return "review packs: not read in time"
+    return f"review packs now: {len(packs)}, for {len({p.practice for p in packs.values()})} practices"
+
+
+def _start_dashboard(settings: Settings, logs: Path, children: list[subprocess.Popen[bytes]]) -> str:
+    """`carehub dashboard` for the demo's first practice, with its certificate; its URL."""
+    pki = settings.data_dir / "pki"
+    log = logs / "dashboard.log"
+    url = f"http://127.0.0.1:{DASHBOARD_PORT}/"
+    children.append(subprocess.Popen(
+        [sys.executable, "-m", "carehub", "dashboard", "--gateway", f"127.0.0.1:{settings.gateway_port}",
+         "--ca", str(pki / "ca.pem"), "--cert", str(pki / f"{DASHBOARD_PRACTICE}.pem"),
+         "--key", str(pki / f"{DASHBOARD_PRACTICE}.key"), "--port", str(DASHBOARD_PORT)],
+        stdout=log.open("ab"), stderr=subprocess.STDOUT))
+    print(f"dashboard page of practice {DASHBOARD_PRACTICE}: {url} (pid {children[-1].pid}; log {log})")
+    return url
+
+
+def _watch(urls: dict[str, str], sent: int, children: list[subprocess.Popen[bytes]], bootstrap: str,
+           settings: Settings, dashboard: str) -> None:
     print("waiting for the workers (Ctrl-C stops everything) ...", flush=True)
     steady = False
     last = ""
@@ -272,16 +308,20 @@ def _watch(urls: dict[str, str], sent: int, children: list[subprocess.Popen[byte
         alerts = m.get("carehub_alerts_raised_total", 0)
         risk = m.get("carehub_population_events_total", 0)
         listed = m.get("carehub_caselists_entries", 0)
+        packs = m.get("carehub_reviews_packs_written_total", 0)
+        withdrawn = m.get("carehub_reviews_packs_withdrawn_total", 0)
         line = (f"ingested {int(accepted + rejected + dups)}/{sent}: accepted {int(accepted)}, "
                 f"dead-lettered {int(rejected)}, duplicates dropped {int(dups)}; linked {int(linked)}; "
                 f"on timelines {int(timeline)}; indicator values {int(values)}; alerts {int(alerts)}; "
-                f"risk-assessed events {int(risk)}; on case lists {int(listed)}")
+                f"risk-assessed events {int(risk)}; on case lists {int(listed)}; "
+                f"review packs written {int(packs)} (withdrawn {int(withdrawn)})")
         if line != last:
             print(line, flush=True)
             last = line
         if (not steady and accepted + rejected + dups >= sent and linked >= accepted and timeline >= linked
                 and values > 0 and risk >= timeline):
             steady = True
+            print(_packs_now(bootstrap, settings), flush=True)
             print("steady state: every published record is accepted, dead-lettered or dropped as a duplicate,\n"
                   "every accepted event is joined to a hub person, placed on their timeline and taken into\n"
                   "their risk assessment.\n"
@@ -294,6 +334,11 @@ def _watch(urls: dict[str, str], sent: int, children: list[subprocess.Popen[byte
                   f"  case list:    CAREHUB_KAFKA_BOOTSTRAP={bootstrap} .venv/bin/carehub caselist --org B86001"
                   " (or --remote --ca .carehub/pki/ca.pem --cert .carehub/pki/B86001.pem"
                   " --key .carehub/pki/B86001.key)\n"
+                  f"  review packs: CAREHUB_KAFKA_BOOTSTRAP={bootstrap} .venv/bin/carehub reviews --org B86001"
+                  " (or --remote --ca .carehub/pki/ca.pem --cert .carehub/pki/B86001.pem"
+                  " --key .carehub/pki/B86001.key)\n"
+                  f"  dashboard:    {dashboard} (practice {DASHBOARD_PRACTICE}'s page, read from the gateway with its"
+                  " certificate)\n"
                   "Ctrl-C stops everything.", flush=True)
         time.sleep(2)
 

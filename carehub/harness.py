@@ -6,8 +6,9 @@ for a condition with a deadline (:func:`eventually`), read topics to the end tha
 reports (carehub.kafka.read), and know a stage has finished its input when its consumer group
 has committed up to that input's end (faust flushes the stage's output before it commits).
 
-Workers are child processes started by service name (carehub.runtime.services), each with
-its own log file under the hub's data folder; :meth:`LocalHub.kill` sends SIGKILL to the pid
+Workers are child processes started by service name (carehub.runtime.services), or a client
+command such as ``carehub dashboard`` (:meth:`LocalHub.start_command`), each with its own log
+file under the hub's data folder; :meth:`LocalHub.kill` sends SIGKILL to the pid
 it started and to nothing else.
 """
 
@@ -19,6 +20,7 @@ import secrets
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -47,6 +49,7 @@ STAGE_INPUTS: dict[str, tuple[str, ...]] = {
     "timeline": ("identity.linked", "timeline.handover"),
     "alerts": ("timeline.events", "indicators.signals"),
     "population": ("timeline.events",),
+    "reviews": ("timeline.events",),
 }
 
 
@@ -84,6 +87,7 @@ class Worker:
     metrics_url: str | None = None
     killed: bool = False  # by the test (LocalHub.kill): its exit is expected, not a failure
     env: dict[str, str] = field(default_factory=dict)  # the extra environment it was started with
+    command: list[str] = field(default_factory=list)  # what it runs (a service's module, or a carehub command)
 
     @property
     def pid(self) -> int:
@@ -171,14 +175,22 @@ class LocalHub:
 
     def start(self, service: str, **extra_env: str) -> Worker:
         """Start one worker of ``service`` (by name) for this hub; its log goes to the hub's folder."""
+        return self._spawn(service, service_command(service), extra_env)
+
+    def start_command(self, name: str, args: Sequence[str], **extra_env: str) -> Worker:
+        """Start ``python -m carehub ARGS`` (a client of the hub, such as ``carehub dashboard``) as one of
+        this hub's processes, under ``name``: logged, stopped and listed on failure like its workers."""
+        return self._spawn(name, [sys.executable, "-m", "carehub", *args], extra_env)
+
+    def _spawn(self, name: str, command: list[str], extra_env: dict[str, str]) -> Worker:
         n = len(self.workers) + 1
-        log = self.data_dir / f"{service}-{n}.log"
+        log = self.data_dir / f"{name}-{n}.log"
         env = dict(self.env, CAREHUB_WORKER_NAME=f"w{n}", CAREHUB_WEB_PORT=str(free_port()), **extra_env)
         port = env["CAREHUB_METRICS_PORT"]
         metrics_url = f"http://127.0.0.1:{port}/metrics" if port != "0" else None
         with log.open("ab") as out:
-            proc = subprocess.Popen(service_command(service), env=env, stdout=out, stderr=subprocess.STDOUT)
-        worker = Worker(service, proc, log, metrics_url, env=dict(extra_env))
+            proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        worker = Worker(name, proc, log, metrics_url, env=dict(extra_env), command=command)
         self.workers.append(worker)
         return worker
 
@@ -187,7 +199,7 @@ class LocalHub:
         the old one has exited (after :meth:`kill` or :meth:`stop`); its log is a new file."""
         if worker.running:
             raise RuntimeError(f"{worker.service} (pid {worker.pid}) is still running: kill or stop it first")
-        return self.start(worker.service, **worker.env)
+        return self._spawn(worker.service, worker.command or service_command(worker.service), dict(worker.env))
 
     def live(self, service: str) -> Worker:
         """The newest running worker of ``service``."""

@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +35,7 @@ from carehub.v1 import alerts_pb2 as al
 from carehub.v1 import indicators_pb2 as ind
 from carehub.v1 import partner_pb2 as pb
 from carehub.v1 import partner_pb2_grpc as pb_grpc
+from carehub.v1 import review_pb2 as rv
 from carehub.v1 import risk_pb2 as rk
 
 __all__ = [
@@ -415,6 +416,29 @@ class PartnerClient:
     def caselist(self, new_only: bool = False) -> rk.CaseList:
         """The caller's case-finding list (only the people new this week with ``new_only``)."""
         return self._unary(self._stub.GetCaseList, pb.CaseListRequest(new_only=new_only), "the case list request")
+
+    def review_packs(self, month: str = "", without_outcome: bool = False) -> pb.ReviewPacks:
+        """The caller's avoidable-admission review packs, each with its latest outcome."""
+        request = pb.ReviewPacksRequest(month=month, without_outcome=without_outcome)
+        return self._unary(self._stub.GetReviewPacks, request, "the review packs request")
+
+    def watch_review_packs(self, month: str = "", without_outcome: bool = False, *, reconnect: bool = True,
+                           stop: threading.Event | None = None) -> Generator[pb.ReviewPacks, None, None]:
+        """The caller's review packs now, then each time one changes; reconnects like `alerts()` does."""
+        request = pb.ReviewPacksRequest(month=month, without_outcome=without_outcome)
+        yield from self._watch(lambda: self._stub.WatchReviewPacks(request), "review packs", reconnect, stop)
+
+    def record_review_outcome(self, pack_id: str, verdict: str, factors: Sequence[str] = (),
+                              actions: Sequence[rv.ReviewAction] = (), conference_date: str = "",
+                              notes: str = "") -> rv.ReviewOutcome:
+        """Record a case conference's outcome for one of the caller's packs; the outcome as recorded."""
+        request = pb.RecordReviewOutcomeRequest(pack_id=pack_id, verdict=verdict, factors=list(factors),
+                                                actions=list(actions), conference_date=conference_date, notes=notes)
+        return self._unary(self._stub.RecordReviewOutcome, request, f"the outcome of pack {pack_id}").outcome
+
+    def review_learning(self) -> rv.ReviewLearning:
+        """Recorded verdicts and contributory factors counted by the units the caller may see."""
+        return self._unary(self._stub.GetReviewLearning, pb.ReviewLearningRequest(), "the review learning request")
 
     def watch_caselist(self, new_only: bool = False, *, reconnect: bool = True,
                        stop: threading.Event | None = None) -> Generator[rk.CaseList, None, None]:

@@ -309,3 +309,53 @@ def caselist_remote(args: argparse.Namespace) -> int:
             return 0
     except PartnerError as exc:
         raise SystemExit(f"carehub caselist --remote: {exc}") from None
+
+
+def reviews_remote(args: argparse.Namespace) -> int:
+    """`carehub reviews --remote`: the caller's own review packs from the gateway (and, with --learning, the counts)."""
+    from carehub.review_report import as_json, learning_table, table
+
+    try:
+        with _client(args) as client:
+            if getattr(args, "learning", False):
+                learning = client.review_learning()
+                print(json.dumps(json_format.MessageToDict(learning, preserving_proto_field_name=True), indent=2)
+                      if args.json else learning_table(learning))
+                return 0
+            if getattr(args, "watch", False):
+                client.wait_ready(getattr(args, "connect_timeout", 10.0))
+                with contextlib.suppress(KeyboardInterrupt):
+                    for answer in client.watch_review_packs(args.month or "", args.without_outcome):
+                        stamp = datetime.now().astimezone().strftime("%H:%M:%S")
+                        packs = list(answer.packs)
+                        print(as_json(answer.org, packs) if args.json
+                              else f"-- {stamp}\n{table(answer.org, packs)}\n", flush=True)
+                return 0
+            answer = client.review_packs(args.month or "", args.without_outcome)
+    except PartnerError as exc:
+        raise SystemExit(f"carehub reviews --remote: {exc}") from None
+    packs = list(answer.packs)
+    print(as_json(answer.org, packs) if args.json else table(answer.org, packs))
+    return 0
+
+
+def review_outcome_remote(args: argparse.Namespace) -> int:
+    """`carehub review-outcome --remote PACK_ID --verdict V --factor F ... --action TEXT@OWNER[@DUE] ...`."""
+    from carehub.review_report import parse_action
+
+    try:
+        actions = [parse_action(a) for a in args.action or []]
+    except ValueError as exc:
+        raise SystemExit(f"carehub review-outcome: {exc}") from None
+    try:
+        with _client(args) as client:
+            outcome = client.record_review_outcome(args.pack_id, args.verdict, args.factor or [], actions,
+                                                   args.conference_date or datetime.now(UTC).date().isoformat(),
+                                                   args.notes or "")
+    except PartnerError as exc:
+        raise SystemExit(f"carehub review-outcome: {exc}") from None
+    print(json.dumps(json_format.MessageToDict(outcome, preserving_proto_field_name=True), indent=2)
+          if args.json else f"recorded: pack {outcome.pack_id}, {outcome.verdict}, factors "
+                            f"{', '.join(outcome.factors) or 'none'}, {len(outcome.actions)} actions "
+                            f"({outcome.taxonomy_version})")
+    return 0

@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     caselist_involved_within_days: int = Field(default=365, ge=1, le=3650)
     caselist_new_within_days: int = Field(default=7, ge=1, le=365)  # "new": entered the list this recently
     caselist_publish_interval_s: float = Field(default=5.0, gt=0, le=3600)  # lists recomputed, changes published
+    # avoidable-admission review packs (services/reviews): the share of each practice's emergency ACSC
+    # admissions that get a pack (1.0: all; below: a deterministic sample drawn from each admission's pack id)
+    review_sample_fraction: float = Field(default=1.0, gt=0, le=1)
+    review_taxonomy: Path | None = None  # verdicts and contributory factors (TOML); the packaged one by default
     # partner gateway (services/gateway): gRPC over TLS
     gateway_host: str = "127.0.0.1"
     gateway_port: int = Field(default=50051, ge=0, le=65535)

@@ -85,6 +85,16 @@ def caselists_topic(settings: Settings) -> str:
     return settings.topic("caselists")
 
 
+def review_packs_topic(settings: Settings) -> str:
+    """Avoidable-admission review packs (compacted, key = pack id; services/reviews)."""
+    return settings.topic("review.packs")
+
+
+def review_outcomes_topic(settings: Settings) -> str:
+    """Case conferences' outcomes, recorded through the gateway (key = pack id; the latest wins)."""
+    return settings.topic("review.outcomes")
+
+
 def alerts_topic(settings: Settings) -> str:
     """Alerts, one record each, keyed by the recipient organisation (the gateway's log)."""
     return settings.topic("alerts")
@@ -142,6 +152,11 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(risk_assessments_topic(settings), p, {"cleanup.policy": "compact"}, replication=r),
         TopicSpec(risk_cutoffs_topic(settings), 1, {"cleanup.policy": "compact"}, replication=r),
         TopicSpec(caselists_topic(settings), 1, {"cleanup.policy": "compact"}, replication=r),
+        # read whole, from the start, by the gateway; few records (selected ACSC admissions)
+        TopicSpec(review_packs_topic(settings), 1, {"cleanup.policy": "compact"}, replication=r),
+        # every outcome recorded is kept as long as the audit trail: it is a clinical governance record
+        TopicSpec(review_outcomes_topic(settings), 1, {"retention.ms": str(settings.audit_retention_days * DAY_MS)},
+                  replication=r),
         TopicSpec(alerts_topic(settings), p, {"retention.ms": str(settings.alerts_retention_days * DAY_MS)},
                   replication=r),
         TopicSpec(acks_topic(settings), 1, replication=r),

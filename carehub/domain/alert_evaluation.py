@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from carehub.domain.alert_rules import Rule, RuleBook
 from carehub.domain.codelists import normal
+from carehub.domain.dates import day_start_ns
 from carehub.domain.timeline import DAY_NS, DIED, FOLLOW_UP_SECTORS, ns
 from carehub.v1 import alerts_pb2 as al
 from carehub.v1 import care_event_pb2 as ce
@@ -49,6 +50,7 @@ class AlertEngine:
         self.book = book
         self.involved_ns = involved_within_days * DAY_NS
         self.overdue = book.on("followup_overdue")
+        self.review_rules = book.on("care_plan_review_overdue")
 
     # --- recipients ---------------------------------------------------------------------------
 
@@ -131,6 +133,8 @@ class AlertEngine:
             self._followed_up(state, t)
         elif kind == ce.EVENT_TYPE_CANCELLATION:
             out += self._cancelled(state, view, spell, accepted, base)
+        if self.review_rules:
+            self._await_reviews(state, person_id, view)
         return out
 
     def _admission_matches(self, rule: Rule, view: tl.TimelineView, spell: tl.SpellView) -> bool:
@@ -222,6 +226,7 @@ class AlertEngine:
     def _death(self, state: al.AlertState, person_id: str, view: tl.TimelineView, event_org: str, t: int,
                base: al.Alert) -> list[al.Alert]:
         del state.pending[:]
+        del state.reviews[:]
         out: list[al.Alert] = []
         for rule in self.book.on("death"):
             out += self._raise(state, rule, person_id, "death", view, event_org, t, base,
@@ -253,18 +258,20 @@ class AlertEngine:
             state.pending.extend(kept)
 
     def next_due(self, state: al.AlertState) -> int | None:
-        """The event time (ns) from which the earliest pending follow-up is overdue."""
-        if not self.overdue or not state.pending:
-            return None
-        after = self.overdue[0].after_days
-        return min((ns(p.discharged_at) // DAY_NS + after + 1) * DAY_NS for p in state.pending)
+        """The event time (ns) from which the earliest pending follow-up or care plan review is overdue."""
+        dues = [self._review_due_ns(r) for r in state.reviews]
+        if self.overdue and state.pending:
+            after = self.overdue[0].after_days
+            dues += [(ns(p.discharged_at) // DAY_NS + after + 1) * DAY_NS for p in state.pending]
+        return min((d for d in dues if d is not None), default=None)
 
     def expire(self, state: al.AlertState, person_id: str, clock_ns: int, now_ns: int) -> list[al.Alert]:
-        """Overdue alerts for follow-ups whose days have passed by ``clock_ns`` (the hub's event clock)."""
+        """Overdue alerts for follow-ups and care plan reviews whose days have passed by ``clock_ns``
+        (the hub's event clock)."""
+        out = self._overdue_reviews(state, person_id, clock_ns, now_ns)
         if not self.overdue:
-            return []
+            return out
         rule = self.overdue[0]
-        out: list[al.Alert] = []
         kept = []
         raised = {r.alert_id for r in state.raised}
         for pending in state.pending:
@@ -289,6 +296,74 @@ class AlertEngine:
                                  recipient_role=recipient.role, local_id=recipient.local_id, last_id=aid)
         del state.pending[:]
         state.pending.extend(kept)
+        return out
+
+    # --- care plan reviews --------------------------------------------------------------------
+
+    def _await_reviews(self, state: al.AlertState, person_id: str, view: tl.TimelineView) -> None:
+        """Keep one pending review per open plan with a known review date, as the view has it now.
+
+        A newer review date (the plan was reviewed), a closed plan or a death replaces or drops
+        the pending review; a review already alerted is not awaited again. With a direct-care
+        opt-out, only a plan its owner sent itself is followed: telling an owner of a plan that
+        another organisation reported would share what the person declined.
+        """
+        rule = self.review_rules[0]
+        wanted: dict[str, al.PendingReview] = {}
+        if not view.deceased:
+            records: dict[str, str] = {}
+            for record in view.local_records:
+                records.setdefault(record.org, record.local_id)
+            raised = {r.alert_id for r in state.raised}
+            for owner, plan in sorted(view.care_plans.items()):
+                if (plan.closed or owner not in records or day_start_ns(plan.review_due) is None
+                        or (view.direct_care_opt_out and plan.source_org != owner)
+                        or alert_id(rule.id, person_id, _review_key(owner, plan.review_due), owner) in raised):
+                    continue
+                wanted[owner] = al.PendingReview(
+                    owner_org=owner, review_due=plan.review_due, plan_event_id=plan.event_id,
+                    source_org=plan.source_org, segment=plan.segment, contact_role=plan.contact_role,
+                    recipient=al.Recipient(org=owner, role="care_plan_owner", local_id=records[owner]))
+        if [r.SerializeToString(deterministic=True) for r in state.reviews] != [
+                r.SerializeToString(deterministic=True) for r in wanted.values()]:
+            del state.reviews[:]
+            state.reviews.extend(wanted.values())
+
+    def _review_due_ns(self, review: al.PendingReview) -> int | None:
+        """When ``review`` is overdue: the start of the day after its review day and the rule's grace days."""
+        day = day_start_ns(review.review_due)
+        if day is None or not self.review_rules:
+            return None
+        return day + (self.review_rules[0].after_days + 1) * DAY_NS
+
+    def _overdue_reviews(self, state: al.AlertState, person_id: str, clock_ns: int, now_ns: int) -> list[al.Alert]:
+        if not self.review_rules:
+            return []
+        rule = self.review_rules[0]
+        out: list[al.Alert] = []
+        kept: list[al.PendingReview] = []
+        for review in state.reviews:
+            due = self._review_due_ns(review)
+            if due is None or clock_ns < due:
+                kept.append(review)
+                continue
+            key = _review_key(review.owner_org, review.review_due)
+            aid = alert_id(rule.id, person_id, key, review.owner_org)
+            base = al.Alert(source_org=review.source_org)
+            base.event_time.FromNanoseconds(due)
+            base.raised_at.FromNanoseconds(now_ns)
+            about = [f"segment {review.segment}"] if review.segment else []
+            about.append(f"contact: {review.contact_role}" if review.contact_role else "no contact role named")
+            grace = f" and {rule.after_days} days' grace" if rule.after_days else ""
+            out.append(_alert(base, rule, review.recipient, aid, detail=(
+                f"Your care plan for the person ({', '.join(about)}) was due for review on {review.review_due}; "
+                f"that day{grace} {'have' if grace else 'has'} passed with no newer review date or closing event "
+                "received")))
+            state.raised.add(alert_id=aid, rule=rule.id, fact_key=key, recipient_org=review.owner_org,
+                             recipient_role=review.recipient.role, local_id=review.recipient.local_id, last_id=aid)
+        if len(kept) != len(state.reviews):
+            del state.reviews[:]
+            state.reviews.extend(kept)
         return out
 
     # --- indicator signals --------------------------------------------------------------------
@@ -347,6 +422,10 @@ def _for_recipient(detail: str, view: tl.TimelineView, recipient: al.Recipient) 
         about.append(f"review due {plan.review_due}")
     contact = f"contact: {plan.contact_role}" if plan.contact_role else "no contact role named in the plan"
     return f"{detail}; your care plan for the person ({', '.join(about)}), {contact}"
+
+
+def _review_key(owner: str, review_due: str) -> str:
+    return f"care_plan/{owner}/{review_due}"
 
 
 def _spell_key(spell: tl.SpellView) -> str:

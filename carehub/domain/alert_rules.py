@@ -2,7 +2,8 @@
 
 A rule names the moment it looks at (``on``), the conditions (``[when]``) and who receives the
 alert (``recipients``, by role: ``care_plan_owner`` is every organisation that owns one of the
-person's open care plans, recorded at or before the moment, so each plan's coordinator hears).
+person's open care plans, recorded at or before the moment, so each plan's coordinator hears;
+for ``care_plan_review_overdue``, the one owner whose plan's review date has passed).
 Conditions on diagnoses use the indicators' code lists (carehub/domain/data/codelists), and the
 words shared with indicator definitions (``admission_method``, ``codelist`` + ``groups``,
 ``admission_source``, ``exclude_died``) mean what docs/indicator-semantics.md says, so an alert
@@ -37,7 +38,8 @@ from carehub.domain.loader import (
 from carehub.v1 import alerts_pb2 as al
 
 PACKAGED = Path(__file__).resolve().parent / "data" / "alert_rules"
-On = Literal["admission", "discharge", "ed_attendance", "death", "followup_overdue", "indicator_outlier"]
+On = Literal["admission", "discharge", "ed_attendance", "death", "followup_overdue", "care_plan_review_overdue",
+             "indicator_outlier"]
 Role = Literal["registered_practice", "social_care", "community", "care_home", "admitting_hospital",
                "discharging_hospital", "source", "care_plan_owner", "unit"]
 Severity = Literal["info", "warning", "urgent"]
@@ -46,8 +48,10 @@ ON: tuple[str, ...] = get_args(On)
 ROLES: tuple[str, ...] = get_args(Role)
 SEVERITIES = {"info": al.SEVERITY_INFO, "warning": al.SEVERITY_WARNING, "urgent": al.SEVERITY_URGENT}
 SPELL_ON = ("admission", "discharge", "followup_overdue")
+CLOCK_ON = ("followup_overdue", "care_plan_review_overdue")  # moments that come when event time passes a day
 # Which moments a [when] word can be asked of: the others carry no spell, discharge gap, prior
-# attendances, overdue clock or outlier signal to look at.
+# attendances, overdue clock or outlier signal to look at. ``after_days`` counts the days after a
+# discharge (followup_overdue) or after a care plan's review day (care_plan_review_overdue).
 APPLIES_TO: dict[str, tuple[tuple[str, ...], str]] = {
     "admission_method": (SPELL_ON, "spells"),
     "codelist": (SPELL_ON, "spells"),
@@ -55,7 +59,7 @@ APPLIES_TO: dict[str, tuple[tuple[str, ...], str]] = {
     "exclude_died": (SPELL_ON, "spells"),
     "readmission_max_days": (("admission",), "admissions"),
     "prior_ed_attendances_exactly": (("ed_attendance",), "ED attendances"),
-    "after_days": (("followup_overdue",), "followup_overdue"),
+    "after_days": (("followup_overdue", "care_plan_review_overdue"), "followup_overdue, care_plan_review_overdue"),
     "outlier": (("indicator_outlier",), "indicator_outlier"),
 }
 
@@ -105,8 +109,11 @@ class RuleFile(Definition):
             moments, what = APPLIES_TO.get(key, (ON, ""))
             if self.on not in moments:
                 problems.append((("when", key), f"applies to {what}, not to on = {self.on!r}"))
-        if self.on == "followup_overdue" and self.when.after_days is None:
-            problems.append((("when", "after_days"), "is required with on = 'followup_overdue'"))
+        if self.on in CLOCK_ON and self.when.after_days is None:
+            problems.append((("when", "after_days"), f"is required with on = {self.on!r}"))
+        if self.on == "care_plan_review_overdue" and set(self.recipients) != {"care_plan_owner"}:
+            # the review is the owner's to hold: nobody else is asked to act on its date
+            problems.append((("recipients",), "must be ['care_plan_owner'] for on = 'care_plan_review_overdue'"))
         codelists: Mapping[str, CodeList] = (info.context or {}).get("codelists", {})
         problems += [(("when", *loc), text) for loc, text in
                      reference_problems(codelists, self.when.codelist, self.when.groups)]

@@ -28,19 +28,20 @@ time: the assessments' as-of (the end of the newest event day seen) ends the inv
 window, as it ends the factors' windows.
 
 Care plans: the timeline keeps each owner organisation's open plan from its latest care-plan
-event (``EVENT_TYPE_CARE_PLAN``); an entry shows the plan with the latest event (its owner,
-when, its review date and contact role), or that none was received, which the hub cannot tell
-from "no plan". A plan is **overdue** once its whole review day lies before the list's as-of,
+event (``EVENT_TYPE_CARE_PLAN``); an entry shows the list's own organisation's plan when it owns
+one, so an owner sees its own review fall due, and otherwise the plan with the latest event (its
+owner, when, its review date and contact role), or that none was received, which the hub cannot
+tell from "no plan". A plan is **overdue** once its whole review day lies before the list's as-of,
 the same event clock that ends the involvement window, so the same events give the same list.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 
+from carehub.domain.dates import day_start_ns
 from carehub.domain.risk.model import RiskModel
 from carehub.domain.risk.records import cutoffs_record, local_ids
 from carehub.domain.risk.tiers import TierCutoffs, tier_cutoffs, tier_of
@@ -52,8 +53,6 @@ PRACTICE = "registered_practice"
 TEAM_ROLES = {ce.SECTOR_COMMUNITY: "community", ce.SECTOR_SOCIAL_CARE: "social_care"}  # risk.records.TEAM_SECTORS
 DEFAULT_TIERS = 2
 NEW_WITHIN_DAYS = 7
-ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")  # CarePlan.review_due, as the contract writes it
-EPOCH_DAY = date(1970, 1, 1)
 
 Key = tuple[str, str]  # (organisation, its local record id)
 
@@ -94,32 +93,22 @@ def memberships(record: rk.RiskAssessment, clock_ns: int, involved_within_days: 
     return out
 
 
-def care_plan_status(record: rk.RiskAssessment, clock_ns: int) -> rk.CarePlanStatus:
-    """The open plan with the latest care-plan event, or UNKNOWN; with its review date, overdue when
-    that whole day is before ``clock_ns`` (the hub's event clock, never the wall clock)."""
+def care_plan_status(record: rk.RiskAssessment, clock_ns: int, org: str = "") -> rk.CarePlanStatus:
+    """``org``'s own open plan, else the open plan with the latest care-plan event, else UNKNOWN;
+    with its review date, overdue when that whole day is before ``clock_ns`` (the hub's event
+    clock, never the wall clock)."""
     open_plans = [(owner, plan) for owner, plan in record.care_plans.items() if not plan.closed]
     if not open_plans:
         return rk.CarePlanStatus(presence=rk.CARE_PLAN_PRESENCE_UNKNOWN)
-    owner, plan = max(open_plans, key=lambda kv: (ns(kv[1].at), kv[0]))
+    owner, plan = max(open_plans, key=lambda kv: (kv[0] == org, ns(kv[1].at), kv[0]))
     out = rk.CarePlanStatus(presence=rk.CARE_PLAN_PRESENCE_RECORDED, org=owner, contact_role=plan.contact_role,
                             segment=plan.segment)
     out.recorded_at.CopyFrom(plan.at)
-    due_ns = review_day_ns(plan.review_due)
+    due_ns = day_start_ns(plan.review_due)
     if due_ns is not None:
         out.due.FromNanoseconds(due_ns)
         out.overdue = clock_ns >= due_ns + DAY_NS
     return out
-
-
-def review_day_ns(review_due: str) -> int | None:
-    """00:00 UTC of a ``YYYY-MM-DD`` review date; None when there is none or it is not one (ingest
-    leaves such out; one that got past it makes the due date unknown, never a failed list)."""
-    if not ISO_DATE.match(review_due):
-        return None
-    try:
-        return (date.fromisoformat(review_due) - EPOCH_DAY).days * DAY_NS
-    except ValueError:
-        return None
 
 
 def is_new(listed_since_ns: int, now_ns: int, new_within_days: int = NEW_WITHIN_DAYS) -> bool:
@@ -217,7 +206,7 @@ class CaseBook:
                     flips.append(since + new_ns)
                 entry = rk.CaseListEntry(local_id=m.local_id, role=m.role, score=record.score, risk=record.risk,
                                          tier=tier, segment=record.segment, factors=record.factors,
-                                         new_this_week=new, care_plan=care_plan_status(record, clock))
+                                         new_this_week=new, care_plan=care_plan_status(record, clock, m.org))
                 entry.listed_since.FromNanoseconds(since)
                 entry.assessed_as_of.CopyFrom(record.as_of)
                 entries.setdefault(m.org, []).append(entry)

@@ -288,3 +288,33 @@ def diff(old: Cells, new: Cells) -> Cells:
         if key not in new:
             out[key] = (-before[0], -before[1], -before[2])
     return out
+
+
+def admission_counted_in(catalogue: Catalogue, admission: tl.Spell, earlier: Sequence[tl.Spell] = (),
+                         ) -> list[tuple[Indicator, bool, tl.Spell | None]]:
+    """The indicators an admission counts in (a review pack says which), by the same rules as the counts.
+
+    Each is (indicator, judged on working diagnoses, the earlier spell whose discharge it makes a
+    readmission, or None when the admission itself is in the numerator). ``earlier``: the person's
+    other spells, for the readmission indicators. A planning opt-out at the admission counts it in none.
+    """
+    facts = read_spell(admission, ())
+    if facts is None:
+        return []
+    out: list[tuple[Indicator, bool, tl.Spell | None]] = []
+    if not admission.admission_opted_out:
+        for indicator in catalogue.indicators:
+            if indicator.fact == "admission" and _passes(indicator, facts):
+                hit, provisional = _numerator(indicator, facts, [facts], tl.PersonTimeline())
+                if hit:
+                    out.append((indicator, provisional, None))
+    readmissions = [i for i in catalogue.indicators if i.fact == "discharge" and i.readmission_max_days is not None]
+    for spell in earlier:
+        before = read_spell(spell, ())
+        if (before is None or before.discharged is None or spell.discharge_opted_out
+                or before.discharged > facts.admitted):
+            continue
+        for indicator in readmissions:
+            if _passes(indicator, before) and _numerator(indicator, before, [before, facts], tl.PersonTimeline())[0]:
+                out.append((indicator, False, spell))
+    return out

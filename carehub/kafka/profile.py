@@ -6,10 +6,10 @@ SDK, the CLI, the harness and admin. Each used to carry its own fetch wait, batc
 they now all take them from a :class:`ClientProfile`, chosen by ``CAREHUB_BROKER_PROFILE``.
 
 The embedded broker (Tansu) has two defects that shape its profile (docs/embedded-broker.md):
-- ListOffsets(latest) is wrong after a multi-record produce batch, and faust's table recovery
-  relies on it, so faust's producers send one record per batch (``faust_max_batch_bytes=1``).
-  Nothing else relies on ListOffsets (readers go to the Fetch high watermark, carehub.kafka.read),
-  so every other producer batches as usual;
+- ListOffsets(latest) is wrong after a multi-record produce batch. faust's table recovery relied
+  on it; carehub's transport checks its ends against the Fetch high watermark
+  (carehub/kafka/ends.py), and readers go to that high watermark too (carehub.kafka.read), so
+  every producer, faust's included, batches as usual;
 - a fetch is answered only when data is found on one of its polls or its wait expires, never
   woken by a produce, so every hop of the pipeline pays up to the fetch wait: the wait is short.
 Nothing else in carehub may special-case the embedded broker: it asks its profile.
@@ -39,7 +39,7 @@ class ClientProfile:
     # the embedded broker it is also the latency each hop adds when the stream is sparse.
     fetch_max_wait_ms: int
     # Producer batching: linger and the largest batch in bytes, for faust (its changelogs and
-    # outputs; 1: one record per batch) and for every other producer.
+    # outputs) and for every other producer.
     linger_ms: int
     faust_max_batch_bytes: int
     max_batch_bytes: int
@@ -86,7 +86,7 @@ EMBEDDED = ClientProfile(
     name="embedded",
     fetch_max_wait_ms=100,       # one hop: ~7 ms p50 at 20 ms, ~76 ms at 500 ms (docs/embedded-broker.md)
     linger_ms=0,                 # a hop already waits for its fetch: send at once
-    faust_max_batch_bytes=1,     # one record per produce batch: the ListOffsets defect
+    faust_max_batch_bytes=16_384,  # the clients' default: table recovery reads to the Fetch high watermark
     max_batch_bytes=16_384,
     acks="all",
     idempotence=False,           # not checked against Tansu's InitProducerId

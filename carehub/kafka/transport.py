@@ -14,7 +14,8 @@ transport, so no global state and no faust setting of our own is needed. :func:`
 writes those URLs; carehub/runtime/app.py ``faust_app`` uses it.
 
 Everything else is faust's aiokafka driver unchanged: the producer, topic creation, rebalancing.
-A worker's consumer differs in its fetch wait and in what it commits. faust commits an offset once
+A worker's consumer differs in its fetch wait, in the end offsets table recovery reads to (checked
+against a Fetch answer, carehub/kafka/ends.py) and in what it commits. faust commits an offset once
 every record below it is acknowledged, and faust acknowledges records it never handed to an
 agent: those a stream skips during a rebalance (flow stopped, or fetched in an earlier
 generation) and a ``take_events`` batch whose agent was cancelled. It also commits past an
@@ -41,6 +42,8 @@ from faust.types import TP, AppT, ConsumerT, Message
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 from yarl import URL
+
+from carehub.kafka.ends import fetched_ends
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +108,23 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
             )
         consumer._fetch_max_wait_ms = fetch_max_wait_ms
         return consumer
+
+    async def _highwaters(self, partitions: list[TP]) -> Mapping[TP, int]:
+        """faust's end offsets (ListOffsets), each checked against a Fetch answer's high watermark.
+
+        Table recovery reads a changelog to these ends; ListOffsets is short of the end on the
+        embedded broker after a multi-record batch, the Fetch high watermark is not
+        (carehub/kafka/ends.py). Runs in the consumer thread, like faust's.
+        """
+        listed = await super()._highwaters(partitions)
+        if self.consumer.in_transaction:
+            return listed
+        consumer = self._ensure_consumer()
+        ends = await fetched_ends(consumer._client, listed, consumer._fetch_max_wait_ms)
+        raised = {tp: (listed[tp], end) for tp, end in ends.items() if end != listed[tp]}
+        if raised:
+            log.info("end offsets past the listed ones (listed, fetched): %s", raised)
+        return ends  # type: ignore[return-value]
 
 
 class Consumer(faust_aiokafka.Consumer):

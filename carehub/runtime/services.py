@@ -14,9 +14,9 @@ import sys
 
 SERVICE_PACKAGE = "carehub.services"
 # In start-up order: each stage's input is written by one before it (the doors, mllp and fhir,
-# write the provider topic; population and caselists, last, read the timeline's output).
+# write the provider topic; population, caselists and reviews, last, read the timeline's output).
 SERVICES = ("ingest", "identity", "timeline", "indicators", "alerts", "gateway", "mllp", "fhir", "population",
-            "caselists")
+            "caselists", "reviews")
 
 
 def service_module(name: str) -> str:

@@ -289,19 +289,23 @@ class AlertState(_message.Message):
 
     RAISED_FIELD_NUMBER: _builtins.int
     PENDING_FIELD_NUMBER: _builtins.int
+    REVIEWS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def raised(self) -> _containers.RepeatedCompositeFieldContainer[Global___RaisedAlert]: ...
     @_builtins.property
     def pending(self) -> _containers.RepeatedCompositeFieldContainer[Global___PendingFollowUp]: ...
+    @_builtins.property
+    def reviews(self) -> _containers.RepeatedCompositeFieldContainer[Global___PendingReview]: ...
     def __init__(
         self,
         *,
         raised: _abc.Iterable[Global___RaisedAlert] | None = ...,
         pending: _abc.Iterable[Global___PendingFollowUp] | None = ...,
+        reviews: _abc.Iterable[Global___PendingReview] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["pending", b"pending", "raised", b"raised"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["pending", b"pending", "raised", b"raised", "reviews", b"reviews"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -414,6 +418,52 @@ class PendingFollowUp(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PendingFollowUp: _TypeAlias = PendingFollowUp  # noqa: Y015
+
+@_typing.final
+class PendingReview(_message.Message):
+    """An open care plan whose review date is known: its owner is told once that day has passed
+    (by the hub's event clock) with no newer review date or closing event for the plan.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OWNER_ORG_FIELD_NUMBER: _builtins.int
+    REVIEW_DUE_FIELD_NUMBER: _builtins.int
+    PLAN_EVENT_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_ORG_FIELD_NUMBER: _builtins.int
+    RECIPIENT_FIELD_NUMBER: _builtins.int
+    SEGMENT_FIELD_NUMBER: _builtins.int
+    CONTACT_ROLE_FIELD_NUMBER: _builtins.int
+    owner_org: _builtins.str
+    review_due: _builtins.str
+    """YYYY-MM-DD, as the plan's latest event gave it"""
+    plan_event_id: _builtins.str
+    """that event, from source_org"""
+    source_org: _builtins.str
+    segment: _builtins.str
+    contact_role: _builtins.str
+    @_builtins.property
+    def recipient(self) -> Global___Recipient:
+        """the owner, named by its own record id for the person"""
+
+    def __init__(
+        self,
+        *,
+        owner_org: _builtins.str = ...,
+        review_due: _builtins.str = ...,
+        plan_event_id: _builtins.str = ...,
+        source_org: _builtins.str = ...,
+        recipient: Global___Recipient | None = ...,
+        segment: _builtins.str = ...,
+        contact_role: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["recipient", b"recipient"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contact_role", b"contact_role", "owner_org", b"owner_org", "plan_event_id", b"plan_event_id", "recipient", b"recipient", "review_due", b"review_due", "segment", b"segment", "source_org", b"source_org"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PendingReview: _TypeAlias = PendingReview  # noqa: Y015
 
 @_typing.final
 class Recipient(_message.Message):

@@ -11,6 +11,7 @@ what that organisation is entitled to.
 from carehub.v1 import alerts_pb2 as _alerts_pb2
 from carehub.v1 import indicators_pb2 as _indicators_pb2
 from carehub.v1 import ingest_pb2 as _ingest_pb2
+from carehub.v1 import review_pb2 as _review_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -25,6 +26,127 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+@_typing.final
+class ReviewPacksRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MONTH_FIELD_NUMBER: _builtins.int
+    WITHOUT_OUTCOME_FIELD_NUMBER: _builtins.int
+    month: _builtins.str
+    """YYYY-MM of the admission; empty: all"""
+    without_outcome: _builtins.bool
+    """only the packs no outcome has been recorded for"""
+    def __init__(
+        self,
+        *,
+        month: _builtins.str = ...,
+        without_outcome: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["month", b"month", "without_outcome", b"without_outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewPacksRequest: _TypeAlias = ReviewPacksRequest  # noqa: Y015
+
+@_typing.final
+class ReviewPacks(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORG_FIELD_NUMBER: _builtins.int
+    PACKS_FIELD_NUMBER: _builtins.int
+    org: _builtins.str
+    @_builtins.property
+    def packs(self) -> _containers.RepeatedCompositeFieldContainer[_review_pb2.ReviewPack]:
+        """newest admission first"""
+
+    def __init__(
+        self,
+        *,
+        org: _builtins.str = ...,
+        packs: _abc.Iterable[_review_pb2.ReviewPack] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["org", b"org", "packs", b"packs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewPacks: _TypeAlias = ReviewPacks  # noqa: Y015
+
+@_typing.final
+class RecordReviewOutcomeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PACK_ID_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    FACTORS_FIELD_NUMBER: _builtins.int
+    ACTIONS_FIELD_NUMBER: _builtins.int
+    CONFERENCE_DATE_FIELD_NUMBER: _builtins.int
+    NOTES_FIELD_NUMBER: _builtins.int
+    pack_id: _builtins.str
+    verdict: _builtins.str
+    conference_date: _builtins.str
+    """YYYY-MM-DD"""
+    notes: _builtins.str
+    @_builtins.property
+    def factors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def actions(self) -> _containers.RepeatedCompositeFieldContainer[_review_pb2.ReviewAction]: ...
+    def __init__(
+        self,
+        *,
+        pack_id: _builtins.str = ...,
+        verdict: _builtins.str = ...,
+        factors: _abc.Iterable[_builtins.str] | None = ...,
+        actions: _abc.Iterable[_review_pb2.ReviewAction] | None = ...,
+        conference_date: _builtins.str = ...,
+        notes: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "conference_date", b"conference_date", "factors", b"factors", "notes", b"notes", "pack_id", b"pack_id", "verdict", b"verdict"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordReviewOutcomeRequest: _TypeAlias = RecordReviewOutcomeRequest  # noqa: Y015
+
+@_typing.final
+class RecordReviewOutcomeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def outcome(self) -> _review_pb2.ReviewOutcome: ...
+    def __init__(
+        self,
+        *,
+        outcome: _review_pb2.ReviewOutcome | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordReviewOutcomeResponse: _TypeAlias = RecordReviewOutcomeResponse  # noqa: Y015
+
+@_typing.final
+class ReviewLearningRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewLearningRequest: _TypeAlias = ReviewLearningRequest  # noqa: Y015
 
 @_typing.final
 class CaseListRequest(_message.Message):

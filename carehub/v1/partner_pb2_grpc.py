@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from carehub.v1 import partner_pb2 as carehub_dot_v1_dot_partner__pb2
+from carehub.v1 import review_pb2 as carehub_dot_v1_dot_review__pb2
 from carehub.v1 import risk_pb2 as carehub_dot_v1_dot_risk__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -70,6 +71,26 @@ class PartnerGatewayStub:
                 request_serializer=carehub_dot_v1_dot_partner__pb2.CaseListRequest.SerializeToString,
                 response_deserializer=carehub_dot_v1_dot_risk__pb2.CaseList.FromString,
                 _registered_method=True)
+        self.GetReviewPacks = channel.unary_unary(
+                '/carehub.v1.PartnerGateway/GetReviewPacks',
+                request_serializer=carehub_dot_v1_dot_partner__pb2.ReviewPacksRequest.SerializeToString,
+                response_deserializer=carehub_dot_v1_dot_partner__pb2.ReviewPacks.FromString,
+                _registered_method=True)
+        self.WatchReviewPacks = channel.unary_stream(
+                '/carehub.v1.PartnerGateway/WatchReviewPacks',
+                request_serializer=carehub_dot_v1_dot_partner__pb2.ReviewPacksRequest.SerializeToString,
+                response_deserializer=carehub_dot_v1_dot_partner__pb2.ReviewPacks.FromString,
+                _registered_method=True)
+        self.RecordReviewOutcome = channel.unary_unary(
+                '/carehub.v1.PartnerGateway/RecordReviewOutcome',
+                request_serializer=carehub_dot_v1_dot_partner__pb2.RecordReviewOutcomeRequest.SerializeToString,
+                response_deserializer=carehub_dot_v1_dot_partner__pb2.RecordReviewOutcomeResponse.FromString,
+                _registered_method=True)
+        self.GetReviewLearning = channel.unary_unary(
+                '/carehub.v1.PartnerGateway/GetReviewLearning',
+                request_serializer=carehub_dot_v1_dot_partner__pb2.ReviewLearningRequest.SerializeToString,
+                response_deserializer=carehub_dot_v1_dot_review__pb2.ReviewLearning.FromString,
+                _registered_method=True)
 
 
 class PartnerGatewayServicer:
@@ -127,6 +148,38 @@ class PartnerGatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetReviewPacks(self, request, context):
+        """The caller's avoidable-admission review packs: a practice's selected emergency ACSC
+        admissions of its registered people, each with the 90 days before it, in its own record ids,
+        and the latest outcome recorded for it. A practice sees only its own packs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchReviewPacks(self, request, context):
+        """The caller's packs now, then again each time one of them changes (the latest, if several did).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordReviewOutcome(self, request, context):
+        """A case conference's outcome for one of the caller's packs: verdict, contributory factors and
+        agreed actions, from the taxonomy (docs/review-packs.md). Only the pack's practice may record.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReviewLearning(self, request, context):
+        """The shared learning: recorded verdicts and contributory factors counted by practice,
+        locality and region, as far as the caller is entitled (its indicator units), small numbers withheld.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PartnerGatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -164,6 +217,26 @@ def add_PartnerGatewayServicer_to_server(servicer, server):
                     servicer.WatchCaseList,
                     request_deserializer=carehub_dot_v1_dot_partner__pb2.CaseListRequest.FromString,
                     response_serializer=carehub_dot_v1_dot_risk__pb2.CaseList.SerializeToString,
+            ),
+            'GetReviewPacks': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReviewPacks,
+                    request_deserializer=carehub_dot_v1_dot_partner__pb2.ReviewPacksRequest.FromString,
+                    response_serializer=carehub_dot_v1_dot_partner__pb2.ReviewPacks.SerializeToString,
+            ),
+            'WatchReviewPacks': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchReviewPacks,
+                    request_deserializer=carehub_dot_v1_dot_partner__pb2.ReviewPacksRequest.FromString,
+                    response_serializer=carehub_dot_v1_dot_partner__pb2.ReviewPacks.SerializeToString,
+            ),
+            'RecordReviewOutcome': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordReviewOutcome,
+                    request_deserializer=carehub_dot_v1_dot_partner__pb2.RecordReviewOutcomeRequest.FromString,
+                    response_serializer=carehub_dot_v1_dot_partner__pb2.RecordReviewOutcomeResponse.SerializeToString,
+            ),
+            'GetReviewLearning': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReviewLearning,
+                    request_deserializer=carehub_dot_v1_dot_partner__pb2.ReviewLearningRequest.FromString,
+                    response_serializer=carehub_dot_v1_dot_review__pb2.ReviewLearning.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -355,6 +428,114 @@ class PartnerGateway:
             '/carehub.v1.PartnerGateway/WatchCaseList',
             carehub_dot_v1_dot_partner__pb2.CaseListRequest.SerializeToString,
             carehub_dot_v1_dot_risk__pb2.CaseList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReviewPacks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carehub.v1.PartnerGateway/GetReviewPacks',
+            carehub_dot_v1_dot_partner__pb2.ReviewPacksRequest.SerializeToString,
+            carehub_dot_v1_dot_partner__pb2.ReviewPacks.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchReviewPacks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/carehub.v1.PartnerGateway/WatchReviewPacks',
+            carehub_dot_v1_dot_partner__pb2.ReviewPacksRequest.SerializeToString,
+            carehub_dot_v1_dot_partner__pb2.ReviewPacks.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordReviewOutcome(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carehub.v1.PartnerGateway/RecordReviewOutcome',
+            carehub_dot_v1_dot_partner__pb2.RecordReviewOutcomeRequest.SerializeToString,
+            carehub_dot_v1_dot_partner__pb2.RecordReviewOutcomeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReviewLearning(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carehub.v1.PartnerGateway/GetReviewLearning',
+            carehub_dot_v1_dot_partner__pb2.ReviewLearningRequest.SerializeToString,
+            carehub_dot_v1_dot_review__pb2.ReviewLearning.FromString,
             options,
             channel_credentials,
             insecure,

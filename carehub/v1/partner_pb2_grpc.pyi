@@ -9,6 +9,7 @@ what that organisation is entitled to.
 """
 
 from carehub.v1 import partner_pb2 as _partner_pb2
+from carehub.v1 import review_pb2 as _review_pb2
 from carehub.v1 import risk_pb2 as _risk_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
@@ -57,6 +58,21 @@ class PartnerGatewayStub:
     """
     WatchCaseList: _grpc.UnaryStreamMultiCallable[_partner_pb2.CaseListRequest, _risk_pb2.CaseList]
     """The list now, then again each time it changes."""
+    GetReviewPacks: _grpc.UnaryUnaryMultiCallable[_partner_pb2.ReviewPacksRequest, _partner_pb2.ReviewPacks]
+    """The caller's avoidable-admission review packs: a practice's selected emergency ACSC
+    admissions of its registered people, each with the 90 days before it, in its own record ids,
+    and the latest outcome recorded for it. A practice sees only its own packs.
+    """
+    WatchReviewPacks: _grpc.UnaryStreamMultiCallable[_partner_pb2.ReviewPacksRequest, _partner_pb2.ReviewPacks]
+    """The caller's packs now, then again each time one of them changes (the latest, if several did)."""
+    RecordReviewOutcome: _grpc.UnaryUnaryMultiCallable[_partner_pb2.RecordReviewOutcomeRequest, _partner_pb2.RecordReviewOutcomeResponse]
+    """A case conference's outcome for one of the caller's packs: verdict, contributory factors and
+    agreed actions, from the taxonomy (docs/review-packs.md). Only the pack's practice may record.
+    """
+    GetReviewLearning: _grpc.UnaryUnaryMultiCallable[_partner_pb2.ReviewLearningRequest, _review_pb2.ReviewLearning]
+    """The shared learning: recorded verdicts and contributory factors counted by practice,
+    locality and region, as far as the caller is entitled (its indicator units), small numbers withheld.
+    """
 
 @_typing.type_check_only
 class PartnerGatewayAsyncStub(PartnerGatewayStub):
@@ -81,6 +97,21 @@ class PartnerGatewayAsyncStub(PartnerGatewayStub):
     """
     WatchCaseList: _aio.UnaryStreamMultiCallable[_partner_pb2.CaseListRequest, _risk_pb2.CaseList]  # type: ignore[assignment]
     """The list now, then again each time it changes."""
+    GetReviewPacks: _aio.UnaryUnaryMultiCallable[_partner_pb2.ReviewPacksRequest, _partner_pb2.ReviewPacks]  # type: ignore[assignment]
+    """The caller's avoidable-admission review packs: a practice's selected emergency ACSC
+    admissions of its registered people, each with the 90 days before it, in its own record ids,
+    and the latest outcome recorded for it. A practice sees only its own packs.
+    """
+    WatchReviewPacks: _aio.UnaryStreamMultiCallable[_partner_pb2.ReviewPacksRequest, _partner_pb2.ReviewPacks]  # type: ignore[assignment]
+    """The caller's packs now, then again each time one of them changes (the latest, if several did)."""
+    RecordReviewOutcome: _aio.UnaryUnaryMultiCallable[_partner_pb2.RecordReviewOutcomeRequest, _partner_pb2.RecordReviewOutcomeResponse]  # type: ignore[assignment]
+    """A case conference's outcome for one of the caller's packs: verdict, contributory factors and
+    agreed actions, from the taxonomy (docs/review-packs.md). Only the pack's practice may record.
+    """
+    GetReviewLearning: _aio.UnaryUnaryMultiCallable[_partner_pb2.ReviewLearningRequest, _review_pb2.ReviewLearning]  # type: ignore[assignment]
+    """The shared learning: recorded verdicts and contributory factors counted by practice,
+    locality and region, as far as the caller is entitled (its indicator units), small numbers withheld.
+    """
 
 class PartnerGatewayServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -144,5 +175,44 @@ class PartnerGatewayServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_risk_pb2.CaseList], _abc.AsyncIterator[_risk_pb2.CaseList]]:
         """The list now, then again each time it changes."""
+
+    @_abc_1.abstractmethod
+    def GetReviewPacks(
+        self,
+        request: _partner_pb2.ReviewPacksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_partner_pb2.ReviewPacks, _abc.Awaitable[_partner_pb2.ReviewPacks]]:
+        """The caller's avoidable-admission review packs: a practice's selected emergency ACSC
+        admissions of its registered people, each with the 90 days before it, in its own record ids,
+        and the latest outcome recorded for it. A practice sees only its own packs.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchReviewPacks(
+        self,
+        request: _partner_pb2.ReviewPacksRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_partner_pb2.ReviewPacks], _abc.AsyncIterator[_partner_pb2.ReviewPacks]]:
+        """The caller's packs now, then again each time one of them changes (the latest, if several did)."""
+
+    @_abc_1.abstractmethod
+    def RecordReviewOutcome(
+        self,
+        request: _partner_pb2.RecordReviewOutcomeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_partner_pb2.RecordReviewOutcomeResponse, _abc.Awaitable[_partner_pb2.RecordReviewOutcomeResponse]]:
+        """A case conference's outcome for one of the caller's packs: verdict, contributory factors and
+        agreed actions, from the taxonomy (docs/review-packs.md). Only the pack's practice may record.
+        """
+
+    @_abc_1.abstractmethod
+    def GetReviewLearning(
+        self,
+        request: _partner_pb2.ReviewLearningRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_review_pb2.ReviewLearning, _abc.Awaitable[_review_pb2.ReviewLearning]]:
+        """The shared learning: recorded verdicts and contributory factors counted by practice,
+        locality and region, as far as the caller is entitled (its indicator units), small numbers withheld.
+        """
 
 def add_PartnerGatewayServicer_to_server(servicer: PartnerGatewayServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

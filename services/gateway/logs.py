@@ -1,4 +1,5 @@
-"""What the gateway serves, read from Kafka: the alert log by partner, the indicator values, the case lists.
+"""What the gateway serves, read from Kafka: the alert log by partner, the indicator values, the case lists,
+the review packs and their outcomes.
 
 All are rebuilt from their topics on every start (read from the beginning, no consumer group),
 so the gateway keeps no state of its own: ``carehub.alerts`` (retained
@@ -24,6 +25,7 @@ from carehub.kafka.profile import ClientProfile
 from carehub.kafka.read import at_end
 from carehub.v1 import alerts_pb2 as al
 from carehub.v1 import indicators_pb2 as ind
+from carehub.v1 import review_pb2 as rv
 from carehub.v1 import risk_pb2 as rk
 
 log = logging.getLogger(__name__)
@@ -162,6 +164,68 @@ class CaseListBoard:
 
     def unwatch(self, org: str, queue: asyncio.Queue[rk.CaseList]) -> None:
         self.watchers.get(org, set()).discard(queue)
+
+
+@dataclass
+class ReviewBoard:
+    """Every review pack (``carehub.review.packs``) and the latest outcome recorded for each
+    (``carehub.review.outcomes``), so that a practice reads its packs with their outcomes and the
+    learning is counted over them. Both topics are read whole on every start."""
+
+    packs: dict[str, rv.ReviewPack] = field(default_factory=dict)
+    outcomes: dict[str, rv.ReviewOutcome] = field(default_factory=dict)
+    packs_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    outcomes_ready: asyncio.Event = field(default_factory=asyncio.Event)
+    # Watchers by their own organisation: a queue holds one "changed" mark, so a slow watcher gets
+    # the latest packs, not every version, and a change reaches no other organisation's queue.
+    watchers: dict[str, set[asyncio.Queue[None]]] = field(default_factory=dict)
+
+    def put_pack(self, pack_id: str, pack: rv.ReviewPack | None) -> None:
+        before = self.packs.pop(pack_id, None)
+        if pack is not None:
+            self.packs[pack_id] = pack
+        self._changed({p.practice for p in (before, pack) if p is not None})
+
+    def put_outcome(self, outcome: rv.ReviewOutcome) -> None:
+        held = self.outcomes.get(outcome.pack_id)
+        if held is None or outcome.recorded_at.ToNanoseconds() >= held.recorded_at.ToNanoseconds():
+            self.outcomes[outcome.pack_id] = outcome
+            pack = self.packs.get(outcome.pack_id)
+            self._changed({pack.practice} if pack is not None else set())
+
+    def _changed(self, orgs: set[str]) -> None:
+        for org in orgs:
+            for queue in self.watchers.get(org, ()):
+                if not queue.full():
+                    queue.put_nowait(None)
+
+    def watch(self, org: str) -> asyncio.Queue[None]:
+        queue: asyncio.Queue[None] = asyncio.Queue(maxsize=1)
+        self.watchers.setdefault(org, set()).add(queue)
+        return queue
+
+    def unwatch(self, org: str, queue: asyncio.Queue[None]) -> None:
+        self.watchers.get(org, set()).discard(queue)
+
+    async def ready(self) -> None:
+        await self.packs_ready.wait()
+        await self.outcomes_ready.wait()
+
+    def of(self, org: str, month: str = "", without_outcome: bool = False) -> list[rv.ReviewPack]:
+        """``org``'s packs (only a practice has any), newest admission first, each with its latest outcome."""
+        out = []
+        for pack in self.packs.values():
+            if pack.practice != org or (month and pack.month != month):
+                continue
+            outcome = self.outcomes.get(pack.pack_id)
+            if without_outcome and outcome is not None:
+                continue
+            served = rv.ReviewPack()
+            served.CopyFrom(pack)
+            if outcome is not None:
+                served.outcome.CopyFrom(outcome)
+            out.append(served)
+        return sorted(out, key=lambda p: (-p.admission.admitted_at.ToNanoseconds(), p.pack_id))
 
 
 async def tail(bootstrap: str, topic: str, handle: Callable[[int, int, bytes | None, bytes | None], None],

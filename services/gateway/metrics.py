@@ -21,6 +21,9 @@ ACK_SECONDS = Histogram(
 ALERTS_HELD = Gauge("carehub_gateway_alerts_held", "Alerts held from the retained log")
 CASELISTS_SERVED = Counter("carehub_gateway_caselists_served_total",
                            "Case lists sent to partners (GetCaseList answers and WatchCaseList messages)")
+REVIEW_PACKS_SERVED = Counter("carehub_gateway_review_packs_served_total", "Review packs sent to practices")
+REVIEW_OUTCOMES = Counter("carehub_gateway_review_outcomes_total", "Review outcomes recorded, and refused (invalid, "
+                          "or not the caller's pack)", ["result"])
 # FHIR delivery (services/gateway/fhir_delivery.py), per FHIR partner
 FHIR_ATTEMPTS = Counter("carehub_gateway_fhir_attempts_total", "FHIR notification POSTs to partners, by what came "
                         "of each: delivered (2xx), transient (retried) or permanent (refused)", ["partner", "outcome"])

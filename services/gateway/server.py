@@ -17,6 +17,13 @@ status, period, source, definition, comparison), which are public.
 caller's certificate or token, never from the request, and a list names people only in that
 organisation's record ids.
 
+``GetReviewPacks`` and ``WatchReviewPacks`` answer with the caller's own avoidable-admission
+review packs (``carehub.review.packs``, written by services/reviews), each with the latest
+outcome recorded;
+``RecordReviewOutcome`` records a case conference's outcome for one of them, checked against the
+review taxonomy, on ``carehub.review.outcomes``; ``GetReviewLearning`` counts the recorded outcomes
+by practice, locality and region for the units the caller may see, small numbers withheld.
+
 Every call is authenticated (services/gateway/auth.py) and answers only with what that
 organisation may see; every delivery, acknowledgement, read of a case list and refusal is
 written to ``carehub.audit``. The stock gRPC health and reflection services run beside it.
@@ -40,25 +47,38 @@ from opentelemetry.propagate import extract
 
 from carehub.domain.caselists import only_new
 from carehub.domain.reference_values import ReferenceValues, load_reference_values
+from carehub.domain.review.learning import learning
+from carehub.domain.review.outcomes import outcome_problems, outcome_record
+from carehub.domain.review.taxonomy import Taxonomy, load_taxonomy
 from carehub.fhir_deadletters import replay_of
 from carehub.indicator_report import references_for
 from carehub.kafka.profile import client_profile
 from carehub.revocation import RevocationList
 from carehub.runtime.health import HEALTH
 from carehub.settings import Settings
-from carehub.topics import acks_topic, alerts_topic, audit_topic, caselists_topic, indicators_topic, quality_topic
+from carehub.topics import (
+    acks_topic,
+    alerts_topic,
+    audit_topic,
+    caselists_topic,
+    indicators_topic,
+    quality_topic,
+    review_outcomes_topic,
+    review_packs_topic,
+)
 from carehub.v1 import alerts_pb2 as al
 from carehub.v1 import indicators_pb2 as ind
 from carehub.v1 import ingest_pb2 as ing
 from carehub.v1 import partner_pb2 as pb
 from carehub.v1 import partner_pb2_grpc as pb_grpc
+from carehub.v1 import review_pb2 as rv
 from carehub.v1 import risk_pb2 as rk
 
 from . import metrics as m
 from .audit import Audit
 from .auth import caller, server_credentials
 from .fhir_delivery import FhirDelivery
-from .logs import AlertLog, CaseListBoard, Entry, IndicatorBoard, QualityLog, parse_cursor, tail
+from .logs import AlertLog, CaseListBoard, Entry, IndicatorBoard, QualityLog, ReviewBoard, parse_cursor, tail
 from .partners import Partners, load_partners
 
 log = logging.getLogger(__name__)
@@ -71,9 +91,12 @@ class PartnerGateway(pb_grpc.PartnerGatewayServicer):
     def __init__(self, settings: Settings, partners: Partners, alerts: AlertLog, board: IndicatorBoard,
                  audit: Audit, producer: AIOKafkaProducer | None, quality: QualityLog | None = None,
                  revocations: RevocationList | None = None, caselists: CaseListBoard | None = None,
-                 references: ReferenceValues | None = None) -> None:
+                 references: ReferenceValues | None = None, reviews: ReviewBoard | None = None,
+                 taxonomy: Taxonomy | None = None) -> None:
         self.settings = settings
         self.references = references or load_reference_values(definitions=settings.indicator_definitions)
+        self.reviews = reviews or ReviewBoard()
+        self.taxonomy = taxonomy or load_taxonomy(settings.review_taxonomy)
         self.caselists = caselists or CaseListBoard()
         self.quality = quality or QualityLog()
         self.revocations = revocations or RevocationList(settings.revoked_certificates)
@@ -215,6 +238,85 @@ class PartnerGateway(pb_grpc.PartnerGatewayServicer):
                                                    + (" (new this week only)" if request.new_only else ""))
         return out
 
+    async def GetReviewPacks(self, request: pb.ReviewPacksRequest,
+                             context: grpc.aio.ServicerContext[Any, Any]) -> pb.ReviewPacks:
+        """The caller's own review packs, each with the latest outcome recorded for it."""
+        org = await self._who(context, "get_review_packs")
+        await self.reviews.ready()
+        packs = self.reviews.of(org, request.month, request.without_outcome)
+        m.REVIEW_PACKS_SERVED.inc(len(packs))
+        await self.audit.write(org, "get_review_packs", detail=f"{len(packs)} packs" + (
+            f" of {request.month}" if request.month else "") + (" without outcome" if request.without_outcome else ""))
+        return pb.ReviewPacks(org=org, packs=packs)
+
+    async def WatchReviewPacks(self, request: pb.ReviewPacksRequest,
+                               context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[pb.ReviewPacks]:
+        """The caller's own packs now, then again whenever one of them changes (a new pack, a revision, a
+        withdrawal, an outcome); unchanged answers are not repeated."""
+        org = await self._who(context, "watch_review_packs")
+        await self.reviews.ready()
+        queue = self.reviews.watch(org)  # registered before the snapshot is taken: no change is missed
+        try:
+            last = b""
+            action = "watch_review_packs"
+            while True:
+                packs = self.reviews.of(org, request.month, request.without_outcome)
+                answer = pb.ReviewPacks(org=org, packs=packs)
+                body = answer.SerializeToString(deterministic=True)
+                if body != last:
+                    last = body
+                    m.REVIEW_PACKS_SERVED.inc(len(packs))
+                    await self.audit.write(org, action, detail=f"{len(packs)} packs")
+                    action = "deliver_review_packs"
+                    yield answer
+                await queue.get()
+        finally:
+            self.reviews.unwatch(org, queue)
+
+    async def RecordReviewOutcome(self, request: pb.RecordReviewOutcomeRequest,
+                                  context: grpc.aio.ServicerContext[Any, Any]) -> pb.RecordReviewOutcomeResponse:
+        """A case conference's outcome for one of the caller's packs; only the pack's practice may record it."""
+        org = await self._who(context, "record_review_outcome")
+        await self.reviews.ready()
+        pack = self.reviews.packs.get(request.pack_id)
+        if pack is None or pack.practice != org:  # another practice's pack looks like no pack
+            m.REVIEW_OUTCOMES.labels("not_found").inc()
+            await self.audit.write(org, "refuse_review_outcome", detail=f"no pack {request.pack_id[:40]!r} here")
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such review pack for this organisation")
+        assert pack is not None
+        problems = outcome_problems(self.taxonomy, request.verdict, request.factors, request.actions,
+                                    request.conference_date)
+        if problems:
+            m.REVIEW_OUTCOMES.labels("invalid").inc()
+            await self.audit.write(org, "refuse_review_outcome", detail=f"{pack.pack_id}: {'; '.join(problems)}"[:500])
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
+        outcome = outcome_record(self.taxonomy, pack, request.verdict, request.factors, request.actions,
+                                 request.conference_date, request.notes, time.time_ns())
+        if self.producer is not None:
+            await self.producer.send_and_wait(review_outcomes_topic(self.settings), key=pack.pack_id.encode(),
+                                              value=outcome.SerializeToString())
+        self.reviews.put_outcome(outcome)  # read back at once; the topic brings the same record again
+        m.REVIEW_OUTCOMES.labels("recorded").inc()
+        await self.audit.write(org, "record_review_outcome", detail=f"{pack.pack_id}: {outcome.verdict}, "
+                                                                   f"{len(outcome.factors)} factors, "
+                                                                   f"{len(outcome.actions)} actions")
+        return pb.RecordReviewOutcomeResponse(outcome=outcome)
+
+    async def GetReviewLearning(self, request: pb.ReviewLearningRequest,
+                                context: grpc.aio.ServicerContext[Any, Any]) -> rv.ReviewLearning:
+        """Recorded verdicts and factors counted by unit, for the units the caller may see, small numbers withheld."""
+        org = await self._who(context, "get_review_learning")
+        await self.reviews.ready()
+        cells = learning(self.taxonomy, self.reviews.packs.values(), self.reviews.outcomes,
+                         self.settings.suppression_max)
+        units = self.partners.entitled_units(org, {c.unit for c in cells})
+        mine = [c for c in cells if c.unit in units]
+        await self.audit.write(org, "get_review_learning", detail=f"{len(mine)} cells")
+        out = rv.ReviewLearning(cells=mine, taxonomy_version=self.taxonomy.label,
+                                suppression_max=self.settings.suppression_max)
+        out.computed_at.FromNanoseconds(time.time_ns())
+        return out
+
     async def GetIndicators(self, request: pb.IndicatorsRequest,
                             context: grpc.aio.ServicerContext[Any, Any]) -> pb.IndicatorsResponse:
         org = await self._who(context, "get_indicators")
@@ -272,6 +374,8 @@ class Gateway:
         self.board = IndicatorBoard()
         self.quality = QualityLog()
         self.caselists = CaseListBoard()
+        self.reviews = ReviewBoard()
+        self.taxonomy = load_taxonomy(settings.review_taxonomy)  # a bad taxonomy file stops it here, naming it
         self.port = 0
 
     def _on_alert(self, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
@@ -287,6 +391,14 @@ class Gateway:
         if key is not None:
             self.caselists.put(key.decode(), rk.CaseList.FromString(value) if value is not None else None)
 
+    def _on_pack(self, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
+        if key is not None:
+            self.reviews.put_pack(key.decode(), rv.ReviewPack.FromString(value) if value is not None else None)
+
+    def _on_outcome(self, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
+        if value is not None:
+            self.reviews.put_outcome(rv.ReviewOutcome.FromString(value))
+
     def _on_quality(self, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
         if value is not None:
             self.quality.book.add(ing.QualityCounts.FromString(value))
@@ -299,7 +411,7 @@ class Gateway:
         server = grpc.aio.server()
         pb_grpc.add_PartnerGatewayServicer_to_server(
             PartnerGateway(self.settings, self.partners, self.alerts, self.board, audit, producer, self.quality,
-                           self.revocations, self.caselists), server)
+                           self.revocations, self.caselists, reviews=self.reviews, taxonomy=self.taxonomy), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -330,6 +442,10 @@ class Gateway:
                                      self.quality.ready, stop, profile)),
             asyncio.create_task(tail(self.bootstrap, caselists_topic(self.settings), self._on_caselist,
                                      self.caselists.ready, stop, profile)),
+            asyncio.create_task(tail(self.bootstrap, review_packs_topic(self.settings), self._on_pack,
+                                     self.reviews.packs_ready, stop, profile)),
+            asyncio.create_task(tail(self.bootstrap, review_outcomes_topic(self.settings), self._on_outcome,
+                                     self.reviews.outcomes_ready, stop, profile)),
             asyncio.create_task(self.fhir.run(stop, audit, producer)),
         ]
         try:
@@ -342,7 +458,11 @@ class Gateway:
                 m.SUBSCRIBERS_NOW.set(self.alerts.count_subscribers())
                 HEALTH.judge([what for what, ready in (("indicator values not read up to date yet", self.board.ready),
                                                        ("quality reports not read up to date yet", self.quality.ready),
-                                                       ("case lists not read up to date yet", self.caselists.ready))
+                                                       ("case lists not read up to date yet", self.caselists.ready),
+                                                       ("review packs not read up to date yet",
+                                                        self.reviews.packs_ready),
+                                                       ("review outcomes not read up to date yet",
+                                                        self.reviews.outcomes_ready))
                               if not ready.is_set()])
                 await asyncio.wait([asyncio.ensure_future(stop.wait()), *readers], timeout=1.0,
                                    return_when=asyncio.FIRST_COMPLETED)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -18,6 +18,7 @@ from google.protobuf.message import DecodeError, Message
 from nhs_number.validate import is_valid as nhs_number_is_valid
 
 from carehub import protojson
+from carehub.domain.dates import calendar_date
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import ingest_pb2 as ing
 
@@ -31,7 +32,6 @@ PROTOBUF = "application/x-protobuf"
 ICD10 = re.compile(r"^[A-Z][0-9]{2}(\.?[0-9A-Z]{1,4})?$")
 UK_POSTCODE = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}$")
 ORG_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,31}$")
-ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 TIMESTAMP_MIN_S, TIMESTAMP_MAX_S = -62135596800, 253402300799  # 0001-01-01 .. 9999-12-31, google.protobuf.Timestamp
 MAX_MESSAGE = 500  # characters of a rejection's message
 MAX_ID_LEN = 128  # event_id, person.local_id, clinical.spell_id, target_event_id, merge.prior_local_id: rejects
@@ -235,16 +235,6 @@ def _check_person(event: ce.CareEvent, now: datetime, issues: _Issues) -> None:
             issues.drop(person, "birth_date", "person.birth_date", R.REJECT_REASON_INVALID_FIELD)
     if person.postcode and not UK_POSTCODE.match(" ".join(person.postcode.split()).upper()):
         issues.drop(person, "postcode", "person.postcode", R.REJECT_REASON_INVALID_FIELD)
-
-
-def calendar_date(text: str) -> date | None:
-    """``YYYY-MM-DD`` as a date; None for anything else, an impossible day (2026-02-30) included."""
-    if not ISO_DATE.match(text):  # fromisoformat also takes 19410317 and week dates (1941-W11-1)
-        return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        return None
 
 
 def _check_care_plan(event: ce.CareEvent, limits: Limits, issues: _Issues) -> None:

@@ -1,26 +1,31 @@
-"""Guard for the embedded broker's high-watermark defect (docs/embedded-broker.md).
+"""Guard for the embedded broker's high-watermark defect (docs/embedded-broker.md), and its workaround.
 
-Tansu reports a wrong end offset after a produce batch of more than one record; carehub's
-embedded faust profile therefore sends one record per batch. If the first test fails
-because the end offset is right, the broker is fixed: drop ``producer_max_batch_size``
-from carehub/runtime/app.py and this guard.
+Tansu reports a wrong end offset (ListOffsets) after a produce batch of more than one record.
+faust's table recovery reads a changelog up to that end; carehub's transport raises it to the high
+watermark of a Fetch answer, which is right (carehub/kafka/ends.py). If the first test fails
+because the end offset is right, the broker is fixed and the Fetch check is a no-op: it and this
+guard can go.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition as AioTopicPartition
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
 from carehub.kafka.broker import EmbeddedBroker
+from carehub.kafka.ends import fetched_ends
 
 pytestmark = pytest.mark.integration
 
 
-def end_offset_after(bootstrap: str, batch_size: int, records: int) -> int:
-    topic = f"guard-{uuid.uuid4().hex[:8]}"
+def end_offset_after(bootstrap: str, batch_size: int, records: int, topic: str = "") -> int:
+    topic = topic or f"guard-{uuid.uuid4().hex[:8]}"
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     admin.create_topics([NewTopic(topic, 1, 1)])
     admin.close()
@@ -38,9 +43,28 @@ def end_offset_after(bootstrap: str, batch_size: int, records: int) -> int:
 
 def test_multi_record_batches_still_misreport_the_end_offset(broker: EmbeddedBroker) -> None:
     end = end_offset_after(broker.bootstrap, batch_size=16384, records=15)
-    assert end != 15, "Tansu now reports the right end offset: the producer_max_batch_size=1 workaround can go"
+    assert end != 15, "Tansu now reports the right end offset: the Fetch check (carehub/kafka/ends.py) can go"
 
 
 def test_single_record_batches_report_it_right(broker: EmbeddedBroker) -> None:
-    # kafka-python's smallest batch holds one of these records: the workaround's premise
+    # kafka-python's smallest batch holds one of these records: the defect is about multi-record batches
     assert end_offset_after(broker.bootstrap, batch_size=1, records=15) == 15
+
+
+def test_the_fetch_high_watermark_gives_the_true_end_after_multi_record_batches(broker: EmbeddedBroker) -> None:
+    topic, empty = f"guard-{uuid.uuid4().hex[:8]}", f"guard-{uuid.uuid4().hex[:8]}"
+    listed = end_offset_after(broker.bootstrap, batch_size=16384, records=15, topic=topic)
+    end_offset_after(broker.bootstrap, batch_size=16384, records=0, topic=empty)
+
+    async def ends() -> dict[AioTopicPartition, int | None]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap)
+        await consumer.start()
+        try:
+            tps = [AioTopicPartition(topic, 0), AioTopicPartition(empty, 0)]
+            from_list_offsets = await consumer.end_offsets(tps)
+            assert from_list_offsets[tps[0]] == listed != 15  # the defect, as aiokafka (faust's client) sees it
+            return await fetched_ends(consumer._client, from_list_offsets, max_wait_ms=100)
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(ends()) == {AioTopicPartition(topic, 0): 15, AioTopicPartition(empty, 0): 0}

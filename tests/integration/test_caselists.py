@@ -50,6 +50,7 @@ SECTOR = {GP: ce.SECTOR_PRIMARY_CARE, GP_2: ce.SECTOR_PRIMARY_CARE, SOCIAL: ce.S
 NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
 PEOPLE = 60
 REVIEW_DUE = (NOW + timedelta(days=60)).date()  # Margaret's care plan, reviewed in two months
+WALTER_DUE = (NOW - timedelta(days=15)).date()  # the community team's plan for Walter (3): overdue
 
 
 def nhs_numbers(n: int) -> list[str]:
@@ -160,8 +161,10 @@ def test_case_lists_reach_each_practice_and_team_in_its_own_record_ids_and_nobod
     plan = event(ce.EVENT_TYPE_CARE_PLAN, 0, SOCIAL, "C-7730", NOW - timedelta(days=30))
     plan.care_plan.CopyFrom(ce.CarePlanDetail(owner_org=SOCIAL, review_due=REVIEW_DUE.isoformat(), segment="frail",
                                               contact_role="social worker"))
+    walter_plan = event(ce.EVENT_TYPE_CARE_PLAN, 3, COMMUNITY, "CN-33", NOW - timedelta(days=25))
+    walter_plan.care_plan.CopyFrom(ce.CarePlanDetail(review_due=WALTER_DUE.isoformat(), contact_role="district nurse"))
     first += [event(ce.EVENT_TYPE_SOCIAL_CARE_ASSESSMENT, 0, SOCIAL, "C-7730", NOW - timedelta(days=40)), plan,
-              event(ce.EVENT_TYPE_GP_CONTACT, 1, COMMUNITY, "CN-12", NOW - timedelta(days=20))]
+              event(ce.EVENT_TYPE_GP_CONTACT, 1, COMMUNITY, "CN-12", NOW - timedelta(days=20)), walter_plan]
     opt_out = event(ce.EVENT_TYPE_CONSENT_CHANGE, 2, GP, "P-0002", NOW - timedelta(days=50))
     opt_out.consent.direct_care_opt_out = True
     publish(*first, opt_out)
@@ -173,6 +176,7 @@ def test_case_lists_reach_each_practice_and_team_in_its_own_record_ids_and_nobod
         event(ce.EVENT_TYPE_ADMISSION, 2, HOSPITAL, "H-55555", NOW - timedelta(days=4), "S-4", "N10"),
     ]
     publish(*admissions)
+    publish(event(ce.EVENT_TYPE_GP_CONTACT, 3, GP_2, "P-0003", NOW - timedelta(days=2)))  # after Walter's review day
 
     def lists() -> dict[str, rk.CaseList]:
         latest: dict[str, rk.CaseList] = {}
@@ -247,6 +251,14 @@ def test_case_lists_reach_each_practice_and_team_in_its_own_record_ids_and_nobod
     gp_alerts = alerts_until(AlertPartner(target, pki.ca.cert, pki.clients[GP]),
                              lambda got: sum(a.rule == "acsc_emergency_admission" for a in got) >= 2)
     assert not any(a.rule == "care_plan_admission" for a in gp_alerts)  # both admissions in, none of these
+    # the community team's plan for Walter passed its review day with no newer date: the team, its owner,
+    # hears once, under its own record id; Margaret's plan, due in two months, gives social care nothing
+    community_alerts = alerts_until(AlertPartner(target, pki.ca.cert, pki.clients[COMMUNITY]),
+                                    lambda got: any(a.rule == "care_plan_review_overdue" for a in got))
+    [overdue] = [a for a in community_alerts if a.rule == "care_plan_review_overdue"]
+    assert (overdue.local_id, overdue.recipient_role) == ("CN-33", "care_plan_owner")
+    assert f"due for review on {WALTER_DUE}" in overdue.detail and "contact: district nurse" in overdue.detail
+    assert not any(a.rule == "care_plan_review_overdue" for a in social_alerts + gp_alerts)
 
     # `carehub caselist`: an operator reading Kafka, and the practice over the gateway
     operator = subprocess.run([sys.executable, "-m", "carehub", "caselist", "--org", GP], cwd=ROOT, env=hub.env,

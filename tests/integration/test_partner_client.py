@@ -18,13 +18,14 @@ from pathlib import Path
 import grpc
 import pytest
 
-from carehub.partner import PartnerAuthError, PartnerClient, PartnerUnavailable
+from carehub.partner import PartnerAuthError, PartnerClient, PartnerError, PartnerUnavailable
 from carehub.partner_cli import indicators_remote, watch
 from carehub.v1 import alerts_pb2 as al
 from carehub.v1 import indicators_pb2 as ind
 from carehub.v1 import ingest_pb2 as ing
 from carehub.v1 import partner_pb2 as pb
 from carehub.v1 import partner_pb2_grpc as pb_grpc
+from carehub.v1 import review_pb2 as rv
 from carehub.v1 import risk_pb2 as rk
 from tests.partner_support import T0, Pki, alert, make_pki
 
@@ -136,6 +137,32 @@ class Gateway(pb_grpc.PartnerGatewayServicer):
         self._check(context)
         yield _case_list(request.new_only)
         yield rk.CaseList(org="ORG1")
+
+    def GetReviewPacks(self, request: pb.ReviewPacksRequest, context: grpc.ServicerContext) -> pb.ReviewPacks:
+        self._check(context)
+        packs = [rv.ReviewPack(pack_id="pk1", local_id="P-1", month="2026-11"),
+                 rv.ReviewPack(pack_id="pk2", local_id="P-2", month="2026-12")]
+        return pb.ReviewPacks(org="ORG1", packs=[p for p in packs if not request.month or p.month == request.month])
+
+    def WatchReviewPacks(self, request: pb.ReviewPacksRequest,
+                         context: grpc.ServicerContext) -> Iterator[pb.ReviewPacks]:
+        self._check(context)
+        yield self.GetReviewPacks(request, context)
+        yield pb.ReviewPacks(org="ORG1")
+
+    def RecordReviewOutcome(self, request: pb.RecordReviewOutcomeRequest,
+                            context: grpc.ServicerContext) -> pb.RecordReviewOutcomeResponse:
+        self._check(context)
+        if request.pack_id != "pk1":
+            context.abort(grpc.StatusCode.NOT_FOUND, "no such review pack for this organisation")
+        return pb.RecordReviewOutcomeResponse(outcome=rv.ReviewOutcome(
+            pack_id=request.pack_id, verdict=request.verdict, factors=request.factors, actions=request.actions,
+            conference_date=request.conference_date))
+
+    def GetReviewLearning(self, request: pb.ReviewLearningRequest,
+                          context: grpc.ServicerContext) -> rv.ReviewLearning:
+        self._check(context)
+        return rv.ReviewLearning(cells=[rv.ReviewLearningCell(unit="region", item="reviewed", count=9)])
 
 
 def _case_list(new_only: bool) -> rk.CaseList:
@@ -357,6 +384,21 @@ def test_caselist_and_watch_caselist(pki: Pki, gw: Running) -> None:
         assert [e.local_id for e in c.caselist(new_only=True).entries] == ["P-1"]
         lists = list(c.watch_caselist(reconnect=False))
     assert [[e.local_id for e in cl.entries] for cl in lists] == [["P-1", "P-2"], []]
+
+
+def test_review_packs_outcomes_and_learning(pki: Pki, gw: Running) -> None:
+    with client(pki, gw.target) as c:
+        assert [p.local_id for p in c.review_packs().packs] == ["P-1", "P-2"]
+        assert [p.pack_id for p in c.review_packs(month="2026-12").packs] == ["pk2"]
+        outcome = c.record_review_outcome("pk1", "avoidable", ["access"],
+                                          [rv.ReviewAction(text="Call back", owner_org="ORG1")], "2026-12-01")
+        assert (outcome.verdict, list(outcome.factors), outcome.actions[0].owner_org) == ("avoidable", ["access"],
+                                                                                          "ORG1")
+        with pytest.raises(PartnerError):
+            c.record_review_outcome("pk9", "avoidable", ["access"])
+        assert c.review_learning().cells[0].count == 9
+        watched = list(c.watch_review_packs(reconnect=False))
+    assert [[p.local_id for p in w.packs] for w in watched] == [["P-1", "P-2"], []]
 
 
 def test_quality_report(pki: Pki, gw: Running) -> None:

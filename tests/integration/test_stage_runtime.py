@@ -23,15 +23,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from carehub.harness import LocalHub, eventually
 from carehub.kafka.broker import EmbeddedBroker, create_topics
+from carehub.kafka.read import read_to_end
 from carehub.runtime.health import Health
 from carehub.runtime.stage import EXIT_BATCH_FAILED, Batch, StageRecord, StageRuntime
 from carehub.settings import load_settings
 from carehub.topics import TopicSpec
 from tests.integration.conftest import ROOT
+from tests.integration.table_stage import digest
 
 pytestmark = pytest.mark.integration
 
@@ -208,3 +210,89 @@ def test_a_worker_stopped_mid_batch_finishes_it_before_committing(broker: Embedd
                    "every record is processed, across the stop")
     finally:
         worker.close()
+
+
+ROWS = 3000
+BURST = 500  # one batch of the writer: that many table updates queued at once
+
+
+def test_a_table_written_in_multi_record_batches_is_recovered_whole(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """faust's producer batches a table's changelog writes; the embedded broker then reports a short
+    end offset (ListOffsets), and a recovery that read only to it lost the last rows. Recovery reads
+    to the Fetch high watermark instead (carehub/kafka/ends.py): a worker that starts with nothing
+    but the changelog has every row, with its last value."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    writes, reports = f"{prefix}.table.in", f"{prefix}.table.report"
+    create_topics(broker.bootstrap, [TopicSpec(writes, 1), TopicSpec(reports, 1)])
+    expected: dict[str, str] = {}
+    sent = 0
+
+    def send(n: int) -> None:
+        nonlocal sent
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, batch_size=65_536, linger_ms=50)
+        for i in range(sent, sent + n):
+            key, value = f"k{i % (ROWS // 2)}", f"v{i}"  # every key written again: the last value must win
+            expected[key] = value
+            producer.send(writes, value=f"{key}={value}".encode())
+        producer.flush()
+        producer.close()
+        sent += n
+
+    env = {**os.environ, "CAREHUB_KAFKA_BOOTSTRAP": broker.bootstrap, "CAREHUB_TOPIC_PREFIX": prefix,
+           "CAREHUB_DATA_DIR": str(tmp_path), "CAREHUB_PSEUDONYM_KEY": secrets.token_hex(32),
+           "CAREHUB_PARTITIONS": "1"}
+    written, reported = tmp_path / "written.txt", tmp_path / "reported.txt"
+
+    def start(mode: str, source: str, out: Path) -> subprocess.Popen[bytes]:
+        log = (tmp_path / f"{mode}.log").open("ab")
+        return subprocess.Popen([sys.executable, "-m", "tests.integration.table_stage", mode, source, str(out)],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def last_line(path: Path) -> str:
+        lines = path.read_text().splitlines() if path.exists() else []
+        return lines[-1] if lines else ""
+
+    def changelog() -> str:
+        names = [t for t in KafkaConsumer(bootstrap_servers=broker.bootstrap).topics()
+                 if prefix in t and t.endswith("-rows-changelog")]
+        assert len(names) == 1, names
+        return str(names[0])
+
+    def short_listed_end() -> tuple[int, int]:
+        """(records in the changelog, the end ListOffsets gives for it)."""
+        name = changelog()
+        tp = TopicPartition(name, 0)
+        entries = len(read_to_end(broker.bootstrap, name, timeout_s=60))
+        return entries, int(KafkaConsumer(bootstrap_servers=broker.bootstrap).end_offsets([tp])[tp])
+
+    send(ROWS)
+    writer = start("write", writes, written)
+    try:
+        eventually(lambda: last_line(written) == str(sent), DEADLINE_S, f"the writer wrote {sent} rows")
+        # the premise: the changelog ends with a multi-record batch, so its listed end is short. Where
+        # the last batch the producer sent held one record, another burst of updates is written.
+        for _ in range(10):
+            entries, listed = short_listed_end()
+            if listed < entries:
+                break
+            send(BURST)
+            eventually(lambda: last_line(written) == str(sent), DEADLINE_S, f"the writer wrote {sent} rows")
+        assert listed < entries, f"changelog of {entries} records, listed end {listed}: never a multi-record tail"
+    finally:
+        writer.send_signal(signal.SIGTERM)
+        assert writer.wait(timeout=60) == 0, (tmp_path / "write.log").read_text(errors="replace")[-3000:]
+    entries, listed = short_listed_end()  # a stop commits offsets and writes no table update
+    assert entries >= sent and listed < entries, f"after the stop: {entries} records, listed end {listed}"
+
+    reporter = start("report", reports, reported)
+    try:
+        probe = KafkaProducer(bootstrap_servers=broker.bootstrap)
+        probe.send(reports, value=b"report")
+        probe.flush()
+        probe.close()
+        eventually(lambda: last_line(reported), DEADLINE_S, "the recovered worker reports its table")
+    finally:
+        reporter.send_signal(signal.SIGTERM)
+        reporter.wait(timeout=60)
+    assert json.loads(last_line(reported)) == {"rows": len(expected), "digest": digest(expected)}, (
+        f"changelog of {entries} records, listed end {listed}")

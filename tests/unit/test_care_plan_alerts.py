@@ -123,3 +123,74 @@ def test_the_packaged_rule_loads_and_a_wrong_recipient_is_refused_naming_file_an
     with pytest.raises(DefinitionError, match=r"provider_outlier\.toml: recipients name \['care_plan_owner'\], "
                                               r"a person's organisations"):
         load_rules(signal)
+
+
+# --- an overdue review: the owner hears once its review day has passed (event clock) ----------
+
+REVIEW = "care_plan_review_overdue"
+
+
+def day_ns(text: str) -> int:
+    return int(datetime.fromisoformat(text + "T00:00:00+00:00").timestamp()) * 10**9
+
+
+def review_alerts(p: Person, clock: str) -> list[al.Alert]:
+    return [a for a in p.engine.expire(p.state, p.person_id, day_ns(clock), 0) if a.rule == REVIEW]
+
+
+def test_the_owner_hears_once_when_the_review_day_has_passed_by_the_event_clock() -> None:
+    p = with_plan(review_due="2026-09-20", segment="frail", contact_role="social worker")
+    assert p.engine.next_due(p.state) == day_ns("2026-09-21")  # after the whole review day
+    assert review_alerts(p, "2026-09-20") == []  # the review day itself: not yet overdue
+    [alert] = review_alerts(p, "2026-09-21")
+    assert (alert.recipient_org, alert.recipient_role, alert.local_id) == (SOCIAL, "care_plan_owner", "C-7730")
+    assert alert.kind == al.ALERT_KIND_NEW and alert.severity == al.SEVERITY_INFO
+    assert "due for review on 2026-09-20" in alert.detail and "contact: social worker" in alert.detail
+    assert "segment frail" in alert.detail and "person-1" not in alert.SerializeToString().decode("latin-1")
+    assert alert.event_time.ToNanoseconds() == day_ns("2026-09-21")
+    assert review_alerts(p, "2026-12-01") == [] and p.engine.next_due(p.state) is None  # once
+    p.known()  # later events still show the same overdue plan: it is not awaited again
+    assert review_alerts(p, "2026-12-01") == [] and p.engine.next_due(p.state) is None
+
+
+def test_a_newer_review_date_replaces_the_one_awaited_and_is_alerted_in_its_turn() -> None:
+    p = with_plan(review_due="2026-09-20")
+    reviewed = p.event(ce.EVENT_TYPE_CARE_PLAN, OCT - timedelta(days=12), org=SOCIAL, spell="",
+                       sector=ce.SECTOR_SOCIAL_CARE)
+    reviewed.event.care_plan.review_due = "2027-03-01"  # reviewed before the day: a new date
+    p.send(reviewed)
+    assert review_alerts(p, "2026-12-01") == []
+    [alert] = review_alerts(p, "2027-03-02")
+    assert "due for review on 2027-03-01" in alert.detail
+
+
+def test_no_review_is_awaited_for_a_closed_plan_a_dead_person_or_no_known_date() -> None:
+    closed = with_plan("c", review_due="2026-09-20")
+    closing = closed.event(ce.EVENT_TYPE_CARE_PLAN, OCT - timedelta(days=12), org=SOCIAL, spell="",
+                           sector=ce.SECTOR_SOCIAL_CARE)
+    closing.event.care_plan.closed = True
+    closed.send(closing)
+    assert closed.engine.next_due(closed.state) is None and review_alerts(closed, "2026-12-01") == []
+    died = with_plan("d", review_due="2026-09-20")
+    died.send(died.event(ce.EVENT_TYPE_DEATH, OCT - timedelta(days=15), org=GP, sector=ce.SECTOR_PRIMARY_CARE))
+    assert review_alerts(died, "2026-12-01") == []
+    undated = with_plan("u", contact_role="social worker")
+    assert undated.engine.next_due(undated.state) is None
+
+
+def test_with_a_direct_care_opt_out_only_a_plan_its_owner_sent_is_followed() -> None:
+    told = with_plan("t", org=GP, owner_org=SOCIAL, review_due="2026-09-20")  # the practice says social care owns it
+    own = with_plan("o", review_due="2026-09-20")
+    assert told.engine.next_due(told.state) == own.engine.next_due(own.state) == day_ns("2026-09-21")  # before
+    for p in (told, own):
+        opt_out = p.event(ce.EVENT_TYPE_CONSENT_CHANGE, OCT - timedelta(days=10), org=GP,
+                          sector=ce.SECTOR_PRIMARY_CARE)
+        opt_out.event.consent.direct_care_opt_out = True
+        p.send(opt_out)
+    assert review_alerts(told, "2026-12-01") == []
+    assert [a.recipient_org for a in review_alerts(own, "2026-12-01")] == [SOCIAL]
+
+
+def test_an_owner_without_its_own_record_for_the_person_is_not_told() -> None:
+    p = with_plan(org=GP, owner_org="LA999", review_due="2026-09-20")
+    assert review_alerts(p, "2026-12-01") == []

@@ -192,6 +192,16 @@ def test_the_due_date_comes_from_the_plan_and_it_is_overdue_once_that_day_has_pa
         assert not care_plan_status(person, ts(NOW)).HasField("due")
 
 
+def test_an_owner_sees_its_own_plan_on_its_list_even_when_another_is_newer() -> None:
+    person = record("p1", 9.0)
+    plan(person, SOCIAL, 3, "2026-11-01")
+    plan(person, COMMUNITY, 9, "2027-03-01")
+    assert care_plan_status(person, ts(NOW)).org == COMMUNITY  # no plan of its own: the latest
+    own = care_plan_status(person, ts(NOW), SOCIAL)
+    assert (own.org, own.overdue) == (SOCIAL, True)  # the owner's own review, overdue, not hidden by a newer plan
+    assert care_plan_status(person, ts(NOW), GP).org == COMMUNITY
+
+
 def test_a_closed_plan_is_never_shown() -> None:
     person = record("p1", 9.0)
     plan(person, SOCIAL, 9, "2026-11-01", closed=True)

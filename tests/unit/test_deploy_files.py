@@ -59,10 +59,11 @@ SERVICES = {  # component -> `carehub` subcommand
     "fhir": "fhir",
     "population": "population",
     "caselists": "caselists-worker",
+    "reviews": "reviews-worker",
 }
 # Services that never pseudonymise, so never get the key: the pods facing partners and providers,
 # and those that read only pseudonymised topics.
-WITHOUT_KEY = {"indicators", "gateway", "mllp", "fhir", "population", "caselists"}
+WITHOUT_KEY = {"indicators", "gateway", "mllp", "fhir", "population", "caselists", "reviews"}
 REQUIRED: dict[str, Any] = {
     "kafka": {"bootstrap": "kafka-0.kafka:9092,kafka-1.kafka:9092"},
     "pseudonymKey": {"existingSecret": "carehub-pseudonym-key"},

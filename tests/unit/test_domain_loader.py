@@ -119,6 +119,13 @@ RULES = [
     ("frequent_ed_attender.toml", "prior_ed_attendances_exactly = 3", "readmission_max_days = 3",
      r"\[when\]\.readmission_max_days applies to admissions, not to on = 'ed_attendance'"),
     ("provider_outlier.toml", '"high_998", "low_998"', '"high_999"', r"\[when\]\.outlier\[0\] must be one of"),
+    ("care_plan_review_overdue.toml", "after_days = 0", "",
+     r"\[when\]\.after_days is required with on = 'care_plan_review_overdue'"),
+    ("care_plan_review_overdue.toml", 'recipients = ["care_plan_owner"]',
+     'recipients = ["care_plan_owner", "registered_practice"]',
+     r"recipients must be \['care_plan_owner'\] for on = 'care_plan_review_overdue'"),
+    ("care_plan_review_overdue.toml", "after_days = 0", "after_days = 0\nadmission_method = [\"emergency\"]",
+     r"\[when\]\.admission_method applies to spells, not to on = 'care_plan_review_overdue'"),
 ]
 CASES = ([("defs/codelists/" + f, *rest) for f, *rest in CODELISTS]
          + [("defs/indicators/" + f, *rest) for f, *rest in INDICATORS]

@@ -29,7 +29,7 @@ PROVISIONING = ROOT / "deploy/grafana/provisioning"
 COMPOSE = ROOT / "docker-compose.yml"
 
 CAREHUB_SERVICES = ("ingest", "identity", "timeline", "indicators", "alerts", "gateway", "mllp", "fhir", "population",
-                    "caselists")
+                    "caselists", "reviews")
 METRICS_MODULES = ("carehub.runtime.metrics", *(f"services.{s}.metrics" for s in CAREHUB_SERVICES))
 REQUIRED_ALERTS = ("CarehubFeedSilent", "CarehubStageLagGrowing", "CarehubStageStalled", "CarehubDeadLettersSpiking",
                    "CarehubAlertDeliverySlow")

@@ -50,7 +50,7 @@ app.kubernetes.io/part-of: carehub
 Environment shared by every carehub container.
 Call with (dict "root" $ "component" "ingest"); the component names the OTel service.
 "withoutKey" true leaves out the pseudonymisation key, for services that never use it
-(the indicators, population and case-list services, the partner gateway, the MLLP listener
+(the indicators, population, case-list and reviews services, the partner gateway, the MLLP listener
 and the FHIR endpoint): the key stays out of the pods that face partners and providers.
 The two required values fail the render with a message rather than deploying pods that
 crash on start-up.
@@ -195,7 +195,7 @@ consumer group shares (kafka.partitions); more would sit idle. Call with (list n
 {{/*
 One carehub service as a Deployment. Call with a dict:
   root       the root context ($)
-  component  ingest | identity | timeline | indicators | alerts | population | caselists | gateway | mllp | fhir
+  component  ingest | identity | timeline | indicators | alerts | population | caselists | reviews | gateway | mllp | fhir
   args       the `carehub` subcommand that runs it (the image's entrypoint is `carehub`)
   single     true: exactly one replica, replaced with no overlap (strategy Recreate)
 The component's values are .Values.<component>. Replicas are capped at kafka.partitions,
@@ -326,7 +326,7 @@ spec:
             - name: CAREHUB_FHIR_MAX_INFLIGHT_PER_SENDER
               value: {{ $cv.maxInflightPerSender | int | quote }}
             {{- end }}
-            {{- include "carehub.env" (dict "root" $root "component" $c "withoutKey" (has $c (list "indicators" "population" "caselists" "gateway" "mllp" "fhir"))) | nindent 12 }}
+            {{- include "carehub.env" (dict "root" $root "component" $c "withoutKey" (has $c (list "indicators" "population" "caselists" "reviews" "gateway" "mllp" "fhir"))) | nindent 12 }}
           ports:
             {{- if $gateway }}
             - name: grpc

@@ -1,0 +1,1 @@
+"""The reviews stage: avoidable-admission review packs (README "Review packs for case conferences")."""
