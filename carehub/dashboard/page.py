@@ -128,13 +128,49 @@ def _window_text(view: figures.IndicatorView) -> str:
     return name
 
 
-def render_indicator(view: figures.IndicatorView, ctx: PageContext) -> str:
-    """One indicator: the figures beside the region and peers, the funnel plot and the trend."""
+COMPARISON_WORDS = {"same_definition": "same definition", "definition_differs": "the definition differs",
+                    "context_only": "context only, another measure"}
+
+
+def _national_rows(view: figures.IndicatorView, references: Sequence[ind.ReferenceValue]) -> str:
+    """The nation beside the region: each national reference value of the indicator, or that none was found."""
+    rows = []
+    for ref in references:
+        period = f"{ref.area or 'national'}, {ref.period}" if ref.period else (ref.area or "national")
+        if ref.status != "published" or not ref.HasField("value"):
+            text = f"no national value ({ref.title}: not found)"
+            rows.append(f'<tr class="national none" data-reference="{escape(ref.name)}"><th>nation</th>'
+                        f'<td class="value withheld" colspan="4">{escape(text)}</td></tr>')
+            continue
+        unit = "%" if ref.unit == "percent" else " per 100,000" if ref.unit == "per_100000" else f" {ref.unit}"
+        words = COMPARISON_WORDS.get(ref.comparison, ref.comparison)
+        rows.append(f'<tr class="national" data-reference="{escape(ref.name)}"><th>nation ({escape(period)})</th>'
+                    f'<td class="value">{ref.value:,.1f}{escape(unit)}</td>'
+                    f'<td class="ci" colspan="3">{escape(words)}; {escape(ref.source_publisher)}</td></tr>')
+    return "".join(rows)
+
+
+def _standardised(v: ind.IndicatorValue | None) -> str:
+    """The practice's directly age/sex-standardised rate beside its crude one, or why there is none."""
+    if v is None or v.measure != "rate" or v.suppressed or not (v.HasField("dsr") or v.dsr_not_computed):
+        return ""
+    if v.HasField("dsr"):
+        text = (f"age/sex standardised: {v.dsr:,.1f} ({v.dsr_ci_low:,.1f}-{v.dsr_ci_high:,.1f}), "
+                f"{v.standard_population}")
+    else:
+        text = f"age/sex standardised: not computed ({v.dsr_not_computed.replace('_', ' ')})"
+    return f'<p class="note dsr">{escape(text)}</p>'
+
+
+def render_indicator(view: figures.IndicatorView, ctx: PageContext,
+                     references: Sequence[ind.ReferenceValue] = ()) -> str:
+    """One indicator: the figures beside the region, the nation and peers, the funnel plot and the trend."""
     rows = [f'<tr class="mine" data-unit="practice:{escape(ctx.org)}"><th>you ({escape(ctx.org)})</th>'
             f"{_figure_cells(view.mine)}</tr>"]
     for label, v in figures.comparators(view):
         rows.append(f'<tr class="comparator" data-unit="{escape(v.unit)}"><th>{escape(label)}</th>'
                     f"{_figure_cells(v)}</tr>")
+    rows.append(_national_rows(view, references))
     peers = ""
     if view.peers:
         peer_rows = "".join(
@@ -148,12 +184,15 @@ def render_indicator(view: figures.IndicatorView, ctx: PageContext) -> str:
                        "coded</p>")
     return (f'<div class="indicator" id="ind-{escape(view.indicator)}" data-indicator="{escape(view.indicator)}">'
             f'<div class="figures"><h3>{escape(view.title)}</h3><p class="note">{escape(_window_text(view))}</p>'
-            f'<table class="figs">{FIGS_HEAD}{"".join(rows)}</table>{peers}{provisional}</div>'
+            f'<table class="figs">{FIGS_HEAD}{"".join(rows)}</table>{_standardised(view.mine)}{peers}'
+            f"{provisional}</div>"
             f'<div class="chart">{funnel_svg(view)}</div><div class="chart">{trend_svg(view)}</div></div>')
 
 
-def render_indicators(values: Sequence[ind.IndicatorValue], ctx: PageContext) -> str:
-    """The indicators section: every indicator the practice may see, its own figure first."""
+def render_indicators(values: Sequence[ind.IndicatorValue], ctx: PageContext,
+                      references: Sequence[ind.ReferenceValue] = ()) -> str:
+    """The indicators section: every indicator the practice may see, its own figure first, and the
+    national reference values the gateway sent beside them."""
     views = figures.build(ctx.org, values)
     if not views:
         return ('<p class="note">No indicator values yet: the hub has published none this practice may see '
@@ -162,7 +201,15 @@ def render_indicators(values: Sequence[ind.IndicatorValue], ctx: PageContext) ->
     head = (f'<p class="note">As of {escape(as_of)}, the newest event day the hub has seen. Counts from 1 to the '
             "hub's small-number threshold are withheld, and so are figures that would let one be worked out: "
             "they read <i>withheld</i>, never zero.</p>")
-    return head + "".join(render_indicator(v, ctx) for v in views)
+    by_indicator: dict[str, list[ind.ReferenceValue]] = {}
+    for ref in references:
+        by_indicator.setdefault(ref.indicator, []).append(ref)
+    return head + "".join(render_indicator(v, ctx, by_indicator.get(v.indicator, ())) for v in views)
+
+
+def render_indicators_answer(answer: pb.IndicatorsResponse, ctx: PageContext) -> str:
+    """The indicators section from a whole GetIndicators answer: values and national reference values."""
+    return render_indicators(answer.values, ctx, answer.references)
 
 
 # ---- case list ----------------------------------------------------------------------------------

@@ -9,15 +9,14 @@ national value, say) goes into carehub/dashboard/figures.py ``comparators``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from google.protobuf import json_format
 
-from carehub.dashboard.page import PageContext, render_caselist, render_indicators, render_review_packs
+from carehub.dashboard.page import PageContext, render_caselist, render_indicators_answer, render_review_packs
 from carehub.partner import PartnerClient
-from carehub.v1 import indicators_pb2 as ind
 from carehub.v1 import partner_pb2 as pb
 from carehub.v1 import risk_pb2 as rk
 
@@ -33,16 +32,16 @@ class Section(Generic[T]):
     as_json: Callable[[T], Any]
 
 
-def _values_json(values: Sequence[ind.IndicatorValue]) -> list[dict[str, Any]]:
-    return [json_format.MessageToDict(v, preserving_proto_field_name=True) for v in values]
+def _values_json(answer: pb.IndicatorsResponse) -> list[dict[str, Any]]:
+    return [json_format.MessageToDict(v, preserving_proto_field_name=True) for v in answer.values]
 
 
 def _message_json(message: rk.CaseList | pb.ReviewPacks) -> dict[str, Any]:
     return json_format.MessageToDict(message, preserving_proto_field_name=True)
 
 
-def _read_indicators(client: PartnerClient) -> list[ind.IndicatorValue]:
-    return client.indicators()
+def _read_indicators(client: PartnerClient) -> pb.IndicatorsResponse:
+    return client.indicators_response()
 
 
 def _read_caselist(client: PartnerClient) -> rk.CaseList:
@@ -54,7 +53,7 @@ def _read_review_packs(client: PartnerClient) -> pb.ReviewPacks:
 
 
 SECTIONS: tuple[Section[Any], ...] = (
-    Section("indicators", "Indicators against peers and the region", _read_indicators, render_indicators,
+    Section("indicators", "Indicators against peers and the region", _read_indicators, render_indicators_answer,
             _values_json),
     Section("caselist", "Case-finding list", _read_caselist, render_caselist, _message_json),
     Section("reviews", "Avoidable-admission review packs", _read_review_packs, render_review_packs, _message_json),

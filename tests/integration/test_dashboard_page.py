@@ -212,6 +212,11 @@ def test_the_practice_page_shows_a_browser_its_own_figures_and_list_and_nothing_
                                                                                          "rate")
     assert (region.numerator, region.denominator) == (8, sum(SIZE.values()))
     assert dom.one("td", "value", within=dom.one("tr", data_unit="region", within=card)).text == shown(region)
+    # the nation beside the region: the national reference values the gateway sent, and where none was found
+    national = [row.text for row in dom.find("tr", "national", within=dom.one("div", "indicator",
+                                                                              data_indicator="acsc_chronic"))]
+    assert any("8.1%" in t and "context only" in t for t in national), national
+    assert any("no national value" in t for t in national), national
     # the funnel plot: a point per practice A may see, A's highlighted
     points = {e.attrs["data-unit"]: e for e in dom.find("circle", "point", within=card)}
     assert set(points) == {f"practice:{A}", f"practice:{B}"}

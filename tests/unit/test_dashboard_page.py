@@ -21,6 +21,8 @@ from carehub.dashboard.sections import SECTIONS, Section
 from carehub.dashboard.server import HEADERS, make_app
 from carehub.dashboard.source import GatewaySource, org_of_certificate
 from carehub.partner import PartnerAuthError, PartnerClient, PartnerError, PartnerUnavailable
+from carehub.v1 import indicators_pb2 as ind
+from carehub.v1 import partner_pb2 as pb
 from carehub.v1 import risk_pb2 as rk
 from tests.dashboard_values import ORG, case_list, region_values
 
@@ -44,6 +46,27 @@ def test_the_page_names_the_practice_and_shows_its_figures_beside_the_region_and
     assert '<a href="#indicators">Indicators</a><a href="#caselist">Case-finding list</a>' in html
     # nothing to load: no script, no external reference
     assert "<script" not in html and "http://" not in html and "https://" not in html and "src=" not in html
+
+
+def test_the_nation_is_shown_beside_the_region_and_a_missing_national_value_says_so() -> None:
+    values = region_values()
+    mine = values[0]
+    mine.dsr, mine.dsr_ci_low, mine.dsr_ci_high = 1_150.0, 600.5, 1_900.25
+    mine.standard_population = "European Standard Population 2013"
+    published = ind.ReferenceValue(name="nhsof_x", indicator="acsc_all", title="NHS OF x", area="England",
+                                   period="2017/18", status="published", value=13.8, unit="percent",
+                                   comparison="definition_differs", source_publisher="NHS Digital")
+    missing = ind.ReferenceValue(name="nhsof_y", indicator="acsc_all", title="NHS OF 2.3.i", status="not_found")
+    other = ind.ReferenceValue(name="z", indicator="readmission_30d", title="other", status="published", value=1.0)
+    html = render_indicators(values, CTX, [published, missing, other])
+    assert ('<tr class="national" data-reference="nhsof_x"><th>nation (England, 2017/18)</th>'
+            '<td class="value">13.8%</td><td class="ci" colspan="3">the definition differs; NHS Digital</td>') in html
+    assert "no national value (NHS OF 2.3.i: not found)" in html
+    assert 'data-reference="z"' not in html  # another indicator's value stays with that indicator
+    assert "age/sex standardised: 1,150.0 (600.5-1,900.2), European Standard Population 2013" in html
+    mine.ClearField("dsr")
+    mine.dsr_not_computed = "too_few_events"
+    assert "age/sex standardised: not computed (too few events)" in render_indicators(values, CTX)
 
 
 def test_the_case_list_is_under_the_practices_record_ids_with_new_marks_and_care_plans() -> None:
@@ -92,10 +115,11 @@ class Reads:
         self.calls += 1
         if self.fail is not None:
             raise self.fail
-        return region_values() if self.calls % 2 else case_list()
+        return pb.IndicatorsResponse(values=region_values()) if self.calls % 2 else case_list()
 
     def sections(self) -> tuple[Section[Any], ...]:
-        return (Section("indicators", "Indicators", lambda c: (self.read(c), region_values())[1],
+        return (Section("indicators", "Indicators",
+                        lambda c: (self.read(c), pb.IndicatorsResponse(values=region_values()))[1],
                         SECTIONS[0].render, SECTIONS[0].as_json),
                 Section("caselist", "Case-finding list", lambda c: (self.read(c), case_list())[1],
                         SECTIONS[1].render, SECTIONS[1].as_json))
