@@ -329,6 +329,7 @@ CATCH_UP = (
     ("indicators", "every published value equals the batch reference"),
     ("alerts", "committed timeline.events and indicators.signals to their ends"),
     ("population", "committed timeline.events to its end (risk assessments current)"),
+    ("reviews", "committed timeline.events to its end (review packs current)"),
     ("partners", "every subscribed partner has received every alert addressed to it"),
 )
 

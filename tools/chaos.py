@@ -2,7 +2,7 @@
 
 Everything runs on this machine, bound to 127.0.0.1: a fresh embedded broker (its own, since it is
 stalled), a hub (carehub.harness.LocalHub) with one worker of every service (ingest, identity,
-timeline, indicators, alerts, population, caselists, the partner gateway, the MLLP and FHIR doors)
+timeline, indicators, alerts, population, caselists, reviews, the partner gateway, the MLLP and FHIR doors)
 started by name, each with its log under the work folder, and, in this process, the senders and the
 partners. The script ends only the processes it started, by their process ids.
 
@@ -129,8 +129,8 @@ from carehub.v1 import timeline_pb2 as tl  # noqa: E402
 from tests.reference.indicators import reference_values  # noqa: E402
 
 # Killed in this order in every round: the pipeline from the front, then the gateway and the doors.
-KILLED = ("ingest", "identity", "timeline", "indicators", "alerts", "population", "caselists", "gateway", "mllp",
-          "fhir")
+KILLED = ("ingest", "identity", "timeline", "indicators", "alerts", "population", "caselists", "reviews", "gateway",
+          "mllp", "fhir")
 RECORDS_PER_PERSON = 7.0  # the synthetic region gives ~7.5 records per person and year: a little more than needed
 MLLP_START, MLLP_END = b"\x0b", b"\x1c\x0d"
 PUBLISH_INTERVAL_S = 1.0  # CAREHUB_INDICATORS_PUBLISH_INTERVAL_S of the indicators service (its default)
@@ -715,8 +715,9 @@ class Suite:
                         say("indicator values are final and differ from the reference: not waiting for them")
                 if "alerts" not in done and "timeline" in done and caught_up("alerts"):
                     mark("alerts")
-                if "population" not in done and "timeline" in done and caught_up("population"):
-                    mark("population")
+                for stage in ("population", "reviews"):
+                    if stage not in done and "timeline" in done and caught_up(stage):
+                        mark(stage)
                 if "partners" not in done and "alerts" in done and time.monotonic() > next_partners:
                     next_partners = time.monotonic() + 2.0  # a look reads the alerts topic
                     if self.partners_have_all(alert_records(hub)):
