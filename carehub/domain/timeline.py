@@ -132,7 +132,10 @@ def apply(state: PersonState, linked: idn.LinkedEvent) -> tl.TimelineEvent | Non
         spell = _cancel(timeline, event.source_org, event.target_event_id)
     elif kind == ce.EVENT_TYPE_ED_ATTENDANCE:
         counted = key not in timeline.cancelled_event_keys
-        view.prior_ed_attendances_365d = _attend(timeline, event, when, counted=counted)
+        if counted and repeats_attendance(timeline, event):
+            view.repeated_attendance = True
+        else:
+            view.prior_ed_attendances_365d = _attend(timeline, event, when, counted=counted)
     elif kind == ce.EVENT_TYPE_GP_CONTACT:
         if not timeline.HasField("last_gp_contact_at") or t > ns(timeline.last_gp_contact_at):
             timeline.last_gp_contact_at.CopyFrom(when)
@@ -371,6 +374,19 @@ def _cancel(timeline: tl.PersonTimeline, org: str, target_event_id: str) -> tl.S
     return found
 
 
+def repeats_attendance(timeline: tl.PersonTimeline, event: ing.AcceptedEvent) -> bool:
+    """An attendance of the event's organisation and encounter id is on the timeline already.
+
+    A provider that corrects a record (an NHS number with a wrong check digit, say) and sends it
+    again under a new event id reports the same attendance twice; counted twice, it would make
+    a frequent attender of someone seen once and alert the practice twice. An event without an
+    encounter id is never taken for a repeat.
+    """
+    encounter = event.clinical.spell_id
+    return bool(encounter) and any(a.org == event.source_org and a.encounter_id == encounter
+                                   for a in timeline.ed_attendances)
+
+
 def _attend(timeline: tl.PersonTimeline, event: ing.AcceptedEvent, when: Timestamp, counted: bool) -> int:
     t = ns(when)
     prior = prior_ed_attendances(timeline, t)
@@ -378,7 +394,7 @@ def _attend(timeline: tl.PersonTimeline, event: ing.AcceptedEvent, when: Timesta
         practice, locality = registration_at_event(timeline, event)
         _insert_by_time(timeline.ed_attendances, tl.EdAttendance(
             event_id=event.event_id, at=when, org=event.source_org, opted_out=timeline.consent.planning_opt_out,
-            sector=event.source_sector, practice=practice, locality=locality))
+            sector=event.source_sector, practice=practice, locality=locality, encounter_id=event.clinical.spell_id))
     return prior
 
 
@@ -650,7 +666,9 @@ def merge_states(into: PersonState, other: PersonState) -> None:
     for spell in b.spells:
         _merge_spell(_find_spell(a, spell.org, spell.spell_id), spell)
     seen = {(e.org, e.event_id) for e in a.ed_attendances}
-    joined = list(a.ed_attendances) + [e for e in b.ed_attendances if (e.org, e.event_id) not in seen]
+    encounters = {(e.org, e.encounter_id) for e in a.ed_attendances if e.encounter_id}
+    joined = list(a.ed_attendances) + [e for e in b.ed_attendances if (e.org, e.event_id) not in seen
+                                       and (e.org, e.encounter_id) not in encounters]  # one attendance sent twice
     joined.sort(key=lambda e: ns(e.at))
     del a.ed_attendances[:]
     a.ed_attendances.extend(joined)

@@ -259,6 +259,7 @@ class EdAttendance(_message.Message):
     SECTOR_FIELD_NUMBER: _builtins.int
     PRACTICE_FIELD_NUMBER: _builtins.int
     LOCALITY_FIELD_NUMBER: _builtins.int
+    ENCOUNTER_ID_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     org: _builtins.str
     opted_out: _builtins.bool
@@ -268,6 +269,10 @@ class EdAttendance(_message.Message):
     practice: _builtins.str
     """the registration in force when it was applied (as Spell.admission_practice)"""
     locality: _builtins.str
+    encounter_id: _builtins.str
+    """The encounter id the event gave (clinical.spell_id): another ED_ATTENDANCE of the same
+    organisation and encounter, under another event id, is this attendance sent again.
+    """
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -280,10 +285,11 @@ class EdAttendance(_message.Message):
         sector: _care_event_pb2.Sector.ValueType = ...,
         practice: _builtins.str = ...,
         locality: _builtins.str = ...,
+        encounter_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "event_id", b"event_id", "locality", b"locality", "opted_out", b"opted_out", "org", b"org", "practice", b"practice", "sector", b"sector"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "encounter_id", b"encounter_id", "event_id", b"event_id", "locality", b"locality", "opted_out", b"opted_out", "org", b"org", "practice", b"practice", "sector", b"sector"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -844,6 +850,7 @@ class TimelineView(_message.Message):
     INVOLVEMENT_FIELD_NUMBER: _builtins.int
     CARE_HOME_ORG_FIELD_NUMBER: _builtins.int
     CARE_PLANS_FIELD_NUMBER: _builtins.int
+    REPEATED_ATTENDANCE_FIELD_NUMBER: _builtins.int
     age_years: _builtins.int
     """from the event (-1 unknown)"""
     sex: _care_event_pb2.Sex.ValueType
@@ -864,6 +871,11 @@ class TimelineView(_message.Message):
     is_late: _builtins.bool
     """The event happened before the newest event already applied for this person."""
     care_home_org: _builtins.str
+    repeated_attendance: _builtins.bool
+    """For an ED attendance: an attendance of the same organisation and encounter id is on the
+    timeline already (a corrected record sent again under a new event id): this one is not
+    counted, and prior_ed_attendances_365d is -1.
+    """
     @_builtins.property
     def spell(self) -> Global___SpellView:
         """for admissions, transfers, discharges, coded diagnoses, cancellations of a spell"""
@@ -899,10 +911,11 @@ class TimelineView(_message.Message):
         involvement: _abc.Mapping[_builtins.str, Global___Involvement] | None = ...,
         care_home_org: _builtins.str = ...,
         care_plans: _abc.Mapping[_builtins.str, Global___CarePlan] | None = ...,
+        repeated_attendance: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["spell", b"spell"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["age_years", b"age_years", "care_home_org", b"care_home_org", "care_home_resident", b"care_home_resident", "care_plans", b"care_plans", "days_since_previous_discharge", b"days_since_previous_discharge", "deceased", b"deceased", "direct_care_opt_out", b"direct_care_opt_out", "involvement", b"involvement", "is_late", b"is_late", "local_records", b"local_records", "locality", b"locality", "planning_opt_out", b"planning_opt_out", "prior_ed_attendances_365d", b"prior_ed_attendances_365d", "registered_practice", b"registered_practice", "sex", b"sex", "spell", b"spell"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["age_years", b"age_years", "care_home_org", b"care_home_org", "care_home_resident", b"care_home_resident", "care_plans", b"care_plans", "days_since_previous_discharge", b"days_since_previous_discharge", "deceased", b"deceased", "direct_care_opt_out", b"direct_care_opt_out", "involvement", b"involvement", "is_late", b"is_late", "local_records", b"local_records", "locality", b"locality", "planning_opt_out", b"planning_opt_out", "prior_ed_attendances_365d", b"prior_ed_attendances_365d", "registered_practice", b"registered_practice", "repeated_attendance", b"repeated_attendance", "sex", b"sex", "spell", b"spell"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

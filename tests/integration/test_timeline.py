@@ -117,6 +117,7 @@ def test_timeline_follows_a_merge_and_an_unmerge(hub: Hub) -> None:
                                local_id="H-2", **peggy)
     for event in (dup_admission, dup_discharge):
         event.clinical.spell_id = "S-A"
+    survivor_ed.clinical.spell_id, dup_ed.clinical.spell_id = "A-1", "A-2"  # ED encounters of their own
     dup_discharge.clinical.discharge_destination = "19"
     a40 = care_event(ce.EVENT_TYPE_IDENTITY_MERGE, when=OCT + timedelta(days=5), source_org="RR8",
                      local_id="H-1", national_id="")
@@ -126,6 +127,7 @@ def test_timeline_follows_a_merge_and_an_unmerge(hub: Hub) -> None:
     admission.clinical.spell_id = "S-B"
     ed = care_event(ce.EVENT_TYPE_ED_ATTENDANCE, when=OCT + timedelta(days=15), source_org="RR8",
                     local_id="H-1", national_id="")
+    ed.clinical.spell_id = "A-3"
     undo = care_event(ce.EVENT_TYPE_IDENTITY_MERGE, when=OCT + timedelta(days=16), source_org="RR8",
                       local_id="H-1", national_id="")
     undo.merge.prior_local_id, undo.merge.unmerge = "H-2", True

@@ -503,11 +503,24 @@ def person_facts(person: Person) -> PersonFacts:
     ed: list[EdAttendance] = []
     contact_days: list[int] = []
     dead = False
+    # attendances on the timeline by (org, encounter id), as link order has them: a later one of the
+    # same organisation and encounter is a repeat (SEMANTICS, Facts)
+    attended: dict[tuple[str, str], tuple[str, str]] = {}
+    cancels_so_far: set[tuple[str, str]] = set()
     for a in events:
         e = a.event
         kind = e.event_type
         is_cancelled = a.key in cancelled
         t = ns(e.event_time)
+        if kind == ce.EVENT_TYPE_CANCELLATION and e.target_event_id:
+            target = (e.source_org, e.target_event_id)
+            cancels_so_far.add(target)
+            attended = {k: v for k, v in attended.items() if v != target}
+        if kind == ce.EVENT_TYPE_ED_ATTENDANCE and e.clinical.spell_id and a.key not in cancels_so_far:
+            encounter = (e.source_org, e.clinical.spell_id)
+            if encounter in attended:
+                continue  # the same attendance sent again under another event id
+            attended[encounter] = a.key
         if kind in (ce.EVENT_TYPE_ADMISSION, ce.EVENT_TYPE_DISCHARGE, ce.EVENT_TYPE_DIAGNOSIS_CODED):
             spell = spells.setdefault((e.source_org, e.clinical.spell_id), Spell(e.source_org))
             if kind == ce.EVENT_TYPE_ADMISSION:

@@ -152,7 +152,7 @@ def test_readmission_frequent_attender_and_direct_care_opt_out() -> None:
     rules = []
     for days in (300, 200, 100, 10):
         rules += [a.rule for a in q.send(q.event(ce.EVENT_TYPE_ED_ATTENDANCE, OCT - timedelta(days=days),
-                                                 org="RR8ED", sector=ce.SECTOR_EMERGENCY))]
+                                                 org="RR8ED", sector=ce.SECTOR_EMERGENCY, spell=f"A-{days}"))]
     assert rules.count("frequent_ed_attender") == 2  # the 4th attendance, to the GP and social care
 
     r = Person("r")

@@ -171,18 +171,19 @@ def test_prior_ed_attendances_in_365_days() -> None:
     f = Feed()
     now = OCT
     for days in (10, 400, 200, 300, 800):  # out of order, two too old to count, one too old to keep
-        v = f.send(ce.EVENT_TYPE_ED_ATTENDANCE, now - timedelta(days=days), org="RR8ED")
-    v = f.send(ce.EVENT_TYPE_ED_ATTENDANCE, now, org="RR8ED")
+        v = f.send(ce.EVENT_TYPE_ED_ATTENDANCE, now - timedelta(days=days), org="RR8ED", spell="")
+    v = f.send(ce.EVENT_TYPE_ED_ATTENDANCE, now, org="RR8ED", spell="")
     assert v.prior_ed_attendances_365d == 3
     times = [a.at.ToDatetime(tzinfo=UTC) for a in f.timeline.ed_attendances]
     # two years are kept (the indicators' 12-month windows look a year further back): not the 800-day one
     assert times == sorted(times) and len(times) == 5
-    v = f.send(ce.EVENT_TYPE_ED_ATTENDANCE, now - timedelta(days=5), org="RR8ED")  # late: counts by event time
+    # late: counts by event time
+    v = f.send(ce.EVENT_TYPE_ED_ATTENDANCE, now - timedelta(days=5), org="RR8ED", spell="")
     assert v.prior_ed_attendances_365d == 3 and v.is_late
     cancel = f.linked(ce.EVENT_TYPE_CANCELLATION, now, org="RR8ED", spell="")
     cancel.event.target_event_id = f.timeline.ed_attendances[1].event_id  # 300 days before (after the 400-day one)
     assert apply(f.state, cancel) is not None
-    v = f.send(ce.EVENT_TYPE_ED_ATTENDANCE, now + timedelta(days=1), org="RR8ED")
+    v = f.send(ce.EVENT_TYPE_ED_ATTENDANCE, now + timedelta(days=1), org="RR8ED", spell="")
     assert v.prior_ed_attendances_365d == 4  # 200 and 10 days before, the late one at 5, and "now"
 
 
@@ -298,8 +299,8 @@ def spell_ids(f: Feed) -> set[str]:
 def test_merge_hands_the_history_over_and_unmerge_splits_it_again() -> None:
     seq = itertools.count(1)
     a, b = Feed(SURVIVOR, "H-1", seq), Feed(ABSORBED, "H-2", seq)
-    a.send(ce.EVENT_TYPE_ED_ATTENDANCE, OCT - timedelta(days=60))
-    b.send(ce.EVENT_TYPE_ED_ATTENDANCE, OCT - timedelta(days=30))
+    a.send(ce.EVENT_TYPE_ED_ATTENDANCE, OCT - timedelta(days=60), spell="")
+    b.send(ce.EVENT_TYPE_ED_ATTENDANCE, OCT - timedelta(days=30), spell="")
     b.send(ce.EVENT_TYPE_ADMISSION, OCT, spell="S-A")
     b.send(ce.EVENT_TYPE_DISCHARGE, OCT + timedelta(days=4), spell="S-A", discharge_destination="19")
     consent = b.linked(ce.EVENT_TYPE_CONSENT_CHANGE, OCT + timedelta(days=4))
@@ -327,7 +328,7 @@ def test_merge_hands_the_history_over_and_unmerge_splits_it_again() -> None:
 
     v = a.send(ce.EVENT_TYPE_ADMISSION, OCT + timedelta(days=14), spell="S-B")
     assert v.days_since_previous_discharge == 10  # S-A's discharge, under the absorbed record
-    v = a.send(ce.EVENT_TYPE_ED_ATTENDANCE, OCT + timedelta(days=15))
+    v = a.send(ce.EVENT_TYPE_ED_ATTENDANCE, OCT + timedelta(days=15), spell="")
     assert v.prior_ed_attendances_365d == 2  # one under each record
     moved_later = a.linked(ce.EVENT_TYPE_ADMISSION, OCT + timedelta(days=16), spell="S-D")
     moved_later.event.person.local_id = "H-2"  # after the merge, H-2's events come to the survivor
@@ -360,8 +361,8 @@ def test_merge_states_joins_both_histories() -> None:
     a.send(ce.EVENT_TYPE_ADMISSION, OCT, spell="S-1", event_id="adm")
     b.send(ce.EVENT_TYPE_DISCHARGE, OCT + timedelta(days=3), spell="S-1", event_id="dis")  # the same spell
     for f, days in ((a, 10), (b, 5), (b, 10)):
-        f.send(ce.EVENT_TYPE_ED_ATTENDANCE, OCT - timedelta(days=days), org="RR8ED", event_id=f"ed{days}")
-    a.send(ce.EVENT_TYPE_ED_ATTENDANCE, OCT - timedelta(days=7), org="RR8ED", event_id="ed7")
+        f.send(ce.EVENT_TYPE_ED_ATTENDANCE, OCT - timedelta(days=days), org="RR8ED", event_id=f"ed{days}", spell="")
+    a.send(ce.EVENT_TYPE_ED_ATTENDANCE, OCT - timedelta(days=7), org="RR8ED", event_id="ed7", spell="")
     reg = b.linked(ce.EVENT_TYPE_REGISTRATION, OCT + timedelta(days=1), org="B86001")
     reg.event.registered_practice, reg.event.locality = "B86001", "Leeds North"
     old = a.linked(ce.EVENT_TYPE_REGISTRATION, OCT - timedelta(days=100), org="B86099")

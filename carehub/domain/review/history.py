@@ -103,6 +103,8 @@ def take(person: rv.ReviewPerson, event: tl.TimelineEvent) -> str:
             del person.cancelled[:-MAX_CANCELLED]
     else:
         kind = kind_of(e.event_type, e.source_sector)
+        if view.repeated_attendance:  # the attendance is held already, under its first event id
+            kind = None
         if kind is not None and key not in person.cancelled and not any(i.key == key for i in person.items):
             _insert(person, rv.RememberedEvent(key=key, at_ns=t, org=e.source_org, sector=e.source_sector,
                                                kind=kind, event_type=e.event_type))  # type: ignore[arg-type]

@@ -124,7 +124,7 @@ def advance(state: FactorState, event: tl.TimelineEvent) -> FactorState | None:
     if view.HasField("spell"):
         spells[(view.spell.org, view.spell.spell_id)] = SpellRecord.of(view.spell)
     if kind == ce.EVENT_TYPE_ED_ATTENDANCE:
-        if key not in cancelled:
+        if key not in cancelled and not view.repeated_attendance:  # a repeat is the attendance already held
             ed[key] = t
     elif kind == ce.EVENT_TYPE_GP_CONTACT:
         if e.source_sector in FOLLOW_UP_SECTORS and key not in cancelled:
