@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from datetime import UTC, datetime
 
 from google.protobuf import json_format
-from google.protobuf.timestamp_pb2 import Timestamp
 
+from carehub.display import day, moment
 from carehub.kafka.profile import client_profile
 from carehub.kafka.read import latest_by_key, read_to_end
 from carehub.settings import Settings
@@ -38,16 +37,6 @@ def as_json(case_list: rk.CaseList) -> str:
                       sort_keys=True)
 
 
-def _day(ts: Timestamp) -> str:
-    if not ts.seconds and not ts.nanos:
-        return "-"
-    return datetime.fromtimestamp(ts.seconds, UTC).strftime("%Y-%m-%d")
-
-
-def _moment(ts: Timestamp) -> str:
-    if not ts.seconds and not ts.nanos:
-        return "-"
-    return datetime.fromtimestamp(ts.seconds, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _care_plan(status: rk.CarePlanStatus) -> str:
@@ -57,11 +46,11 @@ def _care_plan(status: rk.CarePlanStatus) -> str:
     if not status.HasField("due"):
         review = "due unknown"
     elif status.overdue:
-        review = f"OVERDUE (due {_day(status.due)})"
+        review = f"OVERDUE (due {day(status.due)})"
     else:
-        review = f"due {_day(status.due)}"
+        review = f"due {day(status.due)}"
     contact = f" ({status.contact_role})" if status.contact_role else ""
-    return f"{status.org}{contact} {_day(status.recorded_at)}, {review}"
+    return f"{status.org}{contact} {day(status.recorded_at)}, {review}"
 
 
 def _factors(factors: Iterable[rk.RiskFactor], limit: int = 4) -> str:
@@ -84,18 +73,18 @@ def table(case_list: rk.CaseList) -> str:
         if not case_list.HasField("as_of"):
             return (f"{org}: no case list yet (is the population stage and the case-list service running, and "
                     "have events arrived?)")
-        return f"{org}: nobody in the listed tiers ({', '.join(case_list.tiers)}) as of {_moment(case_list.as_of)}"
+        return f"{org}: nobody in the listed tiers ({', '.join(case_list.tiers)}) as of {moment(case_list.as_of)}"
     head = ("your record", "tier", "score", "risk", "segment", "listed since", "", "care plan", "factors behind it")
     rows = [head]
     for e in case_list.entries:
-        rows.append((e.local_id, e.tier, f"{e.score:.2f}", f"{100 * e.risk:.1f}%", e.segment, _day(e.listed_since),
+        rows.append((e.local_id, e.tier, f"{e.score:.2f}", f"{100 * e.risk:.1f}%", e.segment, day(e.listed_since),
                      "NEW" if e.new_this_week else "", _care_plan(e.care_plan), _factors(e.factors)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     population = case_list.cutoffs.population if case_list.HasField("cutoffs") else 0
     n = len(case_list.entries)
     first = (f"case list of {org}: {n} {'person' if n == 1 else 'people'} in tiers {', '.join(case_list.tiers)} "
-             f"({case_list.new_this_week} new this week), as of {_moment(case_list.as_of)}; model {case_list.model}; "
+             f"({case_list.new_this_week} new this week), as of {moment(case_list.as_of)}; model {case_list.model}; "
              f"tiers over {population:,} people")
     note = ("risk: the model's 90-day emergency admission risk, a ranking more than a probability (docs/risk.md); "
             "care plan: its owner (contact role), latest event and review date, OVERDUE once that day is before "

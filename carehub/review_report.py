@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
 
 from google.protobuf import json_format
-from google.protobuf.timestamp_pb2 import Timestamp
 
+from carehub.display import day
+from carehub.display import sector as sector_words
 from carehub.kafka.profile import client_profile
 from carehub.kafka.read import latest_by_key, read_to_end
 from carehub.settings import Settings
 from carehub.topics import review_outcomes_topic, review_packs_topic
-from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import review_pb2 as rv
 
 FOLLOW_UP = {rv.FOLLOW_UP_DONE: "followed up", rv.FOLLOW_UP_MISSED: "MISSED follow-up",
@@ -65,43 +64,35 @@ def as_json(org: str, packs: Iterable[rv.ReviewPack]) -> str:
                                              for p in packs]}, indent=2, sort_keys=True)
 
 
-def _day(ts: Timestamp) -> str:
-    if not ts.seconds and not ts.nanos:
-        return "-"
-    return datetime.fromtimestamp(ts.seconds, UTC).strftime("%Y-%m-%d")
-
-
-def _sector(sector: int) -> str:
-    return ce.Sector.Name(sector).removeprefix("SECTOR_").lower().replace("_", " ")  # type: ignore[arg-type]
 
 
 def pack_text(pack: rv.ReviewPack) -> str:
     a = pack.admission
     coded = "working diagnosis, provisional" if a.provisional else "coded"
-    lines = [f"pack {pack.pack_id}  your record {pack.local_id}  admitted {_day(a.admitted_at)} to {a.org} "
+    lines = [f"pack {pack.pack_id}  your record {pack.local_id}  admitted {day(a.admitted_at)} to {a.org} "
              f"(emergency), {a.primary_diagnosis} {a.condition.replace('_', ' ')} ({coded})"
-             + (f", discharged {_day(a.discharged_at)}" if a.discharged_at.seconds else ", in hospital")
+             + (f", discharged {day(a.discharged_at)}" if a.discharged_at.seconds else ", in hospital")
              + (", died" if pack.deceased else "")]
-    lines.append(f"  90 days from {_day(pack.window_start)}: "
-                 + (", ".join(f"{_sector(s.sector)} {s.contacts} ({s.organisations} org)"
+    lines.append(f"  90 days from {day(pack.window_start)}: "
+                 + (", ".join(f"{sector_words(s.sector)} {s.contacts} ({s.organisations} org)"
                               for s in pack.contacts_by_sector) or "no contacts recorded"))
     for c in pack.contacts:
-        lines.append(f"    {_day(c.at)}  {c.org:8} {_sector(c.sector):13} {c.what}")
+        lines.append(f"    {day(c.at)}  {c.org:8} {sector_words(c.sector):13} {c.what}")
     lines.append(f"  ED attendances: {len(pack.ed_attendances)}"
-                 + "".join(f"; {_day(e.at)} {e.org}" for e in pack.ed_attendances))
+                 + "".join(f"; {day(e.at)} {e.org}" for e in pack.ed_attendances))
     for d in pack.discharges:
-        lines.append(f"  discharged {_day(d.discharged_at)} by {d.org}: {FOLLOW_UP.get(d.follow_up, '?')}"
-                     + (f" ({_day(d.followed_up_at)} by {d.followed_up_by})" if d.followed_up_by else "")
+        lines.append(f"  discharged {day(d.discharged_at)} by {d.org}: {FOLLOW_UP.get(d.follow_up, '?')}"
+                     + (f" ({day(d.followed_up_at)} by {d.followed_up_by})" if d.followed_up_by else "")
                      + f" within {d.within_days} days")
     for move in pack.care_home_moves:
-        lines.append(f"  care home: {_day(move.at)} {move.org} {move.what}")
+        lines.append(f"  care home: {day(move.at)} {move.org} {move.what}")
     lines.append(f"  social care: {len(pack.social_care)} events"
-                 + "".join(f"; {_day(s.at)} {s.org} {s.what}" for s in pack.social_care))
+                 + "".join(f"; {day(s.at)} {s.org} {s.what}" for s in pack.social_care))
     if pack.care_plan_known:
         for plan in pack.care_plans:
             due = f"due {plan.review_due}" if plan.review_due else "due unknown"
             lines.append(f"  care plan: {plan.owner_org} ({plan.contact_role or 'no contact role'}) "
-                         f"{_day(plan.recorded_at)}, {due}{' OVERDUE at admission' if plan.overdue else ''}")
+                         f"{day(plan.recorded_at)}, {due}{' OVERDUE at admission' if plan.overdue else ''}")
     else:
         lines.append("  care plan: none known (not 'no plan')")
     lines.append("  counts in: " + (", ".join(f"{c.indicator}{' (provisional)' if c.provisional else ''}"

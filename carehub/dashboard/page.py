@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from carehub.dashboard import figures
 from carehub.dashboard.charts import funnel_svg, trend_svg
-from carehub.v1 import care_event_pb2 as ce
+from carehub.display import day, moment
+from carehub.display import sector as sector_words
 from carehub.v1 import indicators_pb2 as ind
 from carehub.v1 import partner_pb2 as pb
 from carehub.v1 import review_pb2 as rv
@@ -86,16 +85,6 @@ class PageContext:
     read_at: datetime  # when the figures were read from the gateway
 
 
-def _moment(ts: Timestamp) -> str:
-    if not ts.seconds and not ts.nanos:
-        return "-"
-    return datetime.fromtimestamp(ts.seconds, UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _day(ts: Timestamp) -> str:
-    if not ts.seconds and not ts.nanos:
-        return "-"
-    return datetime.fromtimestamp(ts.seconds, UTC).strftime("%Y-%m-%d")
 
 
 # ---- indicators ---------------------------------------------------------------------------------
@@ -222,10 +211,10 @@ def _care_plan(status: rk.CarePlanStatus) -> str:
     if not status.HasField("due"):
         review = "review due unknown"
     elif status.overdue:
-        review = f'<span class="overdue">OVERDUE (due {_day(status.due)})</span>'
+        review = f'<span class="overdue">OVERDUE (due {day(status.due)})</span>'
     else:
-        review = f"review due {_day(status.due)}"
-    return f"{escape(status.org)}{contact}, {_day(status.recorded_at)}; {review}"
+        review = f"review due {day(status.due)}"
+    return f"{escape(status.org)}{contact}, {day(status.recorded_at)}; {review}"
 
 
 def _factors(factors: Sequence[rk.RiskFactor]) -> str:
@@ -246,11 +235,11 @@ def render_caselist(case_list: rk.CaseList, ctx: PageContext) -> str:
             return ('<p class="note">No case list yet (are the population and case-list services running, and have '
                     "events arrived?)</p>")
         return (f'<p class="note">Nobody in the listed tiers ({escape(", ".join(case_list.tiers))}) as of '
-                f"{_moment(case_list.as_of)}.</p>")
+                f"{moment(case_list.as_of)}.</p>")
     n = len(case_list.entries)
     population = case_list.cutoffs.population if case_list.HasField("cutoffs") else 0
     head = (f'<p class="note">{n} {"person" if n == 1 else "people"} in tiers {escape(", ".join(case_list.tiers))} '
-            f"({case_list.new_this_week} new this week), as of {_moment(case_list.as_of)}; model "
+            f"({case_list.new_this_week} new this week), as of {moment(case_list.as_of)}; model "
             f"{escape(case_list.model)}; tiers over {population:,} people. Risk is the model's 90-day emergency "
             "admission risk, a ranking more than a probability. A care plan is the one with the latest event; "
             "<i>none received</i> is not <i>no plan</i>.</p>")
@@ -259,7 +248,7 @@ def render_caselist(case_list: rk.CaseList, ctx: PageContext) -> str:
         new = '<span class="new">NEW</span>' if e.new_this_week else ""
         rows.append(f'<tr data-local-id="{escape(e.local_id)}"><td class="local-id">{escape(e.local_id)}</td>'
                     f"<td>{escape(e.tier.replace('_', ' '))}</td><td>{e.score:.2f}</td><td>{100 * e.risk:.1f}%</td>"
-                    f'<td>{escape(e.segment.replace("_", " "))}</td><td class="since">{_day(e.listed_since)} {new}</td>'
+                    f'<td>{escape(e.segment.replace("_", " "))}</td><td class="since">{day(e.listed_since)} {new}</td>'
                     f"<td>{_care_plan(e.care_plan)}</td><td>{_factors(e.factors)}</td></tr>")
     table = ('<table class="caselist"><thead><tr><th>your record</th><th>tier</th><th>score</th><th>risk</th>'
              "<th>segment</th><th>listed since</th><th>care plan</th><th>factors behind the score</th></tr></thead>"
@@ -273,15 +262,12 @@ FOLLOW_UP_WORDS = {rv.FOLLOW_UP_DONE: "followed up", rv.FOLLOW_UP_MISSED: "<b>mi
                    rv.FOLLOW_UP_INTERRUPTED: "readmitted before follow-up", rv.FOLLOW_UP_NOT_DUE: "died"}
 
 
-def _sector(sector: int) -> str:
-    return ce.Sector.Name(sector).removeprefix("SECTOR_").lower().replace("_", " ")  # type: ignore[arg-type]
-
 
 def _pack_summary(pack: rv.ReviewPack) -> str:
-    contacts = ", ".join(f"{escape(_sector(c.sector))} {c.contacts}" for c in pack.contacts_by_sector) or "none"
-    discharges = "; ".join(f"{_day(d.discharged_at)} {escape(d.org)}: {FOLLOW_UP_WORDS.get(d.follow_up, '?')}"
+    contacts = ", ".join(f"{escape(sector_words(c.sector))} {c.contacts}" for c in pack.contacts_by_sector) or "none"
+    discharges = "; ".join(f"{day(d.discharged_at)} {escape(d.org)}: {FOLLOW_UP_WORDS.get(d.follow_up, '?')}"
                            for d in pack.discharges) or "none"
-    moves = "; ".join(f"{_day(m.at)} {escape(m.what)}" for m in pack.care_home_moves) or "none"
+    moves = "; ".join(f"{day(m.at)} {escape(m.what)}" for m in pack.care_home_moves) or "none"
     if pack.care_plan_known:
         plans = "; ".join(f"{escape(p.owner_org)} ({escape(p.contact_role or 'no contact role')}), "
                           f"due {escape(p.review_due or 'unknown')}"
@@ -322,7 +308,7 @@ def render_review_packs(packs: pb.ReviewPacks, ctx: PageContext) -> str:
     for pack in packs.packs:
         a = pack.admission
         coded = "working diagnosis, provisional" if a.provisional else "coded"
-        title = (f"your record {escape(pack.local_id)}: admitted {_day(a.admitted_at)} to {escape(a.org)}, "
+        title = (f"your record {escape(pack.local_id)}: admitted {day(a.admitted_at)} to {escape(a.org)}, "
                  f"{escape(a.primary_diagnosis)} {escape(a.condition.replace('_', ' '))} ({coded})")
         cards.append(f'<div class="pack" data-local-id="{escape(pack.local_id)}"><h3>{title}</h3>'
                      f'<table class="packfigs">{_pack_summary(pack)}</table>{_outcome(pack)}</div>')

@@ -314,12 +314,7 @@ class Aggregate:
             return
         ref, value = found
         v.national_reference, v.national_value = ref.name, value
-        if indicator.measure == "rate":
-            l95 = stats.funnel_limits_rate(value, v.denominator, indicator.per, FUNNEL_95)
-            l998 = stats.funnel_limits_rate(value, v.denominator, indicator.per, FUNNEL_998)
-        else:
-            l95 = stats.funnel_limits_proportion(value, v.denominator, FUNNEL_95)
-            l998 = stats.funnel_limits_proportion(value, v.denominator, FUNNEL_998)
+        l95, l998 = _funnel(indicator, value, v.denominator)
         v.national_funnel_95_low, v.national_funnel_95_high = l95
         v.national_funnel_998_low, v.national_funnel_998_high = l998
 
@@ -351,12 +346,7 @@ class Aggregate:
         if regional_value is None or unit == REGION:
             return v
         v.regional_value = regional_value
-        if indicator.measure == "rate":
-            l95 = stats.funnel_limits_rate(regional_value, raw.denominator, indicator.per, FUNNEL_95)
-            l998 = stats.funnel_limits_rate(regional_value, raw.denominator, indicator.per, FUNNEL_998)
-        else:
-            l95 = stats.funnel_limits_proportion(regional_value, raw.denominator, FUNNEL_95)
-            l998 = stats.funnel_limits_proportion(regional_value, raw.denominator, FUNNEL_998)
+        l95, l998 = _funnel(indicator, regional_value, raw.denominator)
         v.funnel_95_low, v.funnel_95_high = l95
         v.funnel_998_low, v.funnel_998_high = l998
         v.outlier = stats.outlier(value, l95, l998)
@@ -403,3 +393,12 @@ def groups(cells: dict[str, Raw], localities: dict[str, str]) -> list[tuple[str,
         if locality in cells:
             out.append((locality, [p for _, p in members]))
     return out
+
+
+def _funnel(indicator: Indicator, centre: float, denominator: int) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The 95% and 99.8% funnel limits around ``centre`` (regional or national) for a unit of ``denominator``."""
+    if indicator.measure == "rate":
+        return (stats.funnel_limits_rate(centre, denominator, indicator.per, FUNNEL_95),
+                stats.funnel_limits_rate(centre, denominator, indicator.per, FUNNEL_998))
+    return (stats.funnel_limits_proportion(centre, denominator, FUNNEL_95),
+            stats.funnel_limits_proportion(centre, denominator, FUNNEL_998))
