@@ -95,6 +95,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python bench/ingest_bench.py
 	$(BIN)/python bench/identity_accuracy.py
+	$(BIN)/python bench/identity_scale.py
 	$(BIN)/python bench/alerts_bench.py
 	$(BIN)/python bench/doors_bench.py
 	$(BIN)/python bench/overload_bench.py

@@ -21,6 +21,17 @@ applied every event; the per-stage rates come from the same scrapes.
     make bench                               # embedded broker, 100k events (the full path too)
     python bench/ingest_bench.py --events 20000
     python bench/ingest_bench.py --variants faust-do-nothing,carehub-full --full-events 50000
+
+``--workers identity=2`` starts two identity workers (in one consumer group) instead of one, and
+so for any service; the rates then count the workers of a service together.
+
+Flame graphs: ``--profile identity,timeline`` attaches py-spy (the ``bench`` extra) to those
+carehub-full workers from just after they start until the pipeline has finished, sampling 100
+times a second, and writes one SVG per worker (``--profile-dir``, default /tmp/carehub-bench).
+py-spy reads the worker's memory from outside (ptrace); the worker runs unchanged, a few percent
+slower while sampled.
+
+    python bench/ingest_bench.py --variants carehub-full --events 20000 --profile identity
 """
 
 from __future__ import annotations
@@ -327,11 +338,17 @@ class Sampler:
 
     def run(self) -> None:
         current: dict[str, float] = {}
+        scraped: dict[str, dict[str, float]] = {}  # each worker's last good scrape
         while True:
-            for service, worker in self.workers.items():
+            for name, worker in self.workers.items():
                 with contextlib.suppress(OSError):  # counters only grow: keep the last value if a scrape fails
-                    current.update(worker.metrics())
-                current[f"cpu:{service}"] = cpu_seconds(worker.pid)
+                    scraped[name] = worker.metrics()
+                current[f"cpu:{name}"] = cpu_seconds(worker.pid)
+            totals: dict[str, float] = {}  # a service's workers together (--workers SERVICE=N)
+            for values in scraped.values():
+                for key, value in values.items():
+                    totals[key] = totals.get(key, 0.0) + value
+            current.update(totals)
             if self.broker_pid:
                 current["cpu:broker"] = cpu_seconds(self.broker_pid)
             current["cpu:bench"] = time.process_time()
@@ -414,14 +431,21 @@ def run_full(bootstrap: str, prefix: str, events: list[tuple[bytes, bytes, str, 
     sampler = Sampler({}, broker_pid)
     thread = threading.Thread(target=sampler.run, name="bench-scrape", daemon=True)
     failure = ""
+    profilers: list[tuple[subprocess.Popen[bytes], Path]] = []
     try:
         for service in SERVICES:
             sampler.workers[service] = hub.start_with_metrics(service)
+            for k in range(2, args.workers.get(service, 1) + 1):
+                sampler.workers[f"{service}-{k}"] = hub.start_with_metrics(service)
+        for service in args.profile:
+            profilers.append(start_profiler(sampler.workers[service].pid, service, args.profile_dir))
         thread.start()
         wait_finished(hub, sampler, len(events), newest * 86_400, args.timeout)
     except (AssertionError, ReadTimeout) as exc:
         failure = str(exc).splitlines()[0]
     finally:
+        for proc, svg in profilers:
+            notes.append(stop_profiler(proc, svg))
         sampler.halt.set()
         if thread.is_alive():
             thread.join()
@@ -473,6 +497,43 @@ def run_full(bootstrap: str, prefix: str, events: list[tuple[bytes, bytes, str, 
     notes.append(f"full: CPU seconds in those {full.seconds:.1f}s ({os.cpu_count()} cores): "
                  + ", ".join(f"{k} {v:.1f}" for k, v in used.items())
                  + f"; total {sum(used.values()):.1f}")
+
+
+def worker_counts(text: str) -> dict[str, int]:
+    """``identity=2,timeline=2`` -> workers per service for carehub-full."""
+    counts: dict[str, int] = {}
+    for part in filter(None, text.split(",")):
+        service, _, n = part.partition("=")
+        if service not in SERVICES or not n.isdigit() or int(n) < 1:
+            raise argparse.ArgumentTypeError(f"{part!r}: want SERVICE=N with SERVICE one of {', '.join(SERVICES)}")
+        counts[service] = int(n)
+    return counts
+
+
+def start_profiler(pid: int, service: str, out_dir: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """py-spy sampling one worker (by its pid) into a flame graph; written when it is stopped."""
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        raise SystemExit("--profile needs py-spy: pip install -e '.[bench]'")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    svg = out_dir / f"flame-{service}.svg"
+    command = [str(spy), "record", "--pid", str(pid), "--rate", "100", "--format", "flamegraph",
+               "--output", str(svg), "--nonblocking"]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), svg
+
+
+def stop_profiler(proc: subprocess.Popen[bytes], svg: Path) -> str:
+    """Stop py-spy as Ctrl-C would (it then writes the graph); the note says where it went."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)  # py-spy, started by this script, by its pid
+    try:
+        _, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+    if svg.exists():
+        return f"full: flame graph of the {svg.stem.removeprefix('flame-')} worker: {svg}"
+    return f"full: no flame graph for {svg.stem} (py-spy: {err.decode(errors='replace').strip()[-300:]})"
 
 
 def print_summary(results: dict[str, Result], notes: list[str]) -> None:
@@ -552,12 +613,19 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per variant")
+    parser.add_argument("--workers", type=worker_counts, default={},
+                        help="carehub-full workers per service, e.g. identity=2 (default one each)")
+    parser.add_argument("--profile", type=lambda v: [x for x in v.split(",") if x], default=[],
+                        help=f"carehub-full workers to sample with py-spy into flame graphs ({', '.join(SERVICES)})")
+    parser.add_argument("--profile-dir", type=Path, default=BENCH_DIR, help="where the flame graphs go")
     parser.add_argument("--variant", help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     parser.add_argument("--topic", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if unknown := set(args.profile) - set(SERVICES):
+        parser.error(f"--profile: no carehub-full worker {', '.join(sorted(unknown))} (workers: {', '.join(SERVICES)})")
     if args.variant:
         child(args)
     else:

@@ -25,6 +25,7 @@ from datetime import date
 
 import jellyfish
 
+from carehub.domain.fifo import FifoCache
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import ingest_pb2 as ing
 
@@ -82,7 +83,7 @@ class Pseudonymiser:
 
         # bigram -> its Bloom bit mask; bigrams are few (~2k), so this bounds itself
         self._bigram_masks: dict[str, int] = {}
-        self._cache: dict[tuple[str, ...], bytes] = {}
+        self._cache: FifoCache[tuple[str, ...], bytes] = FifoCache(CACHE_SIZE)
 
     def _mac(self, purpose: str, field: str, value: str, size: int = 32) -> bytes:
         return hmac.digest(self._keys[purpose], f"{field}\x1f{value}".encode(), "sha256")[:size]
@@ -124,9 +125,7 @@ class Pseudonymiser:
         encoded = self._cache.get(raw)
         if encoded is None:
             encoded = self._encode_identifiers(person).SerializeToString()
-            if len(self._cache) >= CACHE_SIZE:
-                self._cache.pop(next(iter(self._cache)))  # oldest first: dicts keep insertion order
-            self._cache[raw] = encoded
+            self._cache.put(raw, encoded)
         out.MergeFromString(encoded)
         if person.birth_date:
             out.age_years = age_on(date.fromisoformat(person.birth_date), event_day)

@@ -2,7 +2,10 @@
 
 It reads ``carehub.ingest.accepted`` (one partition: one total order of decisions), and
 for each event finds its person: the known (organisation, local id), else a Fellegi-Sunter
-decision over keyed encodings (services/identity/linkage). It writes LinkedBatch records
+decision over keyed encodings (services/identity/linkage). Most events are of known records whose
+demographics have not changed since they were last remembered (the same fingerprint): those take
+a fast path of three lookups, without the resolver or the person's profile; a known record with
+new demographics keeps its person and adds them to the person's profile and blocking keys. It writes LinkedBatch records
 keyed by person to ``carehub.identity.linked``, near misses to ``carehub.identity.review``,
 and each new (organisation, local id) -> person mapping to the compacted registry topic.
 
@@ -39,7 +42,16 @@ from carehub.v1 import identity_pb2 as idn
 from carehub.v1 import ingest_pb2 as ing
 
 from . import metrics as m
-from .linkage import Decision, KeyedNicknames, Linker, Outcome, keyed_nicknames, load_model, load_nicknames
+from .linkage import (
+    Decision,
+    KeyedNicknames,
+    Linker,
+    Outcome,
+    demographics_fingerprint,
+    keyed_nicknames,
+    load_model,
+    load_nicknames,
+)
 from .linkage.model import DEFAULT_VERSION
 from .linkage.nicknames import FILE_NAME as NICKNAMES_FILE
 from .merges import merge, unmerge
@@ -93,12 +105,17 @@ class Identity:
     def link_one(self, event: ing.AcceptedEvent, sequence: int, offset: int, position: int,
                  ) -> tuple[list[idn.LinkedEvent], idn.ReviewItem | None, list[idn.RegistryEntry]]:
         org, person = event.source_org, event.person
-        known = self.store.local_person(org, person.local_id)
+        store = self.store
+        known = store.local_person(org, person.local_id)
+        fingerprint = demographics_fingerprint(person)
         review: idn.ReviewItem | None = None
         registry: list[idn.RegistryEntry] = []
         if known is not None:
             person_id, outcome, score = known, idn.LINK_OUTCOME_KNOWN_RECORD, 0.0
+            unchanged = store.fingerprint(org, person.local_id) == fingerprint
+            m.KNOWN_RECORDS.labels("unchanged" if unchanged else "changed").inc()
         else:
+            unchanged = False
             decision: Decision = self.linker.decide(org, person)
             if decision.outcome is Outcome.LINK and decision.person_id:
                 person_id = decision.person_id
@@ -114,13 +131,15 @@ class Identity:
                 )
                 review.created_time.GetCurrentTime()
             registry.append(_entry(org, person.local_id, person_id))
-        self.linker.remember(org, person, person_id)
+        if not unchanged:  # the fast path: a known record as last remembered needs nothing more
+            self.linker.remember(org, person, person_id)
+            store.set_fingerprint(org, person.local_id, fingerprint)
         linked = idn.LinkedEvent(person_id=person_id, outcome=outcome, score=score, link_sequence=sequence)
         linked.event.CopyFrom(event)
         out = [linked]
         if event.event_type == ce.EVENT_TYPE_IDENTITY_MERGE:
             act = unmerge if event.merge.unmerge else merge
-            result = act(self.store, org, person_id, event.merge.prior_local_id)
+            result = act(store, org, person_id, event.merge.prior_local_id)
             registry += [_entry(*moved) for moved in result.registry]
             if result.merge is not None:
                 m.MERGES.labels("unmerge" if result.merge.unmerge else "merge").inc()
@@ -204,6 +223,7 @@ def build_app(settings: Settings, bootstrap: str) -> faust.App:
         "members": runtime.table("identity-members", partitions=1),
         "redirects": runtime.table("identity-redirects", partitions=1, value_type=str),
         "merges": runtime.table("identity-merges", partitions=1),
+        "fingerprints": runtime.table("identity-fingerprints", partitions=1, value_type=bytes),
         "dedupe": runtime.table("identity-dedupe", partitions=1),
     }
     identity = Identity(settings, tables, runtime.topic(linked_topic(settings)),

@@ -7,6 +7,9 @@ from prometheus_client import Counter, Histogram
 LINKED = Counter("carehub_identity_linked_total", "Events joined to a hub person")
 DECISIONS = Counter("carehub_identity_decisions_total", "Linkage decisions for unknown local records",
                     ["outcome"])
+KNOWN_RECORDS = Counter("carehub_identity_known_records_total",
+                        "Events of known local records, by whether their demographics changed since last remembered",
+                        ["demographics"])
 DUPLICATES = Counter("carehub_identity_duplicates_total", "Events seen before (repeated after a restart)")
 FULL_BLOCKS = Counter("carehub_identity_full_block_total",
                       "Blocking-index additions refused because the key already had too many people")

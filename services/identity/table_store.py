@@ -7,13 +7,16 @@ key once, with the current event set so the changelog stays on the source partit
 
 Besides what the linker needs (``IdentityStore``) it keeps what merges need: the local
 records of each person, redirects from merged-away persons to the person they joined, and
-one record per merge so that it can be undone.
+one record per merge so that it can be undone; and, for the known-record fast path, each local
+record's demographics fingerprint as last remembered (``linkage.demographics_fingerprint``).
 """
 
 from __future__ import annotations
 
 from collections.abc import MutableMapping
 from typing import Any
+
+from carehub.domain.fifo import FifoCache
 
 from .linkage import Profile
 
@@ -24,7 +27,7 @@ MAX_BLOCK_MEMBERS = 5000
 MAX_REDIRECTS = 32  # merge chains are short; a longer one means a cycle
 PROFILE_CACHE = 100_000  # decoded profiles kept, so a person's every event does not decode theirs
 
-TABLES = ("local", "blocks", "profiles", "members", "redirects", "merges")
+TABLES = ("local", "blocks", "profiles", "members", "redirects", "merges", "fingerprints")
 
 
 class TableStore:
@@ -36,7 +39,7 @@ class TableStore:
             raise ValueError(f"missing tables: {sorted(missing)}")
         self._tables = tables
         self._dirty: dict[tuple[str, str], Any] = {}
-        self._profiles: dict[str, Profile] = {}  # decoded, oldest first
+        self._profiles: FifoCache[str, Profile] = FifoCache(PROFILE_CACHE)  # decoded, oldest first
         self.full_blocks = 0  # additions refused because a block was full
 
     def _get(self, table: str, key: str) -> Any:
@@ -62,6 +65,8 @@ class TableStore:
         self._set("local", record, person_id)
         if previous is not None:
             self._set("members", previous, [r for r in self.members(previous) if r != record])
+            # moved to another person (a merge or its undoing): its next event remembers it there again
+            self._set("fingerprints", record, None)
         self._set("members", person_id, [*self.members(person_id), record])
 
     def block(self, key: str) -> list[str]:
@@ -99,9 +104,17 @@ class TableStore:
         self._cache_profile(person_id, profile)
 
     def _cache_profile(self, person_id: str, profile: Profile) -> None:
-        if person_id not in self._profiles and len(self._profiles) >= PROFILE_CACHE:
-            del self._profiles[next(iter(self._profiles))]
-        self._profiles[person_id] = profile
+        self._profiles.put(person_id, profile)
+
+    # -- the known-record fast path --------------------------------------------------------
+
+    def fingerprint(self, org: str, local_id: str) -> bytes | None:
+        """The record's demographics fingerprint when it was last remembered; None when unknown."""
+        value = self._get("fingerprints", f"{org}/{local_id}")
+        return bytes(value) if value else None
+
+    def set_fingerprint(self, org: str, local_id: str, fingerprint: bytes) -> None:
+        self._set("fingerprints", f"{org}/{local_id}", fingerprint)
 
     # -- for merges ------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@
 Method and reference figures: docs/linkage.md.
 """
 
-from .features import FIELDS, LEVELS, Encoding, compare
+from .features import FIELDS, LEVELS, Encoding, compare, demographics_fingerprint
 from .linker import Decision, Linker, Outcome, blocking_keys_of
 from .model import LinkageModel, load_model, load_model_file
 from .nicknames import KeyedNicknames, keyed_nicknames, load_nicknames
@@ -28,6 +28,7 @@ __all__ = [
     "Profile",
     "blocking_keys_of",
     "compare",
+    "demographics_fingerprint",
     "keyed_nicknames",
     "load_model",
     "load_model_file",

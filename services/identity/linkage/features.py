@@ -7,6 +7,7 @@ equality of keyed hashes, and the Dice coefficient of keyed Bloom filters, which
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Final
 
@@ -231,3 +232,18 @@ def compare(a: Encoding, b: Encoding) -> Levels:
 def describe(levels: Levels) -> dict[str, str]:
     """Level names of a comparison vector, for explanations and training reports."""
     return {f: ("missing" if lv == MISSING else LEVELS[f][lv]) for f, lv in zip(FIELDS, levels, strict=True)}
+
+
+def demographics_fingerprint(person: ing.PseudonymisedPerson) -> bytes:
+    """8 bytes that change when any keyed encoding of the record changes, and only then.
+
+    The local id (the record's key) and the age (which moves with each event's date) are left
+    out, so every event of an unchanged record gives the same fingerprint. Computed from the
+    deterministic serialisation: stable across processes and restarts, which a stored
+    fingerprint needs (Python's ``hash`` of bytes is salted per process).
+    """
+    copy = ing.PseudonymisedPerson()
+    copy.CopyFrom(person)
+    copy.ClearField("local_id")
+    copy.ClearField("age_years")
+    return hashlib.blake2b(copy.SerializeToString(deterministic=True), digest_size=8).digest()
