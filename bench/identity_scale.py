@@ -78,7 +78,7 @@ def main() -> int:
     print("$ " + shlex.join(["python", "bench/identity_scale.py", *sys.argv[1:]]), flush=True)
     key = os.urandom(32)
     settings = load_settings(pseudonym_key=key.hex())
-    tables: dict[str, dict[str, object]] = {name: {} for name in (*TABLES, "dedupe")}
+    tables: dict[str, dict[str, object]] = {name: {} for name in (*TABLES, "dedupe", "reviews")}
     identity = Identity(settings, tables, linked=None, review=None, registry=None)
     store, linker = identity.store, identity.linker
     pool = PersonPool(POOL_SEED)

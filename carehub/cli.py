@@ -84,9 +84,63 @@ def _records_from_file(path: Path, fmt: str) -> Iterator[tuple[bytes, str]]:
 
 
 def cmd_identity(args: argparse.Namespace) -> int:
+    if args.action == "explain":
+        return _explain(args)
+    if args.person:
+        raise SystemExit("carehub identity: a person id goes with `explain` (carehub identity explain PERSON)")
     from carehub.runtime.services import run_service
 
     run_service('identity')
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from carehub import identity_desk as desk
+
+    if not args.person:
+        raise SystemExit("carehub identity explain: which person? (carehub identity explain PERSON)")
+    settings = load_settings()
+    bootstrap = _bootstrap(settings, args.bootstrap, "identity explain")
+    because = desk.explain(args.person, desk.read_linked(bootstrap, settings), desk.read_registry(bootstrap, settings))
+    if args.json:
+        print(json.dumps({"person_id": args.person, "records": [
+            {"source_org": b.org, "local_id": b.local_id, "because": list(b.reasons)} for b in because]}, indent=2))
+    else:
+        print(desk.explain_text(args.person, because))
+    return 0
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    from carehub import identity_desk as desk
+
+    settings = load_settings()
+    bootstrap = _bootstrap(settings, args.bootstrap, "review")
+    if args.action in ("link", "separate"):
+        if not args.id:
+            raise SystemExit(f"carehub review {args.action}: which item? (carehub review {args.action} ID ...)")
+        try:
+            decision = desk.decide(bootstrap, settings, args.id, args.action, args.reviewer or "", args.why or "",
+                                   timeout_s=args.timeout)
+        except desk.DeskError as exc:
+            raise SystemExit(f"carehub review {args.action}: {exc}") from None
+        except TimeoutError as exc:
+            raise SystemExit(f"carehub review {args.action}: {exc}") from None
+        if args.json:
+            from google.protobuf import json_format
+
+            print(json.dumps(json_format.MessageToDict(decision, preserving_proto_field_name=True), indent=2))
+        else:
+            print(f"review item {args.id}: {desk.decision_text(decision)}")
+        return 1 if desk.refused(decision) else 0
+    items = desk.read_items(bootstrap, settings)
+    if args.action == "list":
+        waiting = desk.open_items(items)
+        print(desk.as_json(waiting) if args.json else desk.list_text(waiting))
+        return 0
+    if not args.id or args.id not in items or not items[args.id].source_org:
+        raise SystemExit(f"carehub review show: no review item {args.id!r}")
+    item = items[args.id]
+    print(desk.as_json([item]) if args.json else desk.show_text(item, desk.read_registry(bootstrap, settings)))
     return 0
 
 
@@ -444,8 +498,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ingest", help="run an ingest worker")
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("identity", help="run the identity worker (one per deployment)")
+    p = sub.add_parser("identity", help="run the identity worker (one per deployment); `identity explain PERSON`: "
+                                        "why each local record belongs to that person")
+    p.add_argument("action", nargs="?", choices=["explain"])
+    p.add_argument("person", nargs="?", help="explain: the hub person id")
+    p.add_argument("--json", action="store_true", help="explain: as JSON")
+    p.add_argument("--bootstrap")
     p.set_defaults(func=cmd_identity)
+
+    p = sub.add_parser("review", help="the identity review desk: near matches to link or keep apart")
+    p.add_argument("action", choices=["list", "show", "link", "separate"])
+    p.add_argument("id", nargs="?", help="show, link, separate: the review item id")
+    p.add_argument("--reviewer", help="link, separate: who decides (kept in the audit trail)")
+    p.add_argument("--why", help="link, separate: the reason (kept in the audit trail)")
+    p.add_argument("--timeout", type=float, default=60.0,
+                   help="link, separate: seconds to wait for the identity stage to apply the decision")
+    p.add_argument("--json", action="store_true", help="as JSON")
+    p.add_argument("--bootstrap")
+    p.set_defaults(func=cmd_review)
 
     p = sub.add_parser("timeline", help="run a person-timeline worker")
     p.set_defaults(func=cmd_timeline)

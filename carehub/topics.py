@@ -39,6 +39,7 @@ def linked_topic(settings: Settings) -> str:
 
 
 def review_topic(settings: Settings) -> str:
+    """Identity review items, keyed by review id; an item decided at the desk is written again (compacted)."""
     return settings.topic("identity.review")
 
 
@@ -105,7 +106,7 @@ def acks_topic(settings: Settings) -> str:
 
 
 def audit_topic(settings: Settings) -> str:
-    """Every delivery, acknowledgement and refusal: who, what, when, trace id."""
+    """Every delivery, acknowledgement and refusal, and every identity review decision: who, what, when, trace id."""
     return settings.topic("audit")
 
 
@@ -140,7 +141,9 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     specs += [
         TopicSpec(accepted_topic(settings), ACCEPTED_PARTITIONS, replication=r),
         TopicSpec(linked_topic(settings), p, replication=r),
-        TopicSpec(review_topic(settings), 1, replication=r),
+        # the review desk's items, keyed by review id: the latest record is the item's state (raised,
+        # then decided), kept while open however long a reviewer takes
+        TopicSpec(review_topic(settings), 1, {"cleanup.policy": "compact"}, replication=r),
         TopicSpec(registry_topic(settings), 1, {"cleanup.policy": "compact"}, replication=r),
         TopicSpec(timeline_topic(settings), p, replication=r),
         TopicSpec(timeline_handover_topic(settings), p, replication=r),

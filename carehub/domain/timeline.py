@@ -112,10 +112,16 @@ def apply(state: PersonState, linked: idn.LinkedEvent) -> tl.TimelineEvent | Non
         is_late=timeline.HasField("newest_event_at") and t < ns(timeline.newest_event_at),
     )
     _note_record(timeline, event.source_org, event.person.local_id)
-    _note_involvement(timeline, event.source_org, event.source_sector, when)
-    if event.registered_practice:
-        _note_registration(timeline, event.registered_practice, event.locality, when)
-    _note_age(timeline, event.person.age_years, event.person.sex, when)
+    # A reviewer's decision (an identity merge made at the review desk) is no news of the person: no
+    # organisation saw them, and it carries no age, sex or registration.
+    decided = event.HasField("review_decision")
+    if not decided:
+        _note_involvement(timeline, event.source_org, event.source_sector, when)
+        if event.registered_practice:
+            _note_registration(timeline, event.registered_practice, event.locality, when)
+        _note_age(timeline, event.person.age_years, event.person.sex, when)
+    elif timeline.HasField("age_at"):
+        view.age_years, view.sex = timeline.age_years, timeline.sex
 
     spell: tl.Spell | None = None
     kind = event.event_type
@@ -159,7 +165,7 @@ def apply(state: PersonState, linked: idn.LinkedEvent) -> tl.TimelineEvent | Non
     if spell is not None:
         view.spell.CopyFrom(spell_view(spell))  # before pruning, which may drop an old spell
 
-    if not timeline.HasField("newest_event_at") or t > ns(timeline.newest_event_at):
+    if not decided and (not timeline.HasField("newest_event_at") or t > ns(timeline.newest_event_at)):
         timeline.newest_event_at.CopyFrom(when)
     _prune_ed(timeline)
     _prune_spells(timeline)

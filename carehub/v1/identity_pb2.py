@@ -24,27 +24,32 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from carehub.v1 import ingest_pb2 as carehub_dot_v1_dot_ingest__pb2
+from carehub.v1 import identity_review_pb2 as carehub_dot_v1_dot_identity__review__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63\x61rehub/v1/identity.proto\x12\ncarehub.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17\x63\x61rehub/v1/ingest.proto\"\xc2\x01\n\x0bLinkedEvent\x12\x11\n\tperson_id\x18\x01 \x01(\t\x12(\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x19.carehub.v1.AcceptedEvent\x12(\n\x07outcome\x18\x03 \x01(\x0e\x32\x17.carehub.v1.LinkOutcome\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x15\n\rlink_sequence\x18\x05 \x01(\x04\x12&\n\x05merge\x18\x06 \x01(\x0b\x32\x17.carehub.v1.PersonMerge\"3\n\x0bLocalRecord\x12\x12\n\nsource_org\x18\x01 \x01(\t\x12\x10\n\x08local_id\x18\x02 \x01(\t\"~\n\x0bPersonMerge\x12\x16\n\x0e\x66rom_person_id\x18\x01 \x01(\t\x12\x16\n\x0einto_person_id\x18\x02 \x01(\t\x12\x0f\n\x07unmerge\x18\x03 \x01(\x08\x12.\n\rmoved_records\x18\x04 \x03(\x0b\x32\x17.carehub.v1.LocalRecord\"6\n\x0bLinkedBatch\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.carehub.v1.LinkedEvent\"\xd8\x01\n\nReviewItem\x12\x11\n\treview_id\x18\x01 \x01(\t\x12\x11\n\tperson_id\x18\x02 \x01(\t\x12\x1b\n\x13\x63\x61ndidate_person_id\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x12\n\nsource_org\x18\x06 \x01(\t\x12\x10\n\x08local_id\x18\x07 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x08 \x01(\t\x12\x30\n\x0c\x63reated_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"z\n\rRegistryEntry\x12\x12\n\nsource_org\x18\x01 \x01(\t\x12\x10\n\x08local_id\x18\x02 \x01(\t\x12\x11\n\tperson_id\x18\x03 \x01(\t\x12\x30\n\x0cupdated_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x9c\x01\n\x0bLinkOutcome\x12\x1c\n\x18LINK_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n\x19LINK_OUTCOME_KNOWN_RECORD\x10\x01\x12\x17\n\x13LINK_OUTCOME_LINKED\x10\x02\x12\x1b\n\x17LINK_OUTCOME_NEW_PERSON\x10\x03\x12\x1a\n\x16LINK_OUTCOME_UNCERTAIN\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63\x61rehub/v1/identity.proto\x12\ncarehub.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17\x63\x61rehub/v1/ingest.proto\x1a carehub/v1/identity_review.proto\"\xc2\x01\n\x0bLinkedEvent\x12\x11\n\tperson_id\x18\x01 \x01(\t\x12(\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x19.carehub.v1.AcceptedEvent\x12(\n\x07outcome\x18\x03 \x01(\x0e\x32\x17.carehub.v1.LinkOutcome\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x15\n\rlink_sequence\x18\x05 \x01(\x04\x12&\n\x05merge\x18\x06 \x01(\x0b\x32\x17.carehub.v1.PersonMerge\"3\n\x0bLocalRecord\x12\x12\n\nsource_org\x18\x01 \x01(\t\x12\x10\n\x08local_id\x18\x02 \x01(\t\"~\n\x0bPersonMerge\x12\x16\n\x0e\x66rom_person_id\x18\x01 \x01(\t\x12\x16\n\x0einto_person_id\x18\x02 \x01(\t\x12\x0f\n\x07unmerge\x18\x03 \x01(\x08\x12.\n\rmoved_records\x18\x04 \x03(\x0b\x32\x17.carehub.v1.LocalRecord\"6\n\x0bLinkedBatch\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.carehub.v1.LinkedEvent\"\x94\x03\n\nReviewItem\x12\x11\n\treview_id\x18\x01 \x01(\t\x12\x11\n\tperson_id\x18\x02 \x01(\t\x12\x1b\n\x13\x63\x61ndidate_person_id\x18\x03 \x01(\t\x12\r\n\x05score\x18\x04 \x01(\x01\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x12\n\nsource_org\x18\x06 \x01(\t\x12\x10\n\x08local_id\x18\x07 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x08 \x01(\t\x12\x30\n\x0c\x63reated_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x11\x63\x61ndidate_records\x18\n \x03(\x0b\x32\x17.carehub.v1.LocalRecord\x12+\n\x06\x66ields\x18\x0b \x03(\x0b\x32\x1b.carehub.v1.FieldComparison\x12,\n\x08\x64\x65\x63ision\x18\x0c \x01(\x0b\x32\x1a.carehub.v1.ReviewDecision\x12+\n\x07refused\x18\r \x03(\x0b\x32\x1a.carehub.v1.ReviewDecision\"n\n\x0f\x46ieldComparison\x12\r\n\x05\x66ield\x18\x01 \x01(\t\x12\r\n\x05level\x18\x02 \x01(\t\x12-\n\tagreement\x18\x03 \x01(\x0e\x32\x1a.carehub.v1.FieldAgreement\x12\x0e\n\x06weight\x18\x04 \x01(\x01\"z\n\rRegistryEntry\x12\x12\n\nsource_org\x18\x01 \x01(\t\x12\x10\n\x08local_id\x18\x02 \x01(\t\x12\x11\n\tperson_id\x18\x03 \x01(\t\x12\x30\n\x0cupdated_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\x9c\x01\n\x0bLinkOutcome\x12\x1c\n\x18LINK_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n\x19LINK_OUTCOME_KNOWN_RECORD\x10\x01\x12\x17\n\x13LINK_OUTCOME_LINKED\x10\x02\x12\x1b\n\x17LINK_OUTCOME_NEW_PERSON\x10\x03\x12\x1a\n\x16LINK_OUTCOME_UNCERTAIN\x10\x04*\xa4\x01\n\x0e\x46ieldAgreement\x12\x1f\n\x1b\x46IELD_AGREEMENT_UNSPECIFIED\x10\x00\x12\x19\n\x15\x46IELD_AGREEMENT_AGREE\x10\x01\x12\x1b\n\x17\x46IELD_AGREEMENT_PARTIAL\x10\x02\x12\x1c\n\x18\x46IELD_AGREEMENT_DISAGREE\x10\x03\x12\x1b\n\x17\x46IELD_AGREEMENT_MISSING\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'carehub.v1.identity_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LINKOUTCOME']._serialized_start=877
-  _globals['_LINKOUTCOME']._serialized_end=1033
-  _globals['_LINKEDEVENT']._serialized_start=100
-  _globals['_LINKEDEVENT']._serialized_end=294
-  _globals['_LOCALRECORD']._serialized_start=296
-  _globals['_LOCALRECORD']._serialized_end=347
-  _globals['_PERSONMERGE']._serialized_start=349
-  _globals['_PERSONMERGE']._serialized_end=475
-  _globals['_LINKEDBATCH']._serialized_start=477
-  _globals['_LINKEDBATCH']._serialized_end=531
-  _globals['_REVIEWITEM']._serialized_start=534
-  _globals['_REVIEWITEM']._serialized_end=750
-  _globals['_REGISTRYENTRY']._serialized_start=752
-  _globals['_REGISTRYENTRY']._serialized_end=874
+  _globals['_LINKOUTCOME']._serialized_start=1211
+  _globals['_LINKOUTCOME']._serialized_end=1367
+  _globals['_FIELDAGREEMENT']._serialized_start=1370
+  _globals['_FIELDAGREEMENT']._serialized_end=1534
+  _globals['_LINKEDEVENT']._serialized_start=134
+  _globals['_LINKEDEVENT']._serialized_end=328
+  _globals['_LOCALRECORD']._serialized_start=330
+  _globals['_LOCALRECORD']._serialized_end=381
+  _globals['_PERSONMERGE']._serialized_start=383
+  _globals['_PERSONMERGE']._serialized_end=509
+  _globals['_LINKEDBATCH']._serialized_start=511
+  _globals['_LINKEDBATCH']._serialized_end=565
+  _globals['_REVIEWITEM']._serialized_start=568
+  _globals['_REVIEWITEM']._serialized_end=972
+  _globals['_FIELDCOMPARISON']._serialized_start=974
+  _globals['_FIELDCOMPARISON']._serialized_end=1084
+  _globals['_REGISTRYENTRY']._serialized_start=1086
+  _globals['_REGISTRYENTRY']._serialized_end=1208
 # @@protoc_insertion_point(module_scope)

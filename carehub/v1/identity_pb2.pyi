@@ -5,6 +5,7 @@ What the identity service writes: events joined to a hub person, review items, a
 the registry of which local records belong to which person.
 """
 
+from carehub.v1 import identity_review_pb2 as _identity_review_pb2
 from carehub.v1 import ingest_pb2 as _ingest_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
@@ -52,6 +53,36 @@ LINK_OUTCOME_NEW_PERSON: LinkOutcome.ValueType  # 3
 LINK_OUTCOME_UNCERTAIN: LinkOutcome.ValueType  # 4
 """a candidate came close but not close enough: a new person"""
 Global___LinkOutcome: _TypeAlias = LinkOutcome  # noqa: Y015
+
+class _FieldAgreement:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FieldAgreementEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FieldAgreement.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FIELD_AGREEMENT_UNSPECIFIED: _FieldAgreement.ValueType  # 0
+    FIELD_AGREEMENT_AGREE: _FieldAgreement.ValueType  # 1
+    """the strongest level (exact, full postcode, same sex)"""
+    FIELD_AGREEMENT_PARTIAL: _FieldAgreement.ValueType  # 2
+    """a weaker level that still counts for the match (a typo, the sector)"""
+    FIELD_AGREEMENT_DISAGREE: _FieldAgreement.ValueType  # 3
+    """a level that counts against it"""
+    FIELD_AGREEMENT_MISSING: _FieldAgreement.ValueType  # 4
+    """either record lacks the field: no evidence"""
+
+class FieldAgreement(_FieldAgreement, metaclass=_FieldAgreementEnumTypeWrapper):
+    """How one field of a review item's two records compared."""
+
+FIELD_AGREEMENT_UNSPECIFIED: FieldAgreement.ValueType  # 0
+FIELD_AGREEMENT_AGREE: FieldAgreement.ValueType  # 1
+"""the strongest level (exact, full postcode, same sex)"""
+FIELD_AGREEMENT_PARTIAL: FieldAgreement.ValueType  # 2
+"""a weaker level that still counts for the match (a typo, the sector)"""
+FIELD_AGREEMENT_DISAGREE: FieldAgreement.ValueType  # 3
+"""a level that counts against it"""
+FIELD_AGREEMENT_MISSING: FieldAgreement.ValueType  # 4
+"""either record lacks the field: no evidence"""
+Global___FieldAgreement: _TypeAlias = FieldAgreement  # noqa: Y015
 
 @_typing.final
 class LinkedEvent(_message.Message):
@@ -193,6 +224,10 @@ class ReviewItem(_message.Message):
     LOCAL_ID_FIELD_NUMBER: _builtins.int
     EVENT_ID_FIELD_NUMBER: _builtins.int
     CREATED_TIME_FIELD_NUMBER: _builtins.int
+    CANDIDATE_RECORDS_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
     review_id: _builtins.str
     person_id: _builtins.str
     """The new person the record was given, and the existing person it resembles."""
@@ -204,6 +239,24 @@ class ReviewItem(_message.Message):
     event_id: _builtins.str
     @_builtins.property
     def created_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def candidate_records(self) -> _containers.RepeatedCompositeFieldContainer[Global___LocalRecord]:
+        """What a reviewer needs to look both sides up at the source: the candidate person's local
+        records when the item was raised (the record's own person has just this record).
+        """
+
+    @_builtins.property
+    def fields(self) -> _containers.RepeatedCompositeFieldContainer[Global___FieldComparison]:
+        """Field by field, how the record compared with the candidate's best-matching variant."""
+
+    @_builtins.property
+    def decision(self) -> _identity_review_pb2.ReviewDecision:
+        """Set once the item is decided (carehub review link / separate): the decision that holds."""
+
+    @_builtins.property
+    def refused(self) -> _containers.RepeatedCompositeFieldContainer[_identity_review_pb2.ReviewDecision]:
+        """Later decisions on the same item, refused because it was decided before (never applied)."""
+
     def __init__(
         self,
         *,
@@ -216,14 +269,49 @@ class ReviewItem(_message.Message):
         local_id: _builtins.str = ...,
         event_id: _builtins.str = ...,
         created_time: _timestamp_pb2.Timestamp | None = ...,
+        candidate_records: _abc.Iterable[Global___LocalRecord] | None = ...,
+        fields: _abc.Iterable[Global___FieldComparison] | None = ...,
+        decision: _identity_review_pb2.ReviewDecision | None = ...,
+        refused: _abc.Iterable[_identity_review_pb2.ReviewDecision] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_time", b"created_time", "decision", b"decision"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate_person_id", b"candidate_person_id", "created_time", b"created_time", "event_id", b"event_id", "local_id", b"local_id", "person_id", b"person_id", "reason", b"reason", "review_id", b"review_id", "score", b"score", "source_org", b"source_org"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidate_person_id", b"candidate_person_id", "candidate_records", b"candidate_records", "created_time", b"created_time", "decision", b"decision", "event_id", b"event_id", "fields", b"fields", "local_id", b"local_id", "person_id", b"person_id", "reason", b"reason", "refused", b"refused", "review_id", b"review_id", "score", b"score", "source_org", b"source_org"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReviewItem: _TypeAlias = ReviewItem  # noqa: Y015
+
+@_typing.final
+class FieldComparison(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    LEVEL_FIELD_NUMBER: _builtins.int
+    AGREEMENT_FIELD_NUMBER: _builtins.int
+    WEIGHT_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    """a linkage field: national_id, given_name, ..., name_swap"""
+    level: _builtins.str
+    """its comparison level, e.g. "exact", "dice>=0.85", "year only" """
+    agreement: Global___FieldAgreement.ValueType
+    weight: _builtins.float
+    """what the level added to the score (log2 odds; 0 when missing)"""
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        level: _builtins.str = ...,
+        agreement: Global___FieldAgreement.ValueType = ...,
+        weight: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agreement", b"agreement", "field", b"field", "level", b"level", "weight", b"weight"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FieldComparison: _TypeAlias = FieldComparison  # noqa: Y015
 
 @_typing.final
 class RegistryEntry(_message.Message):

@@ -4,6 +4,7 @@ isort:skip_file
 What the ingest service writes: pseudonymised accepted events and dead letters."""
 
 from carehub.v1 import care_event_pb2 as _care_event_pb2
+from carehub.v1 import identity_review_pb2 as _identity_review_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -262,6 +263,7 @@ class AcceptedEvent(_message.Message):
     PUBLISHED_TIME_FIELD_NUMBER: _builtins.int
     QUALITY_FIELD_NUMBER: _builtins.int
     CARE_PLAN_FIELD_NUMBER: _builtins.int
+    REVIEW_DECISION_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     schema_version: _builtins.int
     source_org: _builtins.str
@@ -306,6 +308,13 @@ class AcceptedEvent(_message.Message):
 
     @_builtins.property
     def care_plan(self) -> _care_event_pb2.CarePlanDetail: ...
+    @_builtins.property
+    def review_decision(self) -> _identity_review_pb2.ReviewDecision:
+        """A reviewer's decision on an identity review item (carehub review link / separate), not a care
+        event: only the identity stage acts on it. Such a record has event_type EVENT_TYPE_UNSPECIFIED,
+        no person and no clinical detail; ingest never writes one.
+        """
+
     def __init__(
         self,
         *,
@@ -329,10 +338,11 @@ class AcceptedEvent(_message.Message):
         published_time: _timestamp_pb2.Timestamp | None = ...,
         quality: _abc.Iterable[Global___QualityIssue] | None = ...,
         care_plan: _care_event_pb2.CarePlanDetail | None = ...,
+        review_decision: _identity_review_pb2.ReviewDecision | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted_time", b"accepted_time", "care_plan", b"care_plan", "clinical", b"clinical", "consent", b"consent", "event_time", b"event_time", "merge", b"merge", "person", b"person", "published_time", b"published_time", "recorded_time", b"recorded_time", "source", b"source"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["accepted_time", b"accepted_time", "care_plan", b"care_plan", "clinical", b"clinical", "consent", b"consent", "event_time", b"event_time", "merge", b"merge", "person", b"person", "published_time", b"published_time", "recorded_time", b"recorded_time", "review_decision", b"review_decision", "source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_time", b"accepted_time", "care_plan", b"care_plan", "clinical", b"clinical", "consent", b"consent", "event_id", b"event_id", "event_time", b"event_time", "event_type", b"event_type", "locality", b"locality", "merge", b"merge", "person", b"person", "published_time", b"published_time", "quality", b"quality", "recorded_time", b"recorded_time", "registered_practice", b"registered_practice", "schema_version", b"schema_version", "source", b"source", "source_org", b"source_org", "source_sector", b"source_sector", "target_event_id", b"target_event_id", "trace_context", b"trace_context"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_time", b"accepted_time", "care_plan", b"care_plan", "clinical", b"clinical", "consent", b"consent", "event_id", b"event_id", "event_time", b"event_time", "event_type", b"event_type", "locality", b"locality", "merge", b"merge", "person", b"person", "published_time", b"published_time", "quality", b"quality", "recorded_time", b"recorded_time", "registered_practice", b"registered_practice", "review_decision", b"review_decision", "schema_version", b"schema_version", "source", b"source", "source_org", b"source_org", "source_sector", b"source_sector", "target_event_id", b"target_event_id", "trace_context", b"trace_context"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -23,51 +23,63 @@ _sym_db = _symbol_database.Default()
 
 
 from carehub.v1 import alerts_pb2 as carehub_dot_v1_dot_alerts__pb2
+from carehub.v1 import identity_pb2 as carehub_dot_v1_dot_identity__pb2
+from carehub.v1 import identity_review_pb2 as carehub_dot_v1_dot_identity__review__pb2
 from carehub.v1 import indicators_pb2 as carehub_dot_v1_dot_indicators__pb2
 from carehub.v1 import ingest_pb2 as carehub_dot_v1_dot_ingest__pb2
 from carehub.v1 import review_pb2 as carehub_dot_v1_dot_review__pb2
 from carehub.v1 import risk_pb2 as carehub_dot_v1_dot_risk__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63\x61rehub/v1/partner.proto\x12\ncarehub.v1\x1a\x17\x63\x61rehub/v1/alerts.proto\x1a\x1b\x63\x61rehub/v1/indicators.proto\x1a\x17\x63\x61rehub/v1/ingest.proto\x1a\x17\x63\x61rehub/v1/review.proto\x1a\x15\x63\x61rehub/v1/risk.proto\"<\n\x12ReviewPacksRequest\x12\r\n\x05month\x18\x01 \x01(\t\x12\x17\n\x0fwithout_outcome\x18\x02 \x01(\x08\"A\n\x0bReviewPacks\x12\x0b\n\x03org\x18\x01 \x01(\t\x12%\n\x05packs\x18\x02 \x03(\x0b\x32\x16.carehub.v1.ReviewPack\"\xa2\x01\n\x1aRecordReviewOutcomeRequest\x12\x0f\n\x07pack_id\x18\x01 \x01(\t\x12\x0f\n\x07verdict\x18\x02 \x01(\t\x12\x0f\n\x07\x66\x61\x63tors\x18\x03 \x03(\t\x12)\n\x07\x61\x63tions\x18\x04 \x03(\x0b\x32\x18.carehub.v1.ReviewAction\x12\x17\n\x0f\x63onference_date\x18\x05 \x01(\t\x12\r\n\x05notes\x18\x06 \x01(\t\"I\n\x1bRecordReviewOutcomeResponse\x12*\n\x07outcome\x18\x01 \x01(\x0b\x32\x19.carehub.v1.ReviewOutcome\"\x17\n\x15ReviewLearningRequest\"#\n\x0f\x43\x61seListRequest\x12\x10\n\x08new_only\x18\x01 \x01(\x08\"\x1e\n\x0eQualityRequest\x12\x0c\n\x04\x64\x61ys\x18\x01 \x01(\r\"L\n\rQualityReport\x12\x12\n\nsource_org\x18\x01 \x01(\t\x12\'\n\x04\x64\x61ys\x18\x02 \x03(\x0b\x32\x19.carehub.v1.QualityCounts\"(\n\x16SubscribeAlertsRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\"\x9c\x01\n\x0c\x41lertMessage\x12\"\n\x05\x61lert\x18\x01 \x01(\x0b\x32\x11.carehub.v1.AlertH\x00\x12*\n\theartbeat\x18\x02 \x01(\x0b\x32\x15.carehub.v1.HeartbeatH\x00\x12$\n\x06resume\x18\x03 \x01(\x0b\x32\x12.carehub.v1.ResumeH\x00\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\tB\x06\n\x04\x62ody\"#\n\tHeartbeat\x12\x16\n\x0eserver_time_ms\x18\x01 \x01(\x03\"\x18\n\x06Resume\x12\x0e\n\x06reason\x18\x01 \x01(\t\"[\n\x12\x41\x63knowledgeRequest\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.carehub.v1.AckStatus\x12\x0c\n\x04note\x18\x03 \x01(\t\"\'\n\x13\x41\x63knowledgeResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x08\"6\n\x11IndicatorsRequest\x12\x11\n\tindicator\x18\x01 \x01(\t\x12\x0e\n\x06window\x18\x02 \x01(\t\"p\n\x12IndicatorsResponse\x12*\n\x06values\x18\x01 \x03(\x0b\x32\x1a.carehub.v1.IndicatorValue\x12.\n\nreferences\x18\x02 \x03(\x0b\x32\x1a.carehub.v1.ReferenceValue2\xfa\x06\n\x0ePartnerGateway\x12Q\n\x0fSubscribeAlerts\x12\".carehub.v1.SubscribeAlertsRequest\x1a\x18.carehub.v1.AlertMessage0\x01\x12N\n\x0b\x41\x63knowledge\x12\x1e.carehub.v1.AcknowledgeRequest\x1a\x1f.carehub.v1.AcknowledgeResponse\x12N\n\rGetIndicators\x12\x1d.carehub.v1.IndicatorsRequest\x1a\x1e.carehub.v1.IndicatorsResponse\x12R\n\x0fWatchIndicators\x12\x1d.carehub.v1.IndicatorsRequest\x1a\x1e.carehub.v1.IndicatorsResponse0\x01\x12\x43\n\nGetQuality\x12\x1a.carehub.v1.QualityRequest\x1a\x19.carehub.v1.QualityReport\x12@\n\x0bGetCaseList\x12\x1b.carehub.v1.CaseListRequest\x1a\x14.carehub.v1.CaseList\x12\x44\n\rWatchCaseList\x12\x1b.carehub.v1.CaseListRequest\x1a\x14.carehub.v1.CaseList0\x01\x12I\n\x0eGetReviewPacks\x12\x1e.carehub.v1.ReviewPacksRequest\x1a\x17.carehub.v1.ReviewPacks\x12M\n\x10WatchReviewPacks\x12\x1e.carehub.v1.ReviewPacksRequest\x1a\x17.carehub.v1.ReviewPacks0\x01\x12\x66\n\x13RecordReviewOutcome\x12&.carehub.v1.RecordReviewOutcomeRequest\x1a\'.carehub.v1.RecordReviewOutcomeResponse\x12R\n\x11GetReviewLearning\x12!.carehub.v1.ReviewLearningRequest\x1a\x1a.carehub.v1.ReviewLearningb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x63\x61rehub/v1/partner.proto\x12\ncarehub.v1\x1a\x17\x63\x61rehub/v1/alerts.proto\x1a\x19\x63\x61rehub/v1/identity.proto\x1a carehub/v1/identity_review.proto\x1a\x1b\x63\x61rehub/v1/indicators.proto\x1a\x17\x63\x61rehub/v1/ingest.proto\x1a\x17\x63\x61rehub/v1/review.proto\x1a\x15\x63\x61rehub/v1/risk.proto\"5\n\x1aListIdentityReviewsRequest\x12\x17\n\x0finclude_decided\x18\x01 \x01(\x08\"8\n\x0fIdentityReviews\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.carehub.v1.ReviewItem\"-\n\x18GetIdentityReviewRequest\x12\x11\n\treview_id\x18\x01 \x01(\t\"~\n\x1b\x44\x65\x63ideIdentityReviewRequest\x12\x11\n\treview_id\x18\x01 \x01(\t\x12*\n\x07verdict\x18\x02 \x01(\x0e\x32\x19.carehub.v1.ReviewVerdict\x12\x10\n\x08reviewer\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"L\n\x1c\x44\x65\x63ideIdentityReviewResponse\x12,\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x1a.carehub.v1.ReviewDecision\"<\n\x12ReviewPacksRequest\x12\r\n\x05month\x18\x01 \x01(\t\x12\x17\n\x0fwithout_outcome\x18\x02 \x01(\x08\"A\n\x0bReviewPacks\x12\x0b\n\x03org\x18\x01 \x01(\t\x12%\n\x05packs\x18\x02 \x03(\x0b\x32\x16.carehub.v1.ReviewPack\"\xa2\x01\n\x1aRecordReviewOutcomeRequest\x12\x0f\n\x07pack_id\x18\x01 \x01(\t\x12\x0f\n\x07verdict\x18\x02 \x01(\t\x12\x0f\n\x07\x66\x61\x63tors\x18\x03 \x03(\t\x12)\n\x07\x61\x63tions\x18\x04 \x03(\x0b\x32\x18.carehub.v1.ReviewAction\x12\x17\n\x0f\x63onference_date\x18\x05 \x01(\t\x12\r\n\x05notes\x18\x06 \x01(\t\"I\n\x1bRecordReviewOutcomeResponse\x12*\n\x07outcome\x18\x01 \x01(\x0b\x32\x19.carehub.v1.ReviewOutcome\"\x17\n\x15ReviewLearningRequest\"#\n\x0f\x43\x61seListRequest\x12\x10\n\x08new_only\x18\x01 \x01(\x08\"\x1e\n\x0eQualityRequest\x12\x0c\n\x04\x64\x61ys\x18\x01 \x01(\r\"L\n\rQualityReport\x12\x12\n\nsource_org\x18\x01 \x01(\t\x12\'\n\x04\x64\x61ys\x18\x02 \x03(\x0b\x32\x19.carehub.v1.QualityCounts\"(\n\x16SubscribeAlertsRequest\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\"\x9c\x01\n\x0c\x41lertMessage\x12\"\n\x05\x61lert\x18\x01 \x01(\x0b\x32\x11.carehub.v1.AlertH\x00\x12*\n\theartbeat\x18\x02 \x01(\x0b\x32\x15.carehub.v1.HeartbeatH\x00\x12$\n\x06resume\x18\x03 \x01(\x0b\x32\x12.carehub.v1.ResumeH\x00\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\tB\x06\n\x04\x62ody\"#\n\tHeartbeat\x12\x16\n\x0eserver_time_ms\x18\x01 \x01(\x03\"\x18\n\x06Resume\x12\x0e\n\x06reason\x18\x01 \x01(\t\"[\n\x12\x41\x63knowledgeRequest\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.carehub.v1.AckStatus\x12\x0c\n\x04note\x18\x03 \x01(\t\"\'\n\x13\x41\x63knowledgeResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x08\"6\n\x11IndicatorsRequest\x12\x11\n\tindicator\x18\x01 \x01(\t\x12\x0e\n\x06window\x18\x02 \x01(\t\"p\n\x12IndicatorsResponse\x12*\n\x06values\x18\x01 \x03(\x0b\x32\x1a.carehub.v1.IndicatorValue\x12.\n\nreferences\x18\x02 \x03(\x0b\x32\x1a.carehub.v1.ReferenceValue2\x94\t\n\x0ePartnerGateway\x12Q\n\x0fSubscribeAlerts\x12\".carehub.v1.SubscribeAlertsRequest\x1a\x18.carehub.v1.AlertMessage0\x01\x12N\n\x0b\x41\x63knowledge\x12\x1e.carehub.v1.AcknowledgeRequest\x1a\x1f.carehub.v1.AcknowledgeResponse\x12N\n\rGetIndicators\x12\x1d.carehub.v1.IndicatorsRequest\x1a\x1e.carehub.v1.IndicatorsResponse\x12R\n\x0fWatchIndicators\x12\x1d.carehub.v1.IndicatorsRequest\x1a\x1e.carehub.v1.IndicatorsResponse0\x01\x12\x43\n\nGetQuality\x12\x1a.carehub.v1.QualityRequest\x1a\x19.carehub.v1.QualityReport\x12@\n\x0bGetCaseList\x12\x1b.carehub.v1.CaseListRequest\x1a\x14.carehub.v1.CaseList\x12\x44\n\rWatchCaseList\x12\x1b.carehub.v1.CaseListRequest\x1a\x14.carehub.v1.CaseList0\x01\x12I\n\x0eGetReviewPacks\x12\x1e.carehub.v1.ReviewPacksRequest\x1a\x17.carehub.v1.ReviewPacks\x12M\n\x10WatchReviewPacks\x12\x1e.carehub.v1.ReviewPacksRequest\x1a\x17.carehub.v1.ReviewPacks0\x01\x12\x66\n\x13RecordReviewOutcome\x12&.carehub.v1.RecordReviewOutcomeRequest\x1a\'.carehub.v1.RecordReviewOutcomeResponse\x12R\n\x11GetReviewLearning\x12!.carehub.v1.ReviewLearningRequest\x1a\x1a.carehub.v1.ReviewLearning\x12Z\n\x13ListIdentityReviews\x12&.carehub.v1.ListIdentityReviewsRequest\x1a\x1b.carehub.v1.IdentityReviews\x12Q\n\x11GetIdentityReview\x12$.carehub.v1.GetIdentityReviewRequest\x1a\x16.carehub.v1.ReviewItem\x12i\n\x14\x44\x65\x63ideIdentityReview\x12\'.carehub.v1.DecideIdentityReviewRequest\x1a(.carehub.v1.DecideIdentityReviewResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'carehub.v1.partner_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REVIEWPACKSREQUEST']._serialized_start=167
-  _globals['_REVIEWPACKSREQUEST']._serialized_end=227
-  _globals['_REVIEWPACKS']._serialized_start=229
-  _globals['_REVIEWPACKS']._serialized_end=294
-  _globals['_RECORDREVIEWOUTCOMEREQUEST']._serialized_start=297
-  _globals['_RECORDREVIEWOUTCOMEREQUEST']._serialized_end=459
-  _globals['_RECORDREVIEWOUTCOMERESPONSE']._serialized_start=461
-  _globals['_RECORDREVIEWOUTCOMERESPONSE']._serialized_end=534
-  _globals['_REVIEWLEARNINGREQUEST']._serialized_start=536
-  _globals['_REVIEWLEARNINGREQUEST']._serialized_end=559
-  _globals['_CASELISTREQUEST']._serialized_start=561
-  _globals['_CASELISTREQUEST']._serialized_end=596
-  _globals['_QUALITYREQUEST']._serialized_start=598
-  _globals['_QUALITYREQUEST']._serialized_end=628
-  _globals['_QUALITYREPORT']._serialized_start=630
-  _globals['_QUALITYREPORT']._serialized_end=706
-  _globals['_SUBSCRIBEALERTSREQUEST']._serialized_start=708
-  _globals['_SUBSCRIBEALERTSREQUEST']._serialized_end=748
-  _globals['_ALERTMESSAGE']._serialized_start=751
-  _globals['_ALERTMESSAGE']._serialized_end=907
-  _globals['_HEARTBEAT']._serialized_start=909
-  _globals['_HEARTBEAT']._serialized_end=944
-  _globals['_RESUME']._serialized_start=946
-  _globals['_RESUME']._serialized_end=970
-  _globals['_ACKNOWLEDGEREQUEST']._serialized_start=972
-  _globals['_ACKNOWLEDGEREQUEST']._serialized_end=1063
-  _globals['_ACKNOWLEDGERESPONSE']._serialized_start=1065
-  _globals['_ACKNOWLEDGERESPONSE']._serialized_end=1104
-  _globals['_INDICATORSREQUEST']._serialized_start=1106
-  _globals['_INDICATORSREQUEST']._serialized_end=1160
-  _globals['_INDICATORSRESPONSE']._serialized_start=1162
-  _globals['_INDICATORSRESPONSE']._serialized_end=1274
-  _globals['_PARTNERGATEWAY']._serialized_start=1277
-  _globals['_PARTNERGATEWAY']._serialized_end=2167
+  _globals['_LISTIDENTITYREVIEWSREQUEST']._serialized_start=228
+  _globals['_LISTIDENTITYREVIEWSREQUEST']._serialized_end=281
+  _globals['_IDENTITYREVIEWS']._serialized_start=283
+  _globals['_IDENTITYREVIEWS']._serialized_end=339
+  _globals['_GETIDENTITYREVIEWREQUEST']._serialized_start=341
+  _globals['_GETIDENTITYREVIEWREQUEST']._serialized_end=386
+  _globals['_DECIDEIDENTITYREVIEWREQUEST']._serialized_start=388
+  _globals['_DECIDEIDENTITYREVIEWREQUEST']._serialized_end=514
+  _globals['_DECIDEIDENTITYREVIEWRESPONSE']._serialized_start=516
+  _globals['_DECIDEIDENTITYREVIEWRESPONSE']._serialized_end=592
+  _globals['_REVIEWPACKSREQUEST']._serialized_start=594
+  _globals['_REVIEWPACKSREQUEST']._serialized_end=654
+  _globals['_REVIEWPACKS']._serialized_start=656
+  _globals['_REVIEWPACKS']._serialized_end=721
+  _globals['_RECORDREVIEWOUTCOMEREQUEST']._serialized_start=724
+  _globals['_RECORDREVIEWOUTCOMEREQUEST']._serialized_end=886
+  _globals['_RECORDREVIEWOUTCOMERESPONSE']._serialized_start=888
+  _globals['_RECORDREVIEWOUTCOMERESPONSE']._serialized_end=961
+  _globals['_REVIEWLEARNINGREQUEST']._serialized_start=963
+  _globals['_REVIEWLEARNINGREQUEST']._serialized_end=986
+  _globals['_CASELISTREQUEST']._serialized_start=988
+  _globals['_CASELISTREQUEST']._serialized_end=1023
+  _globals['_QUALITYREQUEST']._serialized_start=1025
+  _globals['_QUALITYREQUEST']._serialized_end=1055
+  _globals['_QUALITYREPORT']._serialized_start=1057
+  _globals['_QUALITYREPORT']._serialized_end=1133
+  _globals['_SUBSCRIBEALERTSREQUEST']._serialized_start=1135
+  _globals['_SUBSCRIBEALERTSREQUEST']._serialized_end=1175
+  _globals['_ALERTMESSAGE']._serialized_start=1178
+  _globals['_ALERTMESSAGE']._serialized_end=1334
+  _globals['_HEARTBEAT']._serialized_start=1336
+  _globals['_HEARTBEAT']._serialized_end=1371
+  _globals['_RESUME']._serialized_start=1373
+  _globals['_RESUME']._serialized_end=1397
+  _globals['_ACKNOWLEDGEREQUEST']._serialized_start=1399
+  _globals['_ACKNOWLEDGEREQUEST']._serialized_end=1490
+  _globals['_ACKNOWLEDGERESPONSE']._serialized_start=1492
+  _globals['_ACKNOWLEDGERESPONSE']._serialized_end=1531
+  _globals['_INDICATORSREQUEST']._serialized_start=1533
+  _globals['_INDICATORSREQUEST']._serialized_end=1587
+  _globals['_INDICATORSRESPONSE']._serialized_start=1589
+  _globals['_INDICATORSRESPONSE']._serialized_end=1701
+  _globals['_PARTNERGATEWAY']._serialized_start=1704
+  _globals['_PARTNERGATEWAY']._serialized_end=2876
 # @@protoc_insertion_point(module_scope)

@@ -9,6 +9,8 @@ what that organisation is entitled to.
 """
 
 from carehub.v1 import alerts_pb2 as _alerts_pb2
+from carehub.v1 import identity_pb2 as _identity_pb2
+from carehub.v1 import identity_review_pb2 as _identity_review_pb2
 from carehub.v1 import indicators_pb2 as _indicators_pb2
 from carehub.v1 import ingest_pb2 as _ingest_pb2
 from carehub.v1 import review_pb2 as _review_pb2
@@ -26,6 +28,114 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+@_typing.final
+class ListIdentityReviewsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCLUDE_DECIDED_FIELD_NUMBER: _builtins.int
+    include_decided: _builtins.bool
+    def __init__(
+        self,
+        *,
+        include_decided: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_decided", b"include_decided"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListIdentityReviewsRequest: _TypeAlias = ListIdentityReviewsRequest  # noqa: Y015
+
+@_typing.final
+class IdentityReviews(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[_identity_pb2.ReviewItem]: ...
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[_identity_pb2.ReviewItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IdentityReviews: _TypeAlias = IdentityReviews  # noqa: Y015
+
+@_typing.final
+class GetIdentityReviewRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVIEW_ID_FIELD_NUMBER: _builtins.int
+    review_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        review_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["review_id", b"review_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetIdentityReviewRequest: _TypeAlias = GetIdentityReviewRequest  # noqa: Y015
+
+@_typing.final
+class DecideIdentityReviewRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVIEW_ID_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    REVIEWER_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    review_id: _builtins.str
+    verdict: _identity_review_pb2.ReviewVerdict.ValueType
+    reviewer: _builtins.str
+    """the person deciding, required"""
+    reason: _builtins.str
+    """why, required"""
+    def __init__(
+        self,
+        *,
+        review_id: _builtins.str = ...,
+        verdict: _identity_review_pb2.ReviewVerdict.ValueType = ...,
+        reviewer: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "review_id", b"review_id", "reviewer", b"reviewer", "verdict", b"verdict"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecideIdentityReviewRequest: _TypeAlias = DecideIdentityReviewRequest  # noqa: Y015
+
+@_typing.final
+class DecideIdentityReviewResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def decision(self) -> _identity_review_pb2.ReviewDecision: ...
+    def __init__(
+        self,
+        *,
+        decision: _identity_review_pb2.ReviewDecision | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecideIdentityReviewResponse: _TypeAlias = DecideIdentityReviewResponse  # noqa: Y015
 
 @_typing.final
 class ReviewPacksRequest(_message.Message):

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from carehub.v1 import identity_pb2 as carehub_dot_v1_dot_identity__pb2
 from carehub.v1 import partner_pb2 as carehub_dot_v1_dot_partner__pb2
 from carehub.v1 import review_pb2 as carehub_dot_v1_dot_review__pb2
 from carehub.v1 import risk_pb2 as carehub_dot_v1_dot_risk__pb2
@@ -90,6 +91,21 @@ class PartnerGatewayStub:
                 '/carehub.v1.PartnerGateway/GetReviewLearning',
                 request_serializer=carehub_dot_v1_dot_partner__pb2.ReviewLearningRequest.SerializeToString,
                 response_deserializer=carehub_dot_v1_dot_review__pb2.ReviewLearning.FromString,
+                _registered_method=True)
+        self.ListIdentityReviews = channel.unary_unary(
+                '/carehub.v1.PartnerGateway/ListIdentityReviews',
+                request_serializer=carehub_dot_v1_dot_partner__pb2.ListIdentityReviewsRequest.SerializeToString,
+                response_deserializer=carehub_dot_v1_dot_partner__pb2.IdentityReviews.FromString,
+                _registered_method=True)
+        self.GetIdentityReview = channel.unary_unary(
+                '/carehub.v1.PartnerGateway/GetIdentityReview',
+                request_serializer=carehub_dot_v1_dot_partner__pb2.GetIdentityReviewRequest.SerializeToString,
+                response_deserializer=carehub_dot_v1_dot_identity__pb2.ReviewItem.FromString,
+                _registered_method=True)
+        self.DecideIdentityReview = channel.unary_unary(
+                '/carehub.v1.PartnerGateway/DecideIdentityReview',
+                request_serializer=carehub_dot_v1_dot_partner__pb2.DecideIdentityReviewRequest.SerializeToString,
+                response_deserializer=carehub_dot_v1_dot_partner__pb2.DecideIdentityReviewResponse.FromString,
                 _registered_method=True)
 
 
@@ -180,6 +196,34 @@ class PartnerGatewayServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListIdentityReviews(self, request, context):
+        """The identity review desk, for an identity team's own tool: only a partner whose entry in the
+        partners file has roles = ["identity_review"] may call these; others get PERMISSION_DENIED.
+        Items name organisations, local ids and pseudonymous person ids only (README, "Working the
+        review queue"). Open items, oldest first (and decided ones too when asked).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetIdentityReview(self, request, context):
+        """One item in full: the record, the candidate's records, the field-by-field comparison, the
+        decision if any (NOT_FOUND for an id the hub never raised).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecideIdentityReview(self, request, context):
+        """LINK or SEPARATE an item, with the reviewer's name and reason; answered once the identity
+        stage has applied it (the result says linked, kept apart, or refused as decided before), or
+        after 30 s with the decision as sent (result unspecified; GetIdentityReview shows it later).
+        Every decision is audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PartnerGatewayServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -237,6 +281,21 @@ def add_PartnerGatewayServicer_to_server(servicer, server):
                     servicer.GetReviewLearning,
                     request_deserializer=carehub_dot_v1_dot_partner__pb2.ReviewLearningRequest.FromString,
                     response_serializer=carehub_dot_v1_dot_review__pb2.ReviewLearning.SerializeToString,
+            ),
+            'ListIdentityReviews': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListIdentityReviews,
+                    request_deserializer=carehub_dot_v1_dot_partner__pb2.ListIdentityReviewsRequest.FromString,
+                    response_serializer=carehub_dot_v1_dot_partner__pb2.IdentityReviews.SerializeToString,
+            ),
+            'GetIdentityReview': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetIdentityReview,
+                    request_deserializer=carehub_dot_v1_dot_partner__pb2.GetIdentityReviewRequest.FromString,
+                    response_serializer=carehub_dot_v1_dot_identity__pb2.ReviewItem.SerializeToString,
+            ),
+            'DecideIdentityReview': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideIdentityReview,
+                    request_deserializer=carehub_dot_v1_dot_partner__pb2.DecideIdentityReviewRequest.FromString,
+                    response_serializer=carehub_dot_v1_dot_partner__pb2.DecideIdentityReviewResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -536,6 +595,87 @@ class PartnerGateway:
             '/carehub.v1.PartnerGateway/GetReviewLearning',
             carehub_dot_v1_dot_partner__pb2.ReviewLearningRequest.SerializeToString,
             carehub_dot_v1_dot_review__pb2.ReviewLearning.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListIdentityReviews(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carehub.v1.PartnerGateway/ListIdentityReviews',
+            carehub_dot_v1_dot_partner__pb2.ListIdentityReviewsRequest.SerializeToString,
+            carehub_dot_v1_dot_partner__pb2.IdentityReviews.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetIdentityReview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carehub.v1.PartnerGateway/GetIdentityReview',
+            carehub_dot_v1_dot_partner__pb2.GetIdentityReviewRequest.SerializeToString,
+            carehub_dot_v1_dot_identity__pb2.ReviewItem.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideIdentityReview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/carehub.v1.PartnerGateway/DecideIdentityReview',
+            carehub_dot_v1_dot_partner__pb2.DecideIdentityReviewRequest.SerializeToString,
+            carehub_dot_v1_dot_partner__pb2.DecideIdentityReviewResponse.FromString,
             options,
             channel_credentials,
             insecure,

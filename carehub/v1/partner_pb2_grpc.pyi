@@ -8,6 +8,7 @@ organisation code; or, where configured, a bearer token over TLS) and answers on
 what that organisation is entitled to.
 """
 
+from carehub.v1 import identity_pb2 as _identity_pb2
 from carehub.v1 import partner_pb2 as _partner_pb2
 from carehub.v1 import review_pb2 as _review_pb2
 from carehub.v1 import risk_pb2 as _risk_pb2
@@ -73,6 +74,22 @@ class PartnerGatewayStub:
     """The shared learning: recorded verdicts and contributory factors counted by practice,
     locality and region, as far as the caller is entitled (its indicator units), small numbers withheld.
     """
+    ListIdentityReviews: _grpc.UnaryUnaryMultiCallable[_partner_pb2.ListIdentityReviewsRequest, _partner_pb2.IdentityReviews]
+    """The identity review desk, for an identity team's own tool: only a partner whose entry in the
+    partners file has roles = ["identity_review"] may call these; others get PERMISSION_DENIED.
+    Items name organisations, local ids and pseudonymous person ids only (README, "Working the
+    review queue"). Open items, oldest first (and decided ones too when asked).
+    """
+    GetIdentityReview: _grpc.UnaryUnaryMultiCallable[_partner_pb2.GetIdentityReviewRequest, _identity_pb2.ReviewItem]
+    """One item in full: the record, the candidate's records, the field-by-field comparison, the
+    decision if any (NOT_FOUND for an id the hub never raised).
+    """
+    DecideIdentityReview: _grpc.UnaryUnaryMultiCallable[_partner_pb2.DecideIdentityReviewRequest, _partner_pb2.DecideIdentityReviewResponse]
+    """LINK or SEPARATE an item, with the reviewer's name and reason; answered once the identity
+    stage has applied it (the result says linked, kept apart, or refused as decided before), or
+    after 30 s with the decision as sent (result unspecified; GetIdentityReview shows it later).
+    Every decision is audited.
+    """
 
 @_typing.type_check_only
 class PartnerGatewayAsyncStub(PartnerGatewayStub):
@@ -111,6 +128,22 @@ class PartnerGatewayAsyncStub(PartnerGatewayStub):
     GetReviewLearning: _aio.UnaryUnaryMultiCallable[_partner_pb2.ReviewLearningRequest, _review_pb2.ReviewLearning]  # type: ignore[assignment]
     """The shared learning: recorded verdicts and contributory factors counted by practice,
     locality and region, as far as the caller is entitled (its indicator units), small numbers withheld.
+    """
+    ListIdentityReviews: _aio.UnaryUnaryMultiCallable[_partner_pb2.ListIdentityReviewsRequest, _partner_pb2.IdentityReviews]  # type: ignore[assignment]
+    """The identity review desk, for an identity team's own tool: only a partner whose entry in the
+    partners file has roles = ["identity_review"] may call these; others get PERMISSION_DENIED.
+    Items name organisations, local ids and pseudonymous person ids only (README, "Working the
+    review queue"). Open items, oldest first (and decided ones too when asked).
+    """
+    GetIdentityReview: _aio.UnaryUnaryMultiCallable[_partner_pb2.GetIdentityReviewRequest, _identity_pb2.ReviewItem]  # type: ignore[assignment]
+    """One item in full: the record, the candidate's records, the field-by-field comparison, the
+    decision if any (NOT_FOUND for an id the hub never raised).
+    """
+    DecideIdentityReview: _aio.UnaryUnaryMultiCallable[_partner_pb2.DecideIdentityReviewRequest, _partner_pb2.DecideIdentityReviewResponse]  # type: ignore[assignment]
+    """LINK or SEPARATE an item, with the reviewer's name and reason; answered once the identity
+    stage has applied it (the result says linked, kept apart, or refused as decided before), or
+    after 30 s with the decision as sent (result unspecified; GetIdentityReview shows it later).
+    Every decision is audited.
     """
 
 class PartnerGatewayServicer(metaclass=_abc_1.ABCMeta):
@@ -213,6 +246,40 @@ class PartnerGatewayServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_review_pb2.ReviewLearning, _abc.Awaitable[_review_pb2.ReviewLearning]]:
         """The shared learning: recorded verdicts and contributory factors counted by practice,
         locality and region, as far as the caller is entitled (its indicator units), small numbers withheld.
+        """
+
+    @_abc_1.abstractmethod
+    def ListIdentityReviews(
+        self,
+        request: _partner_pb2.ListIdentityReviewsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_partner_pb2.IdentityReviews, _abc.Awaitable[_partner_pb2.IdentityReviews]]:
+        """The identity review desk, for an identity team's own tool: only a partner whose entry in the
+        partners file has roles = ["identity_review"] may call these; others get PERMISSION_DENIED.
+        Items name organisations, local ids and pseudonymous person ids only (README, "Working the
+        review queue"). Open items, oldest first (and decided ones too when asked).
+        """
+
+    @_abc_1.abstractmethod
+    def GetIdentityReview(
+        self,
+        request: _partner_pb2.GetIdentityReviewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_pb2.ReviewItem, _abc.Awaitable[_identity_pb2.ReviewItem]]:
+        """One item in full: the record, the candidate's records, the field-by-field comparison, the
+        decision if any (NOT_FOUND for an id the hub never raised).
+        """
+
+    @_abc_1.abstractmethod
+    def DecideIdentityReview(
+        self,
+        request: _partner_pb2.DecideIdentityReviewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_partner_pb2.DecideIdentityReviewResponse, _abc.Awaitable[_partner_pb2.DecideIdentityReviewResponse]]:
+        """LINK or SEPARATE an item, with the reviewer's name and reason; answered once the identity
+        stage has applied it (the result says linked, kept apart, or refused as decided before), or
+        after 30 s with the decision as sent (result unspecified; GetIdentityReview shows it later).
+        Every decision is audited.
         """
 
 def add_PartnerGatewayServicer_to_server(servicer: PartnerGatewayServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,5 +1,5 @@
 """What the gateway serves, read from Kafka: the alert log by partner, the indicator values, the case lists,
-the review packs and their outcomes.
+the review packs and their outcomes, and (for identity review teams) the identity review items.
 
 All are rebuilt from their topics on every start (read from the beginning, no consumer group),
 so the gateway keeps no state of its own: ``carehub.alerts`` (retained
@@ -21,9 +21,12 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from carehub.domain.quality import QualityBook
+from carehub.identity_desk import fold, result_of
 from carehub.kafka.profile import ClientProfile
 from carehub.kafka.read import at_end
 from carehub.v1 import alerts_pb2 as al
+from carehub.v1 import identity_pb2 as idn
+from carehub.v1 import identity_review_pb2 as rvw
 from carehub.v1 import indicators_pb2 as ind
 from carehub.v1 import review_pb2 as rv
 from carehub.v1 import risk_pb2 as rk
@@ -226,6 +229,34 @@ class ReviewBoard:
                 served.outcome.CopyFrom(outcome)
             out.append(served)
         return sorted(out, key=lambda p: (-p.admission.admitted_at.ToNanoseconds(), p.pack_id))
+
+
+@dataclass
+class IdentityReviewBoard:
+    """The identity review items (``carehub.identity.review``, compacted), each in its latest state, read
+    whole on every start; for partners with the identity_review role only."""
+
+    items: dict[str, idn.ReviewItem] = field(default_factory=dict)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)  # set, and replaced, on every record
+
+    def put(self, item: idn.ReviewItem) -> None:
+        fold(self.items, item)
+        changed, self.changed = self.changed, asyncio.Event()
+        changed.set()
+
+    async def result(self, review_id: str, decision_id: str, timeout_s: float) -> rvw.ReviewDecision | None:
+        """The decision as the identity stage applied it, once the item comes back with it; None after ``timeout_s``."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while (found := result_of(self.items, review_id, decision_id)) is None:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return None
+            try:
+                await asyncio.wait_for(self.changed.wait(), left)
+            except TimeoutError:
+                return None
+        return found
 
 
 async def tail(bootstrap: str, topic: str, handle: Callable[[int, int, bytes | None, bytes | None], None],

@@ -7,6 +7,7 @@ common name of its client certificate)::
     name = "Riverside Surgery"
     units = ["practice:B86001", "locality:L01", "region"]   # optional
     tokens_sha256 = ["<hex sha256 of a bearer token>"]        # optional
+    roles = ["identity_review"]                                # optional
 
     [partners.B86001.fhir]                                     # optional: alerts also as FHIR
     endpoint = "https://fhir.riverside.example/notifications"
@@ -18,6 +19,11 @@ the SHA-256 (hex) of each bearer token the partner may use where the gateway acc
 tokens themselves are never stored, and should be random (``python -c 'import secrets;
 print(secrets.token_urlsafe(32))'``; its hash: :func:`hash_token`). Loading checks every key and
 fails with the file and key at fault, so a gateway never starts on a file it would misread.
+
+``roles`` grants what only some partners may do: ``identity_review`` lets an identity team's own
+tool work the identity review queue (``ListIdentityReviews``, ``GetIdentityReview``,
+``DecideIdentityReview``). Without it those calls are refused; a role the gateway does not know
+is an error naming the file and key.
 
 A ``fhir`` table makes the gateway POST the partner's alerts to ``endpoint`` as FHIR notification
 Bundles (services/gateway/fhir_delivery.py), beside gRPC, which stays open to every partner. The
@@ -46,7 +52,9 @@ REGION = "region"
 ORG_CODE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 UNIT_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
-PARTNER_KEYS = {"name", "units", "tokens_sha256", "fhir"}
+PARTNER_KEYS = {"name", "units", "tokens_sha256", "fhir", "roles"}
+IDENTITY_REVIEW = "identity_review"
+ROLES = (IDENTITY_REVIEW,)  # what a partner may be granted beyond its own data
 FHIR_KEYS = {"endpoint", "token_env"}
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -75,9 +83,11 @@ class Partner:
     units: frozenset[str]  # indicator units this partner may see
     token_hashes: frozenset[str] = frozenset()  # hex SHA-256 of its bearer tokens
     fhir: FhirEndpoint | None = None  # alerts also POSTed as FHIR notifications
+    roles: frozenset[str] = frozenset()  # of ROLES
 
     def __repr__(self) -> str:  # keep token hashes out of logs and tracebacks
-        return f"Partner(org={self.org!r}, name={self.name!r}, units={sorted(self.units)!r})"
+        return (f"Partner(org={self.org!r}, name={self.name!r}, units={sorted(self.units)!r}, "
+                f"roles={sorted(self.roles)!r})")
 
 
 def hash_token(token: str) -> str:
@@ -182,7 +192,8 @@ def parse_partners(data: Mapping[str, Any], source: str = "<partners>") -> Partn
                 raise fail(f"{where}.tokens_sha256", f"a token hash is also partners.{owners[digest]}'s")
             owners[digest] = org
         fhir = _fhir(entry["fhir"], f"{where}.fhir", fail) if "fhir" in entry else None
-        partners.append(Partner(org=org, name=name, units=units, token_hashes=hashes, fhir=fhir))
+        roles = _roles(entry.get("roles", []), f"{where}.roles", fail)
+        partners.append(Partner(org=org, name=name, units=units, token_hashes=hashes, fhir=fhir, roles=roles))
     return Partners(partners)
 
 
@@ -259,6 +270,17 @@ def _units(value: object, key: str, fail: Callable[[str, str], PartnersFileError
             raise fail(f"{key}[{i}]", f"{unit!r}: bad code {code!r}")
         units.add(unit)
     return frozenset(units)
+
+
+def _roles(value: object, key: str, fail: Callable[[str, str], PartnersFileError]) -> frozenset[str]:
+    if not isinstance(value, list):
+        raise fail(key, f"expected a list of roles, of: {', '.join(ROLES)}")
+    roles: set[str] = set()
+    for i, role in enumerate(value):
+        if not isinstance(role, str) or role not in ROLES:
+            raise fail(f"{key}[{i}]", f"unknown role {role!r} (known: {', '.join(ROLES)})")
+        roles.add(role)
+    return frozenset(roles)
 
 
 def _hashes(value: object, key: str, fail: Callable[[str, str], PartnersFileError]) -> frozenset[str]:

@@ -17,6 +17,12 @@ status, period, source, definition, comparison), which are public.
 caller's certificate or token, never from the request, and a list names people only in that
 organisation's record ids.
 
+``ListIdentityReviews``, ``GetIdentityReview`` and ``DecideIdentityReview`` are the identity review
+desk (carehub/identity_desk.py) for an identity team's own tool, open only to a partner whose entry
+in the partners file has ``roles = ["identity_review"]``; anyone else is refused (PERMISSION_DENIED,
+audited). A decision goes onto the linkage log like ``carehub review link / separate``, is audited
+here (who, for which organisation, when, why) and again by the identity stage when applied.
+
 ``GetReviewPacks`` and ``WatchReviewPacks`` answer with the caller's own avoidable-admission
 review packs (``carehub.review.packs``, written by services/reviews), each with the latest
 outcome recorded;
@@ -45,6 +51,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
 from opentelemetry.propagate import extract
 
+from carehub import identity_desk as desk
 from carehub.domain.caselists import only_new
 from carehub.domain.reference_values import ReferenceValues, load_reference_values
 from carehub.domain.review.learning import learning
@@ -57,6 +64,7 @@ from carehub.revocation import RevocationList
 from carehub.runtime.health import HEALTH
 from carehub.settings import Settings
 from carehub.topics import (
+    accepted_topic,
     acks_topic,
     alerts_topic,
     audit_topic,
@@ -65,8 +73,11 @@ from carehub.topics import (
     quality_topic,
     review_outcomes_topic,
     review_packs_topic,
+    review_topic,
 )
 from carehub.v1 import alerts_pb2 as al
+from carehub.v1 import identity_pb2 as idn
+from carehub.v1 import identity_review_pb2 as rvw
 from carehub.v1 import indicators_pb2 as ind
 from carehub.v1 import ingest_pb2 as ing
 from carehub.v1 import partner_pb2 as pb
@@ -78,13 +89,25 @@ from . import metrics as m
 from .audit import Audit
 from .auth import caller, server_credentials
 from .fhir_delivery import FhirDelivery
-from .logs import AlertLog, CaseListBoard, Entry, IndicatorBoard, QualityLog, ReviewBoard, parse_cursor, tail
-from .partners import Partners, load_partners
+from .logs import (
+    AlertLog,
+    CaseListBoard,
+    Entry,
+    IdentityReviewBoard,
+    IndicatorBoard,
+    QualityLog,
+    ReviewBoard,
+    parse_cursor,
+    tail,
+)
+from .partners import IDENTITY_REVIEW, Partners, load_partners
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("carehub.gateway")
 SERVICE = "carehub.v1.PartnerGateway"
 DEFAULT_QUALITY_DAYS = 30
+IDENTITY_DECISION_WAIT_S = 30.0  # DecideIdentityReview answers once applied, or with the decision as sent
+VERDICT_WORDS = {rvw.REVIEW_VERDICT_LINK: "link", rvw.REVIEW_VERDICT_SEPARATE: "separate"}
 
 
 class PartnerGateway(pb_grpc.PartnerGatewayServicer):
@@ -92,8 +115,9 @@ class PartnerGateway(pb_grpc.PartnerGatewayServicer):
                  audit: Audit, producer: AIOKafkaProducer | None, quality: QualityLog | None = None,
                  revocations: RevocationList | None = None, caselists: CaseListBoard | None = None,
                  references: ReferenceValues | None = None, reviews: ReviewBoard | None = None,
-                 taxonomy: Taxonomy | None = None) -> None:
+                 taxonomy: Taxonomy | None = None, identity_reviews: IdentityReviewBoard | None = None) -> None:
         self.settings = settings
+        self.identity_reviews = identity_reviews or IdentityReviewBoard()
         self.references = references or load_reference_values(definitions=settings.indicator_definitions)
         self.reviews = reviews or ReviewBoard()
         self.taxonomy = taxonomy or load_taxonomy(settings.review_taxonomy)
@@ -114,6 +138,65 @@ class PartnerGateway(pb_grpc.PartnerGatewayServicer):
             await self.audit.write("", "refuse", detail=action)
             raise
         return partner.org
+
+    async def _identity_team(self, context: grpc.aio.ServicerContext[Any, Any], action: str) -> str:
+        """The caller, if its partners-file entry grants the identity_review role; else PERMISSION_DENIED, audited."""
+        org = await self._who(context, action)
+        partner = self.partners.by_org(org)
+        if partner is None or IDENTITY_REVIEW not in partner.roles:
+            m.REFUSED.labels(action).inc()
+            await self.audit.write(org, "refuse", detail=f"{action}: no {IDENTITY_REVIEW} role")
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"this organisation may not work the identity review queue (no {IDENTITY_REVIEW} role)")
+        await self.identity_reviews.ready.wait()
+        return org
+
+    async def ListIdentityReviews(self, request: pb.ListIdentityReviewsRequest,
+                                  context: grpc.aio.ServicerContext[Any, Any]) -> pb.IdentityReviews:
+        org = await self._identity_team(context, "list_identity_reviews")
+        items = desk.open_items(self.identity_reviews.items, request.include_decided)
+        decided = " (decided too)" if request.include_decided else ""
+        await self.audit.write(org, "list_identity_reviews", detail=f"{len(items)} items{decided}")
+        return pb.IdentityReviews(items=items)
+
+    async def GetIdentityReview(self, request: pb.GetIdentityReviewRequest,
+                                context: grpc.aio.ServicerContext[Any, Any]) -> idn.ReviewItem:
+        org = await self._identity_team(context, "get_identity_review")
+        item = await self._identity_item(org, request.review_id, context, "get_identity_review")
+        await self.audit.write(org, "get_identity_review", detail=item.review_id)
+        return item
+
+    async def _identity_item(self, org: str, review_id: str, context: grpc.aio.ServicerContext[Any, Any],
+                             action: str) -> idn.ReviewItem:
+        item = self.identity_reviews.items.get(review_id)
+        if item is None or not item.source_org:
+            await self.audit.write(org, "refuse", detail=f"{action}: no review item {review_id[:40]!r}")
+            await context.abort(grpc.StatusCode.NOT_FOUND, "no such identity review item")
+        assert item is not None
+        return item
+
+    async def DecideIdentityReview(self, request: pb.DecideIdentityReviewRequest,
+                                   context: grpc.aio.ServicerContext[Any, Any]) -> pb.DecideIdentityReviewResponse:
+        """A reviewer's LINK or SEPARATE, onto the linkage log; answered with the result once applied."""
+        org = await self._identity_team(context, "decide_identity_review")
+        item = await self._identity_item(org, request.review_id, context, "decide_identity_review")
+        try:
+            decision = desk.new_decision(item.review_id, VERDICT_WORDS.get(request.verdict, "?"),
+                                         request.reviewer[:200], request.reason[:2000])
+        except desk.DeskError as exc:
+            await self.audit.write(org, "refuse", detail=f"decide_identity_review {item.review_id}: {exc}")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise  # not reached: abort raises
+        decision.reviewer_org = org
+        verdict = VERDICT_WORDS[request.verdict]
+        await self.audit.write(org, "decide_identity_review", trace_id=decision.decision_id,
+                               detail=f"{item.review_id} {verdict} by {decision.reviewer} at "
+                                      f"{decision.decided_time.ToJsonString()}: {decision.reason}")
+        if self.producer is not None:
+            key, value = desk.decision_record(decision)
+            await self.producer.send_and_wait(accepted_topic(self.settings), key=key, value=value)
+        applied = await self.identity_reviews.result(item.review_id, decision.decision_id, IDENTITY_DECISION_WAIT_S)
+        return pb.DecideIdentityReviewResponse(decision=applied or decision)
 
     async def SubscribeAlerts(self, request: pb.SubscribeAlertsRequest,
                               context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[pb.AlertMessage]:
@@ -375,6 +458,7 @@ class Gateway:
         self.quality = QualityLog()
         self.caselists = CaseListBoard()
         self.reviews = ReviewBoard()
+        self.identity_reviews = IdentityReviewBoard()
         self.taxonomy = load_taxonomy(settings.review_taxonomy)  # a bad taxonomy file stops it here, naming it
         self.port = 0
 
@@ -399,6 +483,10 @@ class Gateway:
         if value is not None:
             self.reviews.put_outcome(rv.ReviewOutcome.FromString(value))
 
+    def _on_identity_review(self, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
+        if value is not None:
+            self.identity_reviews.put(idn.ReviewItem.FromString(value))
+
     def _on_quality(self, partition: int, offset: int, key: bytes | None, value: bytes | None) -> None:
         if value is not None:
             self.quality.book.add(ing.QualityCounts.FromString(value))
@@ -411,7 +499,8 @@ class Gateway:
         server = grpc.aio.server()
         pb_grpc.add_PartnerGatewayServicer_to_server(
             PartnerGateway(self.settings, self.partners, self.alerts, self.board, audit, producer, self.quality,
-                           self.revocations, self.caselists, reviews=self.reviews, taxonomy=self.taxonomy), server)
+                           self.revocations, self.caselists, reviews=self.reviews, taxonomy=self.taxonomy,
+                           identity_reviews=self.identity_reviews), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
@@ -448,6 +537,10 @@ class Gateway:
                                      self.reviews.outcomes_ready, stop, profile)),
             asyncio.create_task(self.fhir.run(stop, audit, producer)),
         ]
+        if any(IDENTITY_REVIEW in p.roles for p in self.partners):  # no identity team: the items are not read
+            readers.append(asyncio.create_task(tail(self.bootstrap, review_topic(self.settings),
+                                                    self._on_identity_review, self.identity_reviews.ready, stop,
+                                                    profile)))
         try:
             await self.alerts.ready.wait()
             await health_servicer.set(SERVICE, health_pb2.HealthCheckResponse.SERVING)

@@ -9,6 +9,12 @@ new demographics keeps its person and adds them to the person's profile and bloc
 keyed by person to ``carehub.identity.linked``, near misses to ``carehub.identity.review``,
 and each new (organisation, local id) -> person mapping to the compacted registry topic.
 
+A reviewer's decision on a review item (``AcceptedEvent.review_decision``, sent by ``carehub review
+link / separate`` or the gateway) comes through the same log, so it is applied in order with every
+event and a replay gives the same result. LINK joins the record's person into the candidate as an
+A40 merge does; SEPARATE changes no person. The first decision on an item holds; the item, decided
+(or with a later decision refused), is written back to the review topic under its id.
+
 New person ids are surrogates computed from the event's position in the linkage log under
 a key derived from the hub key: not from any identifier, unguessable without the key, and
 the same when a crash makes the worker decide the same event again.
@@ -36,9 +42,11 @@ from carehub.kafka.batching import batch_records, target_partition
 from carehub.runtime.stage import Batch, StageRuntime
 from carehub.settings import Settings
 from carehub.telemetry import continue_trace, tracing_enabled
-from carehub.topics import accepted_topic, linked_topic, registry_topic, review_topic
+from carehub.topics import accepted_topic, audit_topic, linked_topic, registry_topic, review_topic
+from carehub.v1 import alerts_pb2 as al
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import identity_pb2 as idn
+from carehub.v1 import identity_review_pb2 as rvw
 from carehub.v1 import ingest_pb2 as ing
 
 from . import metrics as m
@@ -55,6 +63,7 @@ from .linkage import (
 from .linkage.model import DEFAULT_VERSION
 from .linkage.nicknames import FILE_NAME as NICKNAMES_FILE
 from .merges import merge, unmerge
+from .review import field_comparisons, refuse, with_item
 from .table_store import TABLES, TableStore
 
 log = logging.getLogger(__name__)
@@ -86,15 +95,21 @@ def service_nicknames(settings: Settings) -> KeyedNicknames:
 
 class Identity:
     def __init__(self, settings: Settings, tables: dict[str, Any], linked: Any, review: Any, registry: Any,
-                 model_version: str = DEFAULT_VERSION, nicknames: KeyedNicknames | None = None) -> None:
-        """``nicknames``: the keyed nickname list; by default the shipped one (``service_nicknames``)."""
+                 model_version: str = DEFAULT_VERSION, nicknames: KeyedNicknames | None = None,
+                 audit: Any = None) -> None:
+        """``nicknames``: the keyed nickname list; by default the shipped one (``service_nicknames``).
+        ``audit``: the audit topic, where each review decision applied or refused is recorded."""
         self.settings = settings
         self.store = TableStore({name: tables[name] for name in TABLES})
         if nicknames is None:
             nicknames = service_nicknames(settings)
-        self.linker = Linker(load_model(model_version), self.store, nicknames=nicknames)
+        self.model = load_model(model_version)
+        self.linker = Linker(self.model, self.store, nicknames=nicknames)
+        # review items as raised, then as decided: review id -> ReviewItem bytes (written once per batch)
+        self.reviews = tables["reviews"]
+        self._reviews_dirty: dict[str, bytes] = {}
         self.index = DedupeIndex(tables["dedupe"], settings.dedupe_retention.total_seconds())
-        self.linked, self.review, self.registry = linked, review, registry
+        self.linked, self.review, self.registry, self.audit = linked, review, registry, audit
         self._id_key = hmac.digest(settings.pseudonym_key_bytes(), b"carehub person id", "sha256")
         self.tracing = tracing_enabled()  # a span per event only when spans go somewhere
 
@@ -130,6 +145,12 @@ class Identity:
                     source_org=org, local_id=person.local_id, event_id=event.event_id,
                 )
                 review.created_time.GetCurrentTime()
+                if decision.person_id:
+                    review.candidate_records.extend(
+                        idn.LocalRecord(source_org=o, local_id=local)
+                        for o, _, local in (r.partition("/") for r in self.store.members(decision.person_id)))
+                if decision.levels is not None:
+                    review.fields.extend(field_comparisons(self.model, decision.levels))
             registry.append(_entry(org, person.local_id, person_id))
         if not unchanged:  # the fast path: a known record as last remembered needs nothing more
             self.linker.remember(org, person, person_id)
@@ -150,11 +171,52 @@ class Identity:
                 out.append(other)
         return out, review, registry
 
+    def review_item(self, review_id: str) -> idn.ReviewItem | None:
+        raw = self._reviews_dirty.get(review_id) or self.reviews.get(review_id)
+        return idn.ReviewItem.FromString(raw) if raw else None
+
+    def keep_review(self, item: idn.ReviewItem) -> None:
+        self._reviews_dirty[item.review_id] = item.SerializeToString()
+
+    def decide_review(self, event: ing.AcceptedEvent, sequence: int,
+                      ) -> tuple[list[idn.LinkedEvent], idn.ReviewItem, list[idn.RegistryEntry]]:
+        """Apply a reviewer's decision: the linked events of a merge (for LINK), the item as now decided."""
+        decision = rvw.ReviewDecision()
+        decision.CopyFrom(event.review_decision)
+        decision.applied_time.GetCurrentTime()
+        item = self.review_item(decision.review_id)
+        if item is None or item.HasField("decision"):
+            m.REVIEW_DECISIONS.labels("refused").inc()
+            return [], refuse(item, decision), []
+        with_item(decision, item)
+        out: list[idn.LinkedEvent] = []
+        registry: list[idn.RegistryEntry] = []
+        if decision.verdict == rvw.REVIEW_VERDICT_LINK:
+            survivor = self.store.resolve(item.candidate_person_id)
+            result = merge(self.store, item.source_org, survivor, item.local_id)
+            registry += [_entry(*moved) for moved in result.registry]
+            decision.into_person_id = survivor
+            if result.merge is None:
+                decision.result = rvw.REVIEW_RESULT_ALREADY_ONE
+            else:
+                decision.result = rvw.REVIEW_RESULT_LINKED
+                m.MERGES.labels("review").inc()
+                out = _merge_copies(decision, event, result.merge, sequence)
+        else:
+            decision.result = rvw.REVIEW_RESULT_SEPARATED
+        m.REVIEW_DECISIONS.labels(rvw.ReviewVerdict.Name(decision.verdict).removeprefix("REVIEW_VERDICT_")
+                                  .lower()).inc()
+        decided = idn.ReviewItem()
+        decided.CopyFrom(item)
+        decided.decision.CopyFrom(decision)
+        return out, decided, registry
+
     async def process_batch(self, batch: Batch) -> None:
         started = time.perf_counter()
         now_s = time.time()
         outgoing: dict[int, list[idn.LinkedEvent]] = {}
         reviews: list[idn.ReviewItem] = []
+        decided: list[rvw.ReviewDecision] = []  # reviewers' decisions applied or refused, to audit
         registry: list[idn.RegistryEntry] = []
         new_keys: list[str] = []
         batch_keys: set[str] = set()
@@ -168,22 +230,32 @@ class Identity:
                     continue
                 batch_keys.add(key)
                 new_keys.append(key)
-                with (continue_trace(tracer, "identity", event.trace_context, record.topic, record.partition,
-                                     event.event_id) if self.tracing else contextlib.nullcontext()):
-                    linked_events, review, entries = self.link_one(
-                        event, record.offset * MAX_EVENTS_PER_RECORD + position, record.offset, position
-                    )
+                sequence = record.offset * MAX_EVENTS_PER_RECORD + position
+                review: idn.ReviewItem | None
+                if event.HasField("review_decision"):
+                    linked_events, review, entries = self.decide_review(event, sequence)
+                    sent = event.review_decision.decision_id
+                    decided.append(review.decision if review.decision.decision_id == sent else review.refused[-1])
+                else:
+                    with (continue_trace(tracer, "identity", event.trace_context, record.topic, record.partition,
+                                         event.event_id) if self.tracing else contextlib.nullcontext()):
+                        linked_events, review, entries = self.link_one(event, sequence, record.offset, position)
                 for linked in linked_events:
                     partition = target_partition(linked.person_id, self.settings.partitions)
                     outgoing.setdefault(partition, []).append(linked)
                 if review is not None:
                     reviews.append(review)
+                    self.keep_review(review)
                 registry += entries
         await self._send(outgoing, reviews, registry)
+        await self._audit(decided)
         if batch.records:
             last = batch.records[-1]  # one source partition: the linkage log
             with batch.state_for(last.topic, last.partition):
-                m.TABLE_WRITES.inc(self.store.flush())
+                m.TABLE_WRITES.inc(self.store.flush() + len(self._reviews_dirty))
+                for review_id, raw in self._reviews_dirty.items():
+                    self.reviews[review_id] = raw
+                self._reviews_dirty.clear()
                 m.FULL_BLOCKS.inc(self.store.full_blocks)
                 self.store.full_blocks = 0
                 if new_keys:
@@ -206,6 +278,50 @@ class Identity:
         for future in futures:
             await future
 
+    async def _audit(self, decisions: list[rvw.ReviewDecision]) -> None:
+        """One audit record per decision applied or refused in this batch: who, when, why, with what result."""
+        if self.audit is None:
+            return
+        futures = []
+        for d in decisions:
+            verdict = rvw.ReviewVerdict.Name(d.verdict).removeprefix("REVIEW_VERDICT_").lower()
+            result = rvw.ReviewResult.Name(d.result).removeprefix("REVIEW_RESULT_").lower()
+            org = d.reviewer_org or "carehub"
+            record = al.AuditRecord(
+                org=org, action=f"identity_review_{verdict}", trace_id=d.decision_id,
+                detail=f"review {d.review_id} {result} by {d.reviewer} at {d.decided_time.ToJsonString()}: {d.reason}"
+                       f"; record {d.source_org}/{d.local_id}, persons {d.person_id} {d.candidate_person_id}",
+            )
+            record.at.CopyFrom(d.applied_time)
+            futures.append(await self.audit.send(key=org.encode(), value=record.SerializeToString()))
+        for future in futures:
+            await future
+
+
+def _merge_copies(decision: rvw.ReviewDecision, sent: ing.AcceptedEvent, joined: idn.PersonMerge, sequence: int,
+                  ) -> list[idn.LinkedEvent]:
+    """A LINK decision as an identity-merge event to both persons, as an A40 merge is announced.
+
+    The event is the record's (its organisation and local id) at the decision's time, and carries the
+    decision, so the timeline joins the two histories without taking it for news of the person.
+    """
+    event = ing.AcceptedEvent(event_id=sent.event_id, schema_version=sent.schema_version or 1,
+                              source_org=decision.source_org, event_type=ce.EVENT_TYPE_IDENTITY_MERGE)
+    event.person.local_id = decision.local_id
+    event.person.age_years = -1
+    event.merge.prior_local_id = decision.local_id
+    for field in (event.event_time, event.recorded_time, event.accepted_time):
+        field.CopyFrom(decision.decided_time)
+    event.review_decision.CopyFrom(decision)
+    linked = idn.LinkedEvent(person_id=joined.into_person_id, outcome=idn.LINK_OUTCOME_KNOWN_RECORD,
+                             link_sequence=sequence)
+    linked.event.CopyFrom(event)
+    linked.merge.CopyFrom(joined)
+    other = idn.LinkedEvent()
+    other.CopyFrom(linked)
+    other.person_id = joined.from_person_id
+    return [linked, other]
+
 
 def _entry(org: str, local_id: str, person_id: str) -> idn.RegistryEntry:
     entry = idn.RegistryEntry(source_org=org, local_id=local_id, person_id=person_id)
@@ -225,10 +341,11 @@ def build_app(settings: Settings, bootstrap: str) -> faust.App:
         "merges": runtime.table("identity-merges", partitions=1),
         "fingerprints": runtime.table("identity-fingerprints", partitions=1, value_type=bytes),
         "dedupe": runtime.table("identity-dedupe", partitions=1),
+        "reviews": runtime.table("identity-reviews", partitions=1, value_type=bytes),
     }
     identity = Identity(settings, tables, runtime.topic(linked_topic(settings)),
                         runtime.topic(review_topic(settings)), runtime.topic(registry_topic(settings)),
-                        nicknames=nicknames)
+                        nicknames=nicknames, audit=runtime.topic(audit_topic(settings)))
     runtime.batch_stage("identity", [accepted_topic(settings)], identity, settings.ingest_batch_size,
                         settings.ingest_batch_within_s)
     runtime.forget_on_revoke(identity.index)

@@ -13,7 +13,10 @@ KNOWN_RECORDS = Counter("carehub_identity_known_records_total",
 DUPLICATES = Counter("carehub_identity_duplicates_total", "Events seen before (repeated after a restart)")
 FULL_BLOCKS = Counter("carehub_identity_full_block_total",
                       "Blocking-index additions refused because the key already had too many people")
-MERGES = Counter("carehub_identity_merges_total", "Persons joined or separated by A40-style merges", ["action"])
+MERGES = Counter("carehub_identity_merges_total",
+                 "Persons joined or separated by A40-style merges (action: merge, unmerge, review)", ["action"])
+REVIEW_DECISIONS = Counter("carehub_identity_review_decisions_total",
+                           "Reviewers' decisions on review items (verdict: link, separate, refused)", ["verdict"])
 TABLE_WRITES = Counter("carehub_identity_table_writes_total", "Table keys written (one changelog record each)")
 BATCH_SECONDS = Histogram(
     "carehub_identity_batch_seconds", "Processing time of one batch",

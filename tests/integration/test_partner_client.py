@@ -21,6 +21,7 @@ import pytest
 from carehub.partner import PartnerAuthError, PartnerClient, PartnerError, PartnerUnavailable
 from carehub.partner_cli import indicators_remote, watch
 from carehub.v1 import alerts_pb2 as al
+from carehub.v1 import identity_pb2 as idn
 from carehub.v1 import indicators_pb2 as ind
 from carehub.v1 import ingest_pb2 as ing
 from carehub.v1 import partner_pb2 as pb
@@ -163,6 +164,19 @@ class Gateway(pb_grpc.PartnerGatewayServicer):
                           context: grpc.ServicerContext) -> rv.ReviewLearning:
         self._check(context)
         return rv.ReviewLearning(cells=[rv.ReviewLearningCell(unit="region", item="reviewed", count=9)])
+
+    # the identity review desk: not what the partner client calls (tests/integration/test_identity_review.py)
+    def ListIdentityReviews(self, request: pb.ListIdentityReviewsRequest,
+                            context: grpc.ServicerContext) -> pb.IdentityReviews:
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, "no identity_review role")
+
+    def GetIdentityReview(self, request: pb.GetIdentityReviewRequest,
+                          context: grpc.ServicerContext) -> idn.ReviewItem:
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, "no identity_review role")
+
+    def DecideIdentityReview(self, request: pb.DecideIdentityReviewRequest,
+                             context: grpc.ServicerContext) -> pb.DecideIdentityReviewResponse:
+        context.abort(grpc.StatusCode.PERMISSION_DENIED, "no identity_review role")
 
 
 def _case_list(new_only: bool) -> rk.CaseList:

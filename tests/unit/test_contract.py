@@ -53,6 +53,18 @@ def test_unknown_fields_do_not_travel_on() -> None:
     assert out.source.topic == "carehub.provider.events"
 
 
+def test_a_provider_cannot_send_a_review_decision() -> None:
+    """AcceptedEvent.review_decision (21) is the review desk's: no CareEvent field has its number, and a
+    provider's record carrying one as an unknown field arrives without it."""
+    number = ing.AcceptedEvent.DESCRIPTOR.fields_by_name["review_decision"].number
+    assert number not in ce.CareEvent.DESCRIPTOR.fields_by_number
+    forged = ing.AcceptedEvent()
+    forged.review_decision.review_id, forged.review_decision.reviewer = "1:0", "nobody"
+    event = ce.CareEvent.FromString(care_event().SerializeToString() + forged.SerializeToString())
+    out = processed(event)
+    assert not out.HasField("review_decision") and b"nobody" not in out.SerializeToString()
+
+
 def test_repeated_field_framing_is_what_protobuf_writes() -> None:
     events = [ing.AcceptedEvent(event_id=str(i) * (i * 50 + 1)) for i in range(5)]
     built = repeated_field(1, [e.SerializeToString() for e in events])

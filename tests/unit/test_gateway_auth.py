@@ -93,6 +93,14 @@ def test_partners_file_loads(tmp_path: Path) -> None:
     assert loaded.entitled_units("nobody", available) == set()
 
 
+def test_roles_are_granted_only_where_the_file_says() -> None:
+    loaded = parse_partners({"partners": {"IDT01": {"name": "Identity team", "roles": ["identity_review"]},
+                                          "B86001": {"name": "Riverside Surgery"}}})
+    team, surgery = loaded.by_org("IDT01"), loaded.by_org("B86001")
+    assert team is not None and team.roles == {"identity_review"}
+    assert surgery is not None and surgery.roles == frozenset()
+
+
 def test_unit_kinds_are_the_indicator_engines() -> None:
     assert {*partners_module.UNIT_KINDS, partners_module.REGION} == set(UNITS)
 
@@ -112,6 +120,9 @@ def test_unit_kinds_are_the_indicator_engines() -> None:
         ("[partners]\nB86001 = 'x'\n", "partners.B86001: expected a table"),
         ("[partner.B86001]\nname = 'x'\n", "partner: unknown key"),
         ("title = 'x'\n", "title: unknown key"),
+        ("[partners.B86001]\nname = 'x'\nroles = ['identity_reviewer']\n",
+         r"partners.B86001.roles\[0\]: unknown role 'identity_reviewer' \(known: identity_review\)"),
+        ("[partners.B86001]\nname = 'x'\nroles = 'identity_review'\n", "partners.B86001.roles: expected a list"),
         ("", "partners: missing"),
         ("[partners.B86001\nname = 'x'\n", "not valid TOML"),
         (

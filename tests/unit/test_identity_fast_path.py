@@ -31,7 +31,7 @@ PSEUDO = Pseudonymiser(KEY)
 
 
 def identity() -> tuple[Identity, dict[str, dict[str, Any]]]:
-    tables: dict[str, dict[str, Any]] = {name: {} for name in (*TABLES, "dedupe")}
+    tables: dict[str, dict[str, Any]] = {name: {} for name in (*TABLES, "dedupe", "reviews")}
     return Identity(load_settings(pseudonym_key=KEY.hex()), tables, linked=None, review=None, registry=None), tables
 
 

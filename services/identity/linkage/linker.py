@@ -153,6 +153,8 @@ class Decision:
     score: float  # match weight (log2, prior included) of the best candidate; inf for a known record
     reason: str  # short and free of identifier values
     candidates: int  # candidates scored
+    # The best candidate's comparison levels (features.FIELDS order), for a reviewer; None without one.
+    levels: Levels | None = None
 
 
 def _key(tag: str, *parts: bytes) -> str | None:
@@ -263,35 +265,38 @@ class Linker:
             and best_levels[SWAP] not in _SWAP_AGREES
         )
         if nid_only:
-            return Decision(Outcome.REVIEW, best_id, best, "national id agrees but birth date and names do not", n)
+            return Decision(Outcome.REVIEW, best_id, best, "national id agrees but birth date and names do not", n,
+                            best_levels)
         if best >= model.link_threshold:
             # Household members agree on everything fields share (surname, postcode, address; twins the
             # birth date too), which Fellegi-Sunter counts as independent evidence; these contradictions
             # are what tells them apart, so a person decides.
             if best_levels[NID] == 1 and self._veto_on_id_mismatch:
                 if best_levels[GIVEN] == 0 and best_levels[DOB] in _DOB_SAME:
-                    return Decision(Outcome.REVIEW, best_id, best, "national ids differ", n)
+                    return Decision(Outcome.REVIEW, best_id, best, "national ids differ", n, best_levels)
                 # Two valid NHS numbers and a given name or birth date not quite alike: twins with similar names.
-                return Decision(Outcome.NEW, None, best, "national ids differ and given name or birth date too", n)
+                return Decision(Outcome.NEW, None, best, "national ids differ and given name or birth date too", n,
+                                best_levels)
             if best_levels[NID] != 0 and best_levels[POSTCODE] not in _PLACE_AGREES[0] and (
                     best_levels[ADDRESS] not in _PLACE_AGREES[1]) and MISSING not in best_levels[POSTCODE:SEX]:
                 # Namesakes born the same day look like one person who moved: both places known and different.
                 # Uncertain, so reviewed only when the review threshold reaches below the link threshold.
                 if model.review_threshold < model.link_threshold:
-                    return Decision(Outcome.REVIEW, best_id, best, PLACES_DIFFER, n)
-                return Decision(Outcome.NEW, None, best, f"{PLACES_DIFFER}: namesakes or a move", n)
+                    return Decision(Outcome.REVIEW, best_id, best, PLACES_DIFFER, n, best_levels)
+                return Decision(Outcome.NEW, None, best, f"{PLACES_DIFFER}: namesakes or a move", n, best_levels)
             if (best_levels[SEX] == 1 and best_levels[GIVEN] not in _NAME_AGREES and best_levels[GIVEN] != MISSING
                     and best_levels[SWAP] != 0):
-                return Decision(Outcome.REVIEW, best_id, best, "given name and sex differ", n)
-            return Decision(Outcome.LINK, best_id, best, _agreement(best_levels), n)
+                return Decision(Outcome.REVIEW, best_id, best, "given name and sex differ", n, best_levels)
+            return Decision(Outcome.LINK, best_id, best, _agreement(best_levels), n, best_levels)
         if best >= model.review_threshold and not (best_levels[NID] == 1 and self._veto_on_id_mismatch):
             # Below the link threshold, two check-digit-valid national ids that differ settle it: two people.
-            return Decision(Outcome.REVIEW, best_id, best, f"between thresholds: {_agreement(best_levels)}", n)
+            return Decision(Outcome.REVIEW, best_id, best, f"between thresholds: {_agreement(best_levels)}", n,
+                            best_levels)
         if best_levels[NID] == 0:
-            return Decision(Outcome.REVIEW, best_id, best, "national id agrees but little else does", n)
+            return Decision(Outcome.REVIEW, best_id, best, "national id agrees but little else does", n, best_levels)
         if held_apart >= model.review_threshold:
-            return Decision(Outcome.NEW, None, best, f"family rule ({held_rule}): two people", n)
-        return Decision(Outcome.NEW, None, best, "best candidate below review threshold", n)
+            return Decision(Outcome.NEW, None, best, f"family rule ({held_rule}): two people", n, best_levels)
+        return Decision(Outcome.NEW, None, best, "best candidate below review threshold", n, best_levels)
 
     def remember(self, org: str, person: ing.PseudonymisedPerson, person_id: str) -> None:
         """Record that this record is ``person_id``: its local id, its encodings, its blocking keys."""
