@@ -42,9 +42,11 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from types import SimpleNamespace
+from typing import Any, Generic, Protocol, TypeVar
 
 import faust
+from faust.serializers import codecs
 from mode.types.signals import BaseSignalT
 
 from carehub.kafka.transport import Consumer
@@ -55,6 +57,45 @@ from carehub.settings import Settings
 
 log = logging.getLogger(__name__)
 RAW: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+V = TypeVar("V")
+
+
+@dataclass(frozen=True)
+class ValueCodec(Generic[V]):
+    """How a table's values of one type become bytes on its changelog, and back."""
+
+    dumps: Callable[[V], bytes]
+    loads: Callable[[bytes], V]
+
+
+def _coded_type(serializer: str) -> type:
+    """A value type that makes a faust table use the codec ``serializer``, for values of any class.
+
+    faust 0.15 takes a table's serializer from its value type (``value_type._options.serializer``,
+    as a ``faust.Record`` declares it) for the store and the changelog alike, and after decoding
+    calls ``value_type.from_data``: this type names the codec and hands the decoded value back.
+    (tests/integration/test_stage_runtime.py recovers such a table from its changelog.)
+    """
+
+    def from_data(cls: type, data: Any, preferred_type: Any = None) -> Any:
+        return data
+
+    return type(f"Coded[{serializer}]", (), {"_options": SimpleNamespace(serializer=serializer),
+                                             "from_data": classmethod(from_data)})
+
+
+class _ValueCodec(codecs.Codec):
+    """A ``ValueCodec`` as faust's serializers want it (registered by name in ``StageRuntime.table``)."""
+
+    def __init__(self, codec: ValueCodec[Any], children: tuple[Any, ...] | None = None) -> None:
+        super().__init__(children=children, codec=codec)  # in kwargs, as faust's clone() passes them on
+        self._codec = codec
+
+    def _dumps(self, obj: Any) -> bytes:
+        return self._codec.dumps(obj)
+
+    def _loads(self, s: bytes) -> Any:
+        return self._codec.loads(s)
 # No progress for this long while records wait: the stage has stalled, and says so on /ready.
 STALL_AFTER_S = 60.0
 HEALTH_EVERY_S = 2.0
@@ -169,9 +210,20 @@ class StageRuntime:
         """A topic of raw bytes (keys and values), to read from or send to."""
         return self.app.topic(*names, **RAW)
 
-    def table(self, name: str, partitions: int, value_type: type | None = None) -> Any:
-        """A faust table of str keys, its changelog partitioned ``partitions`` ways."""
-        return self.app.Table(name, default=None, partitions=partitions, key_type=str, value_type=value_type)
+    def table(self, name: str, partitions: int, value_type: type | None = None,
+              codec: ValueCodec[Any] | None = None) -> Any:
+        """A faust table of str keys, its changelog partitioned ``partitions`` ways.
+
+        ``codec``: for values of a type of the service's own, its (to bytes, from bytes) pair. The
+        table then holds the values decoded, as written and after recovery alike, and the changelog
+        carries their bytes: a stage that reads a key many times does not decode it each time.
+        """
+        if codec is None:
+            return self.app.Table(name, default=None, partitions=partitions, key_type=str, value_type=value_type)
+        serializer = f"carehub-{name}"
+        codecs.register(serializer, _ValueCodec(codec))
+        return self.app.Table(name, default=None, partitions=partitions, key_type=str,
+                              value_type=_coded_type(serializer))
 
     def batch_stage(self, name: str, topics: Sequence[str], stage: BatchStage, size: int, within_s: float) -> None:
         """Hand ``stage.process_batch`` up to ``size`` records of ``topics`` at a time.

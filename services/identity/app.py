@@ -64,7 +64,7 @@ from .linkage.model import DEFAULT_VERSION
 from .linkage.nicknames import FILE_NAME as NICKNAMES_FILE
 from .merges import merge, unmerge
 from .review import field_comparisons, refuse, with_item
-from .table_store import TABLES, TableStore
+from .table_store import PROFILE_CODEC, TABLES, TableStore
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("carehub.identity")
@@ -335,7 +335,7 @@ def build_app(settings: Settings, bootstrap: str) -> faust.App:
     tables = {
         "local": runtime.table("identity-local", partitions=1, value_type=str),
         "blocks": runtime.table("identity-blocks", partitions=1),
-        "profiles": runtime.table("identity-profiles", partitions=1, value_type=bytes),
+        "profiles": runtime.table("identity-profiles", partitions=1, codec=PROFILE_CODEC),
         "members": runtime.table("identity-members", partitions=1),
         "redirects": runtime.table("identity-redirects", partitions=1, value_type=str),
         "merges": runtime.table("identity-merges", partitions=1),

@@ -16,16 +16,18 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from typing import Any
 
-from carehub.domain.fifo import FifoCache
+from carehub.runtime.stage import ValueCodec
 
 from .linkage import Profile
+
+# the profiles table's values as the changelog carries them (StageRuntime.table(codec=...))
+PROFILE_CODEC: ValueCodec[Profile] = ValueCodec(Profile.to_bytes, Profile.from_bytes)
 
 _MISSING = object()
 # A blocking key shared by this many people no longer narrows anything down, and its table
 # value (~40 bytes a member) must stay under Kafka's 1 MB record limit: stop growing it.
 MAX_BLOCK_MEMBERS = 5000
 MAX_REDIRECTS = 32  # merge chains are short; a longer one means a cycle
-PROFILE_CACHE = 100_000  # decoded profiles kept, so a person's every event does not decode theirs
 
 TABLES = ("local", "blocks", "profiles", "members", "redirects", "merges", "fingerprints")
 
@@ -39,7 +41,6 @@ class TableStore:
             raise ValueError(f"missing tables: {sorted(missing)}")
         self._tables = tables
         self._dirty: dict[tuple[str, str], Any] = {}
-        self._profiles: FifoCache[str, Profile] = FifoCache(PROFILE_CACHE)  # decoded, oldest first
         self.full_blocks = 0  # additions refused because a block was full
 
     def _get(self, table: str, key: str) -> Any:
@@ -89,22 +90,13 @@ class TableStore:
         self._set("blocks", key, members)
 
     def profile(self, person_id: str) -> Profile | None:
-        cached = self._profiles.get(person_id)
-        if cached is not None:
-            return cached
+        """The person's profile. The service's table holds profiles decoded (``PROFILE_CODEC``): a
+        candidate search reads dozens per record, and decoding each cost more than the scoring."""
         value = self._get("profiles", person_id)
-        if value is None:
-            return None
-        profile = value if isinstance(value, Profile) else Profile.from_bytes(value)
-        self._cache_profile(person_id, profile)
-        return profile
+        return Profile.from_bytes(value) if isinstance(value, bytes) else value
 
     def set_profile(self, person_id: str, profile: Profile) -> None:
         self._set("profiles", person_id, profile)
-        self._cache_profile(person_id, profile)
-
-    def _cache_profile(self, person_id: str, profile: Profile) -> None:
-        self._profiles.put(person_id, profile)
 
     # -- the known-record fast path --------------------------------------------------------
 
@@ -150,7 +142,7 @@ class TableStore:
                 if key in target:
                     del target[key]
             else:
-                target[key] = value.to_bytes() if isinstance(value, Profile) else value
+                target[key] = value
         n = len(self._dirty)
         self._dirty.clear()
         return n
