@@ -13,8 +13,9 @@ Events arrive in link order (``LinkedEvent.link_sequence``), which is not event-
 
 Identity merges (``LinkedEvent.merge``) come as two copies of one event, one per person.
 ``step`` acts on the copy of the person that gives its history away: the absorbed person
-(merge) hands its whole state to the survivor, and the survivor (un-merge) splits off what
-came from the moved records; ``receive`` takes that ``TimelineHandover`` in on the other side
+(merge) hands its whole state to the survivor, and the survivor (un-merge) gives back the
+absorbed person's side of the merge, kept up to date with the moved records' events since
+(``absorb``); ``receive`` takes that ``TimelineHandover`` in on the other side
 and applies the merge event there. The other copy does nothing by itself. The enriched merge
 events carry the person's whole timeline after them (``TimelineEvent.timeline``), since what
 a merge moves is in no single event.
@@ -40,7 +41,6 @@ MAX_APPLIED = 2000  # events remembered to ignore repeats
 DIGEST = 8  # bytes of each remembered event's digest
 MAX_CANCELLED = 2000  # cancellations that named an event not seen (yet)
 MAX_SPELLS = 200  # beyond this the oldest closed or cancelled spells are dropped
-MAX_SINCE_MERGE = 500  # events kept per merge to split them again on an un-merge (bounds the state size)
 DAY_NS = 86_400 * 10**9
 ED_WINDOW_NS = 365 * DAY_NS
 # ED attendances and contacts are kept this long before the newest event: the indicators'
@@ -100,7 +100,7 @@ def apply(state: PersonState, linked: idn.LinkedEvent) -> tl.TimelineEvent | Non
     digest = event_digest(event)
     if digest in state.applied:
         return None
-    _log_since_merges(state.timeline, tl.SinceMerge(event=linked))
+    _apply_to_sides(state.timeline, linked)
     timeline = state.timeline
     if not timeline.person_id:
         timeline.person_id = linked.person_id
@@ -111,16 +111,18 @@ def apply(state: PersonState, linked: idn.LinkedEvent) -> tl.TimelineEvent | Non
         prior_ed_attendances_365d=-1,
         is_late=timeline.HasField("newest_event_at") and t < ns(timeline.newest_event_at),
     )
-    _note_record(timeline, event.source_org, event.person.local_id)
     # A reviewer's decision (an identity merge made at the review desk) is no news of the person: no
     # organisation saw them, and it carries no age, sex or registration.
     decided = event.HasField("review_decision")
-    if not decided:
+    own = _own_record(linked)
+    if own:
+        _note_record(timeline, event.source_org, event.person.local_id)
+    if own and not decided:
         _note_involvement(timeline, event.source_org, event.source_sector, when)
         if event.registered_practice:
             _note_registration(timeline, event.registered_practice, event.locality, when)
         _note_age(timeline, event.person.age_years, event.person.sex, when)
-    elif timeline.HasField("age_at"):
+    elif decided and timeline.HasField("age_at"):
         view.age_years, view.sex = timeline.age_years, timeline.sex
 
     spell: tl.Spell | None = None
@@ -165,7 +167,7 @@ def apply(state: PersonState, linked: idn.LinkedEvent) -> tl.TimelineEvent | Non
     if spell is not None:
         view.spell.CopyFrom(spell_view(spell))  # before pruning, which may drop an old spell
 
-    if not decided and (not timeline.HasField("newest_event_at") or t > ns(timeline.newest_event_at)):
+    if own and not decided and (not timeline.HasField("newest_event_at") or t > ns(timeline.newest_event_at)):
         timeline.newest_event_at.CopyFrom(when)
     _prune_ed(timeline)
     _prune_spells(timeline)
@@ -618,52 +620,140 @@ def receive(state: PersonState, handover: tl.TimelineHandover) -> Step:
 
 
 def absorb(state: PersonState, handover: tl.TimelineHandover) -> None:
-    """Merge the handed-over person into ``state``, keeping what an un-merge needs."""
-    before = state.to_bytes()
-    _log_since_merges(state.timeline, tl.SinceMerge(handover=handover))
+    """Merge the handed-over person into ``state``, keeping both sides apart for an un-merge.
+
+    The merge's entry in ``absorbed`` holds the survivor's own state (with the merges before this
+    one inside it) and the absorbed person's, and each event applied from then on is applied to
+    one of them as well (``_apply_to_sides``). So the merges of a person form a tree, one merge
+    per level, and the state kept grows with the merges in force, never with the events. The
+    sides keep no applied-event digests: the joined person's are given to both on an un-merge.
+    """
+    _upgrade(state.timeline)
+    own = _side(state.timeline)
     merge_states(state, PersonState.from_bytes(handover.state))
+    state.timeline.ClearField("absorbed")  # the earlier merges are inside ``own``
     entry = state.timeline.absorbed[handover.from_person_id]
-    entry.Clear()
-    entry.state = handover.state
-    entry.survivor_before = before
+    entry.state = _side(tl.PersonTimeline.FromString(handover.state))
+    entry.survivor_before = own
     entry.moved_records.extend(handover.linked.merge.moved_records)
 
 
 def split(state: PersonState, linked: idn.LinkedEvent) -> Step:
     """The survivor's copy of an un-merge: keep its own history, hand the moved records' back.
 
-    The survivor is rebuilt from its state just before the merge by replaying what it applied
-    since, except the events from the moved records (local records of the un-merge), which are
-    replayed onto the absorbed person's state at the merge and handed back. Without that record
-    of the merge (or with too many events since it), the survivor keeps everything and the
-    absorbed person gets its state at the merge (or an empty one).
+    The merge undone may be the survivor's latest, or any one inside the tree of merges (chained,
+    undone in any order): its two sides are what each person is without the other, and every
+    merge above it is joined again from its sides. Without a record of the merge, the survivor
+    keeps everything and the absorbed person gets an empty state.
     """
     if event_digest(linked.event) in state.applied:
         return Step()
     merge = linked.merge
-    timeline = state.timeline
-    entry = timeline.absorbed.get(merge.from_person_id)
-    if entry is None:
+    moved = {(r.source_org, r.local_id) for r in merge.moved_records}
+    found = _detach(state, merge.from_person_id, moved)
+    if found is None:
         given_back = PersonState.new(merge.from_person_id)
-    elif entry.since_truncated:
-        given_back = PersonState.from_bytes(entry.state)
-        del timeline.absorbed[merge.from_person_id]
     else:
-        moved = {(r.source_org, r.local_id) for r in (*entry.moved_records, *merge.moved_records)}
-        survivor, given_back = PersonState.from_bytes(entry.survivor_before), PersonState.from_bytes(entry.state)
-        for item in entry.since:
-            if item.HasField("handover"):
-                absorb(survivor, item.handover)
-            elif (item.event.event.source_org, item.event.event.person.local_id) in moved:
-                apply(given_back, item.event)
-            else:
-                apply(survivor, item.event)
-        for digest in state.applied:  # everything seen stays a repeat for the survivor
-            survivor.applied.setdefault(digest, None)
-        _bound_applied(survivor)
+        survivor, given_back = found
+        for side in (survivor, given_back):  # everything seen stays a repeat for both
+            for digest in state.applied:
+                side.applied.setdefault(digest, None)
+            _bound_applied(side)
+        survivor.timeline.person_id = state.timeline.person_id
         state.timeline, state.applied = survivor.timeline, survivor.applied
     given_back.timeline.person_id = merge.from_person_id
     return Step(with_timeline(apply(state, linked), state.timeline), _handover(linked, given_back.to_bytes()))
+
+
+def _detach(state: PersonState, person_id: str,
+            moved: set[tuple[str, str]]) -> tuple[PersonState, PersonState] | None:
+    """``state`` without the person ``person_id`` that one of its merges absorbed, and that person; None if none did."""
+    _upgrade(state.timeline)
+    absorbed = state.timeline.absorbed
+    entry = absorbed.get(person_id)
+    if entry is not None:
+        return PersonState.from_bytes(entry.survivor_before), PersonState.from_bytes(entry.state)
+    for key, entry in absorbed.items():
+        for side in ("survivor_before", "state"):
+            found = _detach(PersonState.from_bytes(getattr(entry, side)), person_id, moved)
+            if found is None:
+                continue
+            rest, given_back = found
+            setattr(entry, side, rest.to_bytes())
+            if side == "state":  # the records that went back no longer go with this merge's absorbed side
+                gone = moved | {(r.org, r.local_id) for r in given_back.timeline.local_records}
+                kept = [r for r in entry.moved_records if (r.source_org, r.local_id) not in gone]
+                del entry.moved_records[:]
+                entry.moved_records.extend(kept)
+            joined = PersonState.from_bytes(entry.survivor_before)
+            merge_states(joined, PersonState.from_bytes(entry.state))
+            joined.timeline.ClearField("absorbed")
+            joined.timeline.absorbed[key].CopyFrom(entry)
+            return joined, given_back
+    return None
+
+
+def _apply_to_sides(timeline: tl.PersonTimeline, linked: idn.LinkedEvent) -> None:
+    """Apply an event to the side of each merge in force its record belongs to (see ``absorb``)."""
+    _upgrade(timeline)
+    record = (linked.event.source_org, linked.event.person.local_id)
+    for entry in timeline.absorbed.values():
+        moved = any((r.source_org, r.local_id) == record for r in entry.moved_records)
+        name = "state" if moved else "survivor_before"
+        side = PersonState.from_bytes(getattr(entry, name))
+        apply(side, linked)
+        side.applied.clear()
+        setattr(entry, name, side.to_bytes())
+
+
+def _side(timeline: tl.PersonTimeline) -> bytes:
+    """``timeline`` as one side of a merge: without its applied-event digests (see ``absorb``)."""
+    side = tl.PersonTimeline()
+    side.CopyFrom(timeline)
+    side.ClearField("applied_events")
+    return side.SerializeToString()
+
+
+def _upgrade(timeline: tl.PersonTimeline) -> None:
+    """Bring a merge kept as a log of what came since it (before the sides were kept up to date) to sides.
+
+    The log is replayed onto the two states as they were at the merge; after a log cut short,
+    the survivor's side is the whole person without that merge, and the absorbed side its state
+    at the merge (what an un-merge gave then).
+    """
+    for person_id, entry in list(timeline.absorbed.items()):
+        if entry.since_truncated:
+            whole = tl.PersonTimeline()
+            whole.CopyFrom(timeline)
+            del whole.absorbed[person_id]
+            entry.survivor_before = whole.SerializeToString()
+        elif entry.since:
+            moved = {(r.source_org, r.local_id) for r in entry.moved_records}
+            survivor, absorbed = PersonState.from_bytes(entry.survivor_before), PersonState.from_bytes(entry.state)
+            for item in entry.since:
+                if item.HasField("handover"):
+                    absorb(survivor, item.handover)
+                elif (item.event.event.source_org, item.event.event.person.local_id) in moved:
+                    apply(absorbed, item.event)
+                else:
+                    apply(survivor, item.event)
+            entry.survivor_before, entry.state = survivor.to_bytes(), absorbed.to_bytes()
+        else:
+            continue
+        del entry.since[:]
+        entry.since_truncated = False
+
+
+def _own_record(linked: idn.LinkedEvent) -> bool:
+    """False for the copy of a merge or un-merge event applied to the person that does not hold its
+    record afterwards (the absorbed person of a merge; of an un-merge, the person the record does
+    not go back to): it changes nothing there but the applied events."""
+    if not is_merge(linked):
+        return True
+    merge, event = linked.merge, linked.event
+    goes_back = merge.unmerge and any((r.source_org, r.local_id) == (event.source_org, event.person.local_id)
+                                      for r in merge.moved_records)
+    return linked.person_id == (merge.from_person_id if goes_back else merge.into_person_id)
 
 
 def merge_states(into: PersonState, other: PersonState) -> None:
@@ -759,14 +849,3 @@ def _bound_applied(state: PersonState) -> None:
     excess = len(state.applied) - MAX_APPLIED
     for digest in list(state.applied)[:max(excess, 0)]:
         del state.applied[digest]
-
-
-def _log_since_merges(timeline: tl.PersonTimeline, item: tl.SinceMerge) -> None:
-    for entry in timeline.absorbed.values():
-        if entry.since_truncated:
-            continue
-        if len(entry.since) >= MAX_SINCE_MERGE:
-            entry.since_truncated = True
-            del entry.since[:]
-        else:
-            entry.since.append(item)

@@ -550,8 +550,9 @@ class PersonTimeline(_message.Message):
     def newest_event_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def absorbed(self) -> _containers.MessageMap[_builtins.str, Global___AbsorbedPerson]:
-        """The persons absorbed by merges still in force, by their person id: what is needed to
-        separate them again on an un-merge.
+        """The merge in force last joined, by the absorbed person's id: what is needed to separate
+        them again on an un-merge (earlier merges are inside its sides). Written by carehub before
+        the sides were kept up to date, several entries.
         """
 
     @_builtins.property
@@ -606,7 +607,10 @@ Global___PersonTimeline: _TypeAlias = PersonTimeline  # noqa: Y015
 
 @_typing.final
 class AbsorbedPerson(_message.Message):
-    """A person absorbed into this one by a merge, kept so that an un-merge can split them again."""
+    """A person absorbed into this one by a merge, kept so that an un-merge can split them again:
+    the two sides, each the PersonTimeline (without applied-event digests) of what a replay of its
+    own records' events gives, kept up to date as events come.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -616,15 +620,18 @@ class AbsorbedPerson(_message.Message):
     SINCE_FIELD_NUMBER: _builtins.int
     SINCE_TRUNCATED_FIELD_NUMBER: _builtins.int
     state: _builtins.bytes
-    """the absorbed person's PersonTimeline at the merge"""
+    """the absorbed side: from the merge on, the events of moved_records"""
     survivor_before: _builtins.bytes
-    """this person's PersonTimeline just before the merge"""
+    """this person's own side: the other events, and the earlier merges"""
     since_truncated: _builtins.bool
     @_builtins.property
     def moved_records(self) -> _containers.RepeatedCompositeFieldContainer[_identity_pb2.LocalRecord]: ...
     @_builtins.property
     def since(self) -> _containers.RepeatedCompositeFieldContainer[Global___SinceMerge]:
-        """What this person applied since the merge, in order (bounded; since_truncated when not all)."""
+        """Written only by carehub before the sides were kept up to date: what this person applied
+        since the merge, in order (bounded; since_truncated when not all), with both sides as they
+        were at the merge. Turned into sides when the person is next touched.
+        """
 
     def __init__(
         self,

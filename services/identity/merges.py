@@ -5,16 +5,26 @@ local record of the absorbed person moves to the one that remains, and the absor
 redirects there (so blocking-index entries under it still find the right person). What moved,
 and both profiles as they were, are kept under the prior record, so an un-merge of the same
 pair puts everything back.
+
+Merges chain (A into B, then B into C) and are undone in any order. An un-merge gives back to the
+absorbed person exactly the records that came with it and are still with the survivor: when A is
+taken out of C first, A's records also leave what B's merge record says moved, so a later
+un-merge of B gives B back without them. The person a merge absorbed points to that merge's key
+(``~person`` in the merges table) for that walk. A prior record used again while its first merge
+is in force keeps the earlier record under the new one, each un-merge undoing the latest.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from carehub.v1 import identity_pb2 as idn
 
 from .linkage import Profile
-from .table_store import TableStore
+from .table_store import MAX_REDIRECTS, TableStore
+
+MAX_CHAIN = MAX_REDIRECTS  # merges one above the other
 
 
 @dataclass
@@ -39,13 +49,19 @@ def merge(store: TableStore, org: str, survivor: str, prior_local_id: str) -> Me
         return MergeResult(None)
     moved = store.members(absorbed)
     absorbed_profile, survivor_profile = store.profile(absorbed), store.profile(survivor)
-    store.set_merge_record(f"{org}/{prior_local_id}", {
+    key = f"{org}/{prior_local_id}"
+    record: dict[str, Any] = {
         "from": absorbed, "into": survivor, "moved": moved,
         "from_profile": absorbed_profile.to_bytes().hex() if absorbed_profile else "",
         "into_profile": survivor_profile.to_bytes().hex() if survivor_profile else "",
-    })
-    for record in moved:
-        store.set_local_person(*_split(record), survivor)
+    }
+    earlier = store.merge_record(key)
+    if earlier is not None:
+        record["earlier"] = earlier
+    store.set_merge_record(key, record)
+    store.set_merge_record(_absorbed_key(absorbed), {"merge": key})
+    for local in moved:
+        store.set_local_person(*_split(local), survivor)
     if absorbed_profile is not None:
         joined = survivor_profile or Profile()
         for variant in absorbed_profile.variants:
@@ -61,16 +77,40 @@ def unmerge(store: TableStore, org: str, survivor: str, prior_local_id: str) -> 
     record = store.merge_record(key)
     if record is None or store.resolve(record["into"]) != survivor:
         return MergeResult(None)
-    absorbed, moved = record["from"], list(record["moved"])
+    absorbed = record["from"]
+    moved = [local for local in record["moved"] if store.local_person(*_split(local)) == survivor]
     store.set_redirect(absorbed, None)
     for local in moved:
         store.set_local_person(*_split(local), absorbed)
+    _forget_in_chain(store, record["into"], set(moved))
     if record["from_profile"]:
         store.set_profile(absorbed, Profile.from_bytes(bytes.fromhex(record["from_profile"])))
-    if record["into_profile"]:
+    if record["into_profile"] and record["into"] == survivor:  # chained: the survivor's own profile stays
         store.set_profile(survivor, Profile.from_bytes(bytes.fromhex(record["into_profile"])))
-    store.set_merge_record(key, None)
+    store.set_merge_record(key, record.get("earlier"))
+    store.set_merge_record(_absorbed_key(absorbed), None)
     return MergeResult(_message(absorbed, survivor, True, moved), [(*_split(r), absorbed) for r in moved])
+
+
+def _absorbed_key(person_id: str) -> str:
+    return f"~{person_id}"  # no "org/local_id" key starts so
+
+
+def _forget_in_chain(store: TableStore, person_id: str, records: set[str]) -> None:
+    """Take ``records`` out of what the merges that absorbed ``person_id`` (and so on up) moved."""
+    for _ in range(MAX_CHAIN):
+        pointer = store.merge_record(_absorbed_key(person_id))
+        if pointer is None:
+            return
+        top = store.merge_record(pointer["merge"])
+        record = top
+        while record is not None and record["from"] != person_id:  # under a later merge of the same record
+            record = record.get("earlier")
+        if top is None or record is None:
+            return
+        record["moved"] = [local for local in record["moved"] if local not in records]
+        store.set_merge_record(pointer["merge"], top)
+        person_id = record["into"]
 
 
 def _message(absorbed: str, survivor: str, unmerge_: bool, moved: list[str]) -> idn.PersonMerge:

@@ -34,7 +34,9 @@ Readings of the contract where it leaves room (each one the engine must share):
 - Un-merges: the survivor's events whose ``(source_org, person.local_id)`` is one of
   ``moved_records`` go to the restored person; both persons' registration, age and consent are
   rebuilt by re-applying their remaining events in link order (the opt-out flags taken when each
-  event was first applied are kept).
+  event was first applied are kept). The un-merge event itself is an ordinary event of the
+  person holding its record afterwards: the survivor, or the restored person when it was sent
+  under one of the records that go back.
 - Every applied event (cancellations, merges, cancelled events too) counts for as-of,
   registration (when it carries ``registered_practice``) and age now.
 - Registration is kept incrementally: an event with practice P at time t replaces the current
@@ -411,6 +413,9 @@ def build_state(linked: Iterable[idn.LinkedEvent]) -> State:
             else:
                 _merge(persons, le.merge.from_person_id, le.merge.into_person_id)
             person_id = le.merge.into_person_id
+            if le.merge.unmerge and (e.source_org, e.person.local_id) in {
+                    (r.source_org, r.local_id) for r in le.merge.moved_records}:
+                person_id = le.merge.from_person_id  # sent under a record that goes back
         person = persons.setdefault(person_id, Person())
         if key in person.keys:
             continue

@@ -421,14 +421,46 @@ def test_batch_routes_handovers_through_the_handover_topic() -> None:
     assert tl.PersonTimeline.FromString(table[ABSORBED]).merged_into == SURVIVOR
 
 
-def test_unmerge_after_too_many_events_gives_back_the_state_at_the_merge() -> None:
+def merged_after_an_admission() -> Feed:
+    """The survivor, after a merge of the absorbed person that was admitted (spell S-A)."""
     seq = itertools.count(1)
     a, b = Feed(SURVIVOR, "H-1", seq), Feed(ABSORBED, "H-2", seq)
     b.send(ce.EVENT_TYPE_ADMISSION, OCT, spell="S-A")
-    into, other = merge_copies(a, OCT + timedelta(days=1))
+    _, other = merge_copies(a, OCT + timedelta(days=1))
     handover = step(b.state, other).handover
     assert handover is not None and receive(a.state, handover).event is not None
-    a.timeline.absorbed[ABSORBED].since_truncated = True  # as after MAX_SINCE_MERGE events
+    return a
+
+
+def test_a_merge_kept_as_a_log_is_undone_as_one_kept_as_sides() -> None:
+    """Before the sides were kept up to date, a merge kept both states at the merge and a log."""
+    a = merged_after_an_admission()
+    at_merge = tl.AbsorbedPerson()
+    at_merge.CopyFrom(a.timeline.absorbed[ABSORBED])
+    later = [a.linked(ce.EVENT_TYPE_DISCHARGE, OCT + timedelta(days=2), spell="S-A"),
+             a.linked(ce.EVENT_TYPE_ADMISSION, OCT + timedelta(days=3), spell="S-B")]
+    later[0].event.person.local_id = "H-2"
+    for linked in later:
+        assert apply(a.state, linked) is not None
+    legacy = PersonState.from_bytes(a.state.to_bytes())
+    legacy.timeline.absorbed[ABSORBED].CopyFrom(at_merge)
+    legacy.timeline.absorbed[ABSORBED].since.extend(tl.SinceMerge(event=linked) for linked in later)
+    unmerge, _ = merge_copies(a, OCT + timedelta(days=4), unmerge=True)
+    kept, logged = split(a.state, unmerge), split(legacy, unmerge)
+    assert kept.handover is not None and logged.handover is not None
+    for one, two in ((kept.handover.state, logged.handover.state), (a.state.to_bytes(), legacy.to_bytes())):
+        x, y = PersonState.from_bytes(one), PersonState.from_bytes(two)
+        assert set(x.applied) == set(y.applied)  # the same digests, in another order
+        x.timeline.ClearField("applied_events")
+        y.timeline.ClearField("applied_events")
+        assert x.timeline == y.timeline
+    assert spell_ids(a) == {"S-B"}
+    assert [s.spell_id for s in tl.PersonTimeline.FromString(kept.handover.state).spells] == ["S-A"]
+
+
+def test_unmerge_of_a_log_cut_short_gives_back_the_state_at_the_merge() -> None:
+    a = merged_after_an_admission()
+    a.timeline.absorbed[ABSORBED].since_truncated = True  # as an earlier carehub left it after 500 events
     a.send(ce.EVENT_TYPE_ADMISSION, OCT + timedelta(days=2), spell="S-B")
     into, _ = merge_copies(a, OCT + timedelta(days=3), unmerge=True)
     done = split(a.state, into)
