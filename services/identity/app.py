@@ -339,7 +339,6 @@ def build_app(settings: Settings, bootstrap: str) -> faust.App:
         "members": runtime.table("identity-members", partitions=1),
         "redirects": runtime.table("identity-redirects", partitions=1, value_type=str),
         "merges": runtime.table("identity-merges", partitions=1),
-        "fingerprints": runtime.table("identity-fingerprints", partitions=1, value_type=bytes),
         "dedupe": runtime.table("identity-dedupe", partitions=1),
         "reviews": runtime.table("identity-reviews", partitions=1, value_type=bytes),
     }

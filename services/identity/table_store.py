@@ -8,7 +8,8 @@ key once, with the current event set so the changelog stays on the source partit
 Besides what the linker needs (``IdentityStore``) it keeps what merges need: the local
 records of each person, redirects from merged-away persons to the person they joined, and
 one record per merge so that it can be undone; and, for the known-record fast path, each local
-record's demographics fingerprint as last remembered (``linkage.demographics_fingerprint``).
+record's demographics fingerprint as last remembered (``linkage.demographics_fingerprint``),
+beside its person in the local table.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ _MISSING = object()
 MAX_BLOCK_MEMBERS = 5000
 MAX_REDIRECTS = 32  # merge chains are short; a longer one means a cycle
 
-TABLES = ("local", "blocks", "profiles", "members", "redirects", "merges", "fingerprints")
+TABLES = ("local", "blocks", "profiles", "members", "redirects", "merges")
+FINGERPRINT_SEP = " "  # person ids are UUIDs, without spaces
 
 
 class TableStore:
@@ -56,9 +58,11 @@ class TableStore:
 
     def local_person(self, org: str, local_id: str) -> str | None:
         value = self._get("local", f"{org}/{local_id}")
-        return str(value) if value else None
+        return str(value).partition(FINGERPRINT_SEP)[0] if value else None
 
     def set_local_person(self, org: str, local_id: str, person_id: str) -> None:
+        """Map the record to ``person_id``; a record that moves (a merge or its undoing) loses its
+        fingerprint, so that its next event remembers it under its new person."""
         record = f"{org}/{local_id}"
         previous = self.local_person(org, local_id)
         if previous == person_id:
@@ -66,8 +70,6 @@ class TableStore:
         self._set("local", record, person_id)
         if previous is not None:
             self._set("members", previous, [r for r in self.members(previous) if r != record])
-            # moved to another person (a merge or its undoing): its next event remembers it there again
-            self._set("fingerprints", record, None)
         self._set("members", person_id, [*self.members(person_id), record])
 
     def block(self, key: str) -> list[str]:
@@ -100,13 +102,22 @@ class TableStore:
 
     # -- the known-record fast path --------------------------------------------------------
 
+    # The fingerprint rides in the record's row of the local table ("person_id fingerprint-hex"), so
+    # remembering a record writes that one row, not a row of another table as well; a row without
+    # one (written before fingerprints, or moved since) reads as None.
+
     def fingerprint(self, org: str, local_id: str) -> bytes | None:
         """The record's demographics fingerprint when it was last remembered; None when unknown."""
-        value = self._get("fingerprints", f"{org}/{local_id}")
-        return bytes(value) if value else None
+        value = self._get("local", f"{org}/{local_id}")
+        fingerprint = str(value).partition(FINGERPRINT_SEP)[2] if value else ""
+        return bytes.fromhex(fingerprint) if fingerprint else None
 
     def set_fingerprint(self, org: str, local_id: str, fingerprint: bytes) -> None:
-        self._set("fingerprints", f"{org}/{local_id}", fingerprint)
+        """Note the fingerprint of a record already mapped to its person (``set_local_person``)."""
+        person_id = self.local_person(org, local_id)
+        if person_id is None:
+            raise KeyError(f"{org}/{local_id}: no person to note a fingerprint for")
+        self._set("local", f"{org}/{local_id}", f"{person_id}{FINGERPRINT_SEP}{fingerprint.hex()}")
 
     # -- for merges ------------------------------------------------------------------------
 
