@@ -37,6 +37,9 @@ fetch wait (carehub/kafka/profile.py). ``--fetch-max-wait-ms`` sets it for the p
 
     python bench/alerts_bench.py                          # all of it, about 9 minutes
     python bench/alerts_bench.py --rates 100 --seconds 10 --subscribers 100 --passes 0.02/fanout
+
+A long run: ``--seconds 1800 --windows-s 300`` also prints each run's latency per 5 minutes of
+publishing, so that a hub slowing down as its topics grow shows as growth from window to window.
 """
 
 from __future__ import annotations
@@ -455,6 +458,8 @@ class RunResult:
     second_half_ms: list[float] = field(default_factory=list)  # latencies of probes published in the 2nd half
     published: dict[str, float] = field(default_factory=dict)  # probe trace id -> publish time
     stages: dict[str, list[float]] = field(default_factory=dict)  # stage -> ms after publish, per probe
+    # per probe: (publish time, latency in ms, or None when not received), for --windows-s
+    timeline: list[tuple[float, float | None]] = field(default_factory=list)
 
 
 async def paced_run(label: str, hub: LocalHub, subs: Subscribers, probes: list[tuple[Person, tuple[bytes, bytes]]],
@@ -494,15 +499,18 @@ async def paced_run(label: str, hub: LocalHub, subs: Subscribers, probes: list[t
     latencies, to_raised, to_received, second_half = [], [], [], []
     missing = duplicates = wrong = 0
     half = min((t for t, _ in published.values()), default=0.0) + seconds / 2
+    timeline: list[tuple[float, float | None]] = []
     for trace_id, (t, org) in published.items():
         got = subs.received.get(trace_id, [])
         if not got:
             missing += 1
+            timeline.append((t, None))
             continue
         duplicates += len(got) - 1
         wrong += sum(r.org != org or r.recipient_org != org for r in got)
         first = min(got, key=lambda r: r.received)
         latencies.append((first.received - t) * 1000)
+        timeline.append((t, latencies[-1]))
         if t >= half:
             second_half.append(latencies[-1])
         to_raised.append((first.raised - t) * 1000)
@@ -510,7 +518,7 @@ async def paced_run(label: str, hub: LocalHub, subs: Subscribers, probes: list[t
     return RunResult(label, rate, seconds, result["published"] / result["seconds"], len(subs.partners.orgs),
                      len(published), latencies, to_raised, to_received, missing, duplicates, wrong,
                      result["max_lag_s"] * 1000, result["late"], (load_before, os.getloadavg()[0]), second_half,
-                     {k: v[0] for k, v in published.items()})
+                     {k: v[0] for k, v in published.items()}, timeline=timeline)
 
 
 # ---- reporting ----------------------------------------------------------------------------------------
@@ -539,6 +547,21 @@ def table(results: list[RunResult]) -> str:
             f"| {pct(r.to_raised_ms, 50):.0f} / {pct(r.to_raised_ms, 99):.0f} "
             f"| {pct(r.raised_to_received_ms, 50):.0f} / {pct(r.raised_to_received_ms, 99):.0f} "
             f"| {r.load[0]:.1f}-{r.load[1]:.1f} |")
+    return "\n".join(rows)
+
+
+def windows_table(results: list[RunResult], window_s: float) -> str:
+    """Latency by when the probe was published, one row per ``window_s`` of each run: growth shows."""
+    rows = ["| run | window (s after the first probe) | alerts | p50 ms | p99 ms | max ms |", "|" + "---|" * 6]
+    for r in results:
+        if not r.timeline or r.seconds <= window_s:
+            continue
+        start = min(t for t, _ in r.timeline)
+        for k in range(math.ceil(r.seconds / window_s)):
+            inside = [ms for t, ms in r.timeline if k * window_s <= t - start < (k + 1) * window_s]
+            got = [ms for ms in inside if ms is not None]
+            rows.append(f"| {r.label} | {k * window_s:g}-{(k + 1) * window_s:g} | {len(got):,}/{len(inside):,} "
+                        f"| {pct(got, 50):.0f} | {pct(got, 99):.0f} | {max(got, default=math.nan):.0f} |")
     return "\n".join(rows)
 
 
@@ -768,6 +791,9 @@ def main() -> None:
     parser.add_argument("--warmup-s", type=float, default=4.0, help="length of a warm-up round (default 4)")
     parser.add_argument("--warmup-rounds", type=int, default=6,
                         help="warm-up rounds at most; they stop once the p50 improves by less than 20%%")
+    parser.add_argument("--windows-s", type=float, default=0.0,
+                        help="also print each paced run's latency per window of this many seconds of publishing "
+                             "(a long run: --rates 300 --seconds 1800 --windows-s 300)")
     parser.add_argument("--drain-s", type=float, default=60.0,
                         help="after a run, wait at most this long for the alerts not yet received (default 60)")
     args = parser.parse_args()
@@ -801,6 +827,9 @@ def main() -> None:
                 print("\nms after the publish call, p50 / p99, at which each stage wrote the probe (Kafka record "
                       "timestamps), and at which the subscriber received its alert:\n")
                 print(stage_table(plan.results))
+                if args.windows_s:
+                    print(f"\nlatency by publish time, windows of {args.windows_s:g} s:\n")
+                    print(windows_table(plan.results, args.windows_s))
                 for note in plan.notes:
                     print(f"- {note}")
             print(f"\ntotal {time.monotonic() - started:.0f} s; logs in {work}", flush=True)
