@@ -751,7 +751,8 @@ async def bench(plan: Plan) -> None:
     from carehub.kafka.broker import EmbeddedBroker
 
     a = plan.args
-    per_pass = int(a.warmup_rate * a.warmup_s * a.warmup_rounds + (sum(a.rates) + sum(a.fanout_rates)) * a.seconds)
+    fan_rates = sum(a.fanout_rates) if a.subscribers > 0 else 0  # no fan-out: no background for it
+    per_pass = int(a.warmup_rate * a.warmup_s * a.warmup_rounds + (sum(a.rates) + fan_rates) * a.seconds)
     t = time.monotonic()
     background = background_records(per_pass, seed=11)
     say(f"{len(background):,} background records from the synthetic region in {time.monotonic() - t:.1f} s")
