@@ -137,6 +137,7 @@ class IngestFigures:
     lost_at_timeline: int = 0  # linked, never on a timeline
     linked_repeats: int = 0  # linked events repeated (the same id linked again after a crash)
     linked_to_two_persons: int = 0  # event ids linked to more than one hub person (merges aside)
+    two_persons_examples: list[str] = field(default_factory=list)  # "org/event id" of up to 5 of them
 
     @property
     def lost_after_ingest(self) -> int:
@@ -204,7 +205,9 @@ def account_stages(figures: IngestFigures, accepted: Iterable[EventId],
     figures.lost_at_identity = len(set(accepted) - linked_ids)
     figures.lost_at_timeline = len(linked_ids - set(timeline))
     figures.linked_repeats = len(linked) - len(linked_ids)
-    figures.linked_to_two_persons = sum(1 for ps in persons.values() if len(ps) > 1)
+    twice = [event for event, ps in persons.items() if len(ps) > 1]
+    figures.linked_to_two_persons = len(twice)
+    figures.two_persons_examples = [f"{org}/{event_id}" for org, event_id in sorted(twice)[:5]]
 
 
 # -- alerts ----------------------------------------------------------------------------------------
@@ -359,7 +362,8 @@ class Report:
             out.append(f"{i.lost_at_identity} accepted events never linked, {i.lost_at_timeline} linked events "
                        "never on a timeline")
         if i.linked_to_two_persons:
-            out.append(f"{i.linked_to_two_persons} events linked to two hub persons (counted twice downstream)")
+            out.append(f"{i.linked_to_two_persons} events linked to two hub persons (counted twice downstream: "
+                       f"{', '.join(i.two_persons_examples)})")
         if a.delivered_twice:
             out.append(f"{a.delivered_twice} alerts delivered twice to a partner")
         if a.same_situation_twice:

@@ -801,6 +801,11 @@ class Suite:
         account_stages(figures, (a.event for a in accepted),
                        [((e.event.source_org, e.event.event_id), e.person_id, e.HasField("merge")) for e in linked],
                        timeline_ids)
+        for example in figures.two_persons_examples:  # how each link of it was made, in the log's order
+            links = [f"{idn.LinkOutcome.Name(e.outcome).removeprefix('LINK_OUTCOME_').lower()} "
+                     f"(sequence {e.link_sequence}, person {e.person_id[:8]})"
+                     for e in linked if f"{e.event.source_org}/{e.event.event_id}" == example]
+            self.report.notes.append(f"linked to two persons: {example}: {'; '.join(links)}")
         self.report.ingest = figures
         tallies = {p.org: p.snapshot() for p in self.partners}
         self.report.alerts = account_alerts(alert_records(hub), tallies)

@@ -93,6 +93,7 @@ def test_events_lost_after_ingest() -> None:
     assert (figures.lost_at_identity, figures.lost_at_timeline, figures.linked_repeats) == (1, 1, 2)
     assert figures.lost_after_ingest == 2
     assert figures.linked_to_two_persons == 1  # a, linked again after a crash to another person
+    assert figures.two_persons_examples == ["RR8/a"]
 
 
 def test_alert_accounting_counts_twice_after_dedupe_raw_repeats_and_topic_repeats_apart() -> None:
