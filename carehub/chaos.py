@@ -136,7 +136,7 @@ class IngestFigures:
     lost_at_identity: int = 0  # accepted, never linked
     lost_at_timeline: int = 0  # linked, never on a timeline
     linked_repeats: int = 0  # linked events repeated (the same id linked again after a crash)
-    linked_to_two_persons: int = 0  # event ids linked to more than one hub person (merges aside)
+    linked_to_two_persons: int = 0  # event ids on two hub persons (merged persons as one)
     two_persons_examples: list[str] = field(default_factory=list)  # "org/event id" of up to 5 of them
 
     @property
@@ -188,26 +188,49 @@ def account_ingest(expected: Iterable[EventId], malformed: Iterable[tuple[bytes,
 
 
 def account_stages(figures: IngestFigures, accepted: Iterable[EventId],
-                   linked: Sequence[tuple[EventId, str, bool]], timeline: Iterable[EventId]) -> None:
+                   linked: Sequence[tuple[EventId, str, bool]], timeline: Iterable[EventId],
+                   merged: Mapping[str, str] | None = None) -> None:
     """Events lost after ingest (accepted but never linked, linked but never on a timeline), and
     events linked to more than one hub person.
 
     ``linked`` holds every linked event as written: (event id, hub person id, whether it is a copy
     of an identity merge). Its repeats (a crash repeat, or the copies a merge writes on purpose,
     one for each person) are counted, not judged; a repeat that names another person is one
-    event on two persons' timelines, counted twice by everything after identity.
+    event on two persons' timelines, counted twice by everything after identity. ``merged``: the
+    merges in force at the end (absorbed person -> survivor, see :func:`merges_in_force`). Two
+    persons of which one absorbed the other are one: an event decided before its person's merge and
+    again, after a crash, once the merge was made, goes to the survivor, who holds it once.
     """
     linked_ids = {event for event, _, _ in linked}
     persons: dict[EventId, set[str]] = {}
     for event, person, merge in linked:
         if not merge:
-            persons.setdefault(event, set()).add(person)
+            persons.setdefault(event, set()).add(_survivor(person, merged or {}))
     figures.lost_at_identity = len(set(accepted) - linked_ids)
     figures.lost_at_timeline = len(linked_ids - set(timeline))
     figures.linked_repeats = len(linked) - len(linked_ids)
     twice = [event for event, ps in persons.items() if len(ps) > 1]
     figures.linked_to_two_persons = len(twice)
     figures.two_persons_examples = [f"{org}/{event_id}" for org, event_id in sorted(twice)[:5]]
+
+
+def merges_in_force(merges: Iterable[tuple[str, str, bool]]) -> dict[str, str]:
+    """(absorbed, survivor, unmerge) in link order -> absorbed person -> the person that absorbed it."""
+    out: dict[str, str] = {}
+    for absorbed, survivor, unmerge in merges:
+        if unmerge:
+            out.pop(absorbed, None)
+        else:
+            out[absorbed] = survivor
+    return out
+
+
+def _survivor(person: str, merged: Mapping[str, str]) -> str:
+    seen = {person}
+    while person in merged and merged[person] not in seen:
+        person = merged[person]
+        seen.add(person)
+    return person
 
 
 # -- alerts ----------------------------------------------------------------------------------------
@@ -401,7 +424,7 @@ class Report:
             ("accepted more than once (a crash repeat of one record)", f"{i.accepted_more_than_once:,}", ""),
             ("duplicates accepted twice (two records, one event id)", f"{i.duplicates_accepted_twice:,}", ""),
             ("linked events written again (crash repeats, merges)", f"{i.linked_repeats:,}", ""),
-            ("events linked to two hub persons (merges aside)", f"{i.linked_to_two_persons:,}", ""),
+            ("events linked to two hub persons (merged persons as one)", f"{i.linked_to_two_persons:,}", ""),
             ("accepted, not published (unexpected)", f"{i.unexpected:,}", ""),
             ("partners subscribed", f"{a.partners:,}", ""),
             ("alerts addressed to them (distinct ids)", f"{a.in_topic:,}", ""),

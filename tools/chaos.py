@@ -94,6 +94,7 @@ from carehub.chaos import (  # noqa: E402
     account_ingest,
     account_stages,
     compare_indicators,
+    merges_in_force,
     schedule,
 )
 from carehub.demo import demo_partners  # noqa: E402
@@ -798,9 +799,11 @@ class Suite:
         timeline_ids = {(e.linked.event.source_org, e.linked.event.event_id)
                         for v in hub.values("timeline.events", timeout_s=300)
                         for e in tl.TimelineBatch.FromString(v).events}
+        merged = merges_in_force((e.merge.from_person_id, e.merge.into_person_id, e.merge.unmerge)
+                                 for e in sorted(linked, key=lambda e: e.link_sequence) if e.HasField("merge"))
         account_stages(figures, (a.event for a in accepted),
                        [((e.event.source_org, e.event.event_id), e.person_id, e.HasField("merge")) for e in linked],
-                       timeline_ids)
+                       timeline_ids, merged)
         for example in figures.two_persons_examples:  # how each link of it was made, in the log's order
             links = [f"{idn.LinkOutcome.Name(e.outcome).removeprefix('LINK_OUTCOME_').lower()} "
                      f"(sequence {e.link_sequence}, person {e.person_id[:8]})"

@@ -70,6 +70,28 @@ class DedupeIndex:
             del self.table[row_key]
         return forgotten
 
+    def forget_from(self, tag: str, offset: int) -> int:
+        """Stop taking for repeats the keys only batches from ``offset`` on recorded; returns how many.
+
+        For a worker that takes a partition again from its committed ``offset``: the batches after it
+        were processed, but whether all their state reached the changelogs is not known, so their
+        events are to be processed again rather than skipped. A key that a batch before ``offset``
+        recorded as well is still a repeat. The rows stay in the table, to expire as usual.
+        """
+        seen = self._load(tag)
+        later: set[str] = set()
+        earlier: set[str] = set()
+        for _, row_key in self._rows[tag]:
+            row = self.table.get(row_key)
+            if not row:
+                continue
+            first = int(row_key.rsplit("|", 1)[1].split("+", 1)[0])
+            (later if first >= offset else earlier).update(row["k"])
+        forgotten = later - earlier
+        for k in forgotten:
+            seen.pop(k, None)
+        return len(forgotten)
+
     def forget_partitions(self, tags: set[str]) -> None:
         """After a revocation: the next owner (maybe us again) rebuilds from the table."""
         for tag in tags:

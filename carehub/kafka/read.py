@@ -105,6 +105,40 @@ def fetch_ends(bootstrap: str, topics: Sequence[str], *, timeout_s: float = 30.0
         consumer.close()
 
 
+def last_records(bootstrap: str, topic: str, *, timeout_s: float = 30.0,
+                 profile: ClientProfile = EMBEDDED) -> list[Record]:
+    """The newest record of each partition of ``topic`` (none for an empty partition).
+
+    For a worker that must know, when it starts, how far its predecessor's output got (identity
+    re-deciding what it decided before a crash). The ends are the Fetch high watermarks
+    (:func:`fetch_ends`); each partition is then read from its end minus one.
+    """
+    ends = {tp: end for tp, end in fetch_ends(bootstrap, [topic], timeout_s=timeout_s).items() if end > 0}
+    if not ends:
+        return []
+    config = profile.kafka_python_consumer() | {"fetch_max_wait_ms": READ_FETCH_WAIT_MS}
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                             client_id="carehub-last-records", **config)
+    deadline = time.monotonic() + timeout_s
+    try:
+        consumer.assign(list(ends))
+        for tp, end in ends.items():
+            consumer.seek(tp, end - 1)
+        last: dict[TopicPartition, Record] = {}
+        while len(last) < len(ends):
+            for tp, records in consumer.poll(timeout_ms=100).items():
+                for r in records:
+                    if r.offset == ends[tp] - 1:
+                        last[tp] = Record(r.topic, r.partition, r.offset, r.timestamp, r.key, r.value,
+                                          tuple(r.headers or ()))
+            if time.monotonic() > deadline:
+                missing = sorted(f"{tp.topic}[{tp.partition}]@{ends[tp] - 1}" for tp in set(ends) - set(last))
+                raise ReadTimeout(f"last_records: not read within {timeout_s:.0f} s: {', '.join(missing)}")
+        return [last[tp] for tp in sorted(last, key=lambda tp: tp.partition)]
+    finally:
+        consumer.close()
+
+
 async def at_end(consumer: Any, tps: Iterable[TopicPartition]) -> bool:
     """Has an aiokafka ``consumer`` handed out every record of ``tps`` up to the Fetch high watermark?
 

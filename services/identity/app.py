@@ -19,18 +19,34 @@ New person ids are surrogates computed from the event's position in the linkage 
 a key derived from the hub key: not from any identifier, unguessable without the key, and
 the same when a crash makes the worker decide the same event again.
 
+After a crash: a batch's links are on the broker before any of its table writes is sent, and the
+tables go to one changelog each, so a worker killed while writing them leaves some tables with the
+batch's writes and some without (a merge's redirect without its moved records, a profile without
+its blocking keys). Its successor starts from the committed offset and, before its first batch,
+reads how far the links got (the newest record of each ``identity.linked`` partition): every event
+up to there is decided again in repair mode, which writes again what a decision needs and may find
+missing (no fast path; blocking keys indexed even for a variant the profile holds; a merge found
+done completed from its record; a record whose person was merged away taken to the survivor). The
+events the uncommitted batches recorded as seen are decided again too, not skipped as repeats, since
+their state may not have reached the changelogs. Decisions are a function of the tables and the
+event, so an event decided again gets the person it got before (tests/unit/test_identity_crash.py
+kills the tables mid-write at random and checks it).
+
 Known nicknames (services/identity/weights/nicknames.json) are read and keyed with the hub key
 once, at start-up, so that a record calling Margaret "Peggy" still links (docs/linkage.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import hmac
 import logging
 import time
 import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -39,7 +55,9 @@ from opentelemetry import trace
 from carehub.domain.dedupe import DedupeIndex
 from carehub.domain.pseudonymise import Pseudonymiser
 from carehub.kafka.batching import batch_records, target_partition
-from carehub.runtime.stage import Batch, StageRuntime
+from carehub.kafka.profile import client_profile
+from carehub.kafka.read import last_records
+from carehub.runtime.stage import Batch, StageRecord, StageRuntime
 from carehub.settings import Settings
 from carehub.telemetry import continue_trace, tracing_enabled
 from carehub.topics import accepted_topic, audit_topic, linked_topic, registry_topic, review_topic
@@ -62,7 +80,7 @@ from .linkage import (
 )
 from .linkage.model import DEFAULT_VERSION
 from .linkage.nicknames import FILE_NAME as NICKNAMES_FILE
-from .merges import merge, unmerge
+from .merges import complete, merge, unmerge
 from .review import field_comparisons, refuse, with_item
 from .table_store import PROFILE_CODEC, TABLES, TableStore
 
@@ -93,12 +111,43 @@ def service_nicknames(settings: Settings) -> KeyedNicknames:
     return keyed
 
 
+def decided_until(bootstrap: str, settings: Settings) -> Callable[[], int]:
+    """How far a previous worker's links got: the newest linkage-log offset on ``identity.linked`` (-1: none)."""
+
+    def read() -> int:
+        newest = -1
+        try:
+            last = last_records(bootstrap, linked_topic(settings), profile=client_profile(settings))
+        except LookupError:  # no linked topic yet: nothing was linked
+            return newest
+        for record in last:
+            for linked in idn.LinkedBatch.FromString(record.value or b"").events:
+                newest = max(newest, linked.link_sequence // MAX_EVENTS_PER_RECORD)
+        return newest
+
+    return read
+
+
+@dataclass
+class Decided:
+    """What one batch's decisions give: the links by target partition and what goes with them."""
+
+    outgoing: dict[int, list[idn.LinkedEvent]] = field(default_factory=dict)
+    reviews: list[idn.ReviewItem] = field(default_factory=list)
+    decided: list[rvw.ReviewDecision] = field(default_factory=list)  # reviewers' decisions applied or refused
+    registry: list[idn.RegistryEntry] = field(default_factory=list)
+    new_keys: list[str] = field(default_factory=list)
+    tag: str = ""
+
+
 class Identity:
     def __init__(self, settings: Settings, tables: dict[str, Any], linked: Any, review: Any, registry: Any,
                  model_version: str = DEFAULT_VERSION, nicknames: KeyedNicknames | None = None,
-                 audit: Any = None) -> None:
+                 audit: Any = None, decided_until: Callable[[], int] | None = None) -> None:
         """``nicknames``: the keyed nickname list; by default the shipped one (``service_nicknames``).
-        ``audit``: the audit topic, where each review decision applied or refused is recorded."""
+        ``audit``: the audit topic, where each review decision applied or refused is recorded.
+        ``decided_until``: reads how far a previous worker's links got (see the module doc); without
+        it nothing is decided again in repair mode."""
         self.settings = settings
         self.store = TableStore({name: tables[name] for name in TABLES})
         if nicknames is None:
@@ -111,6 +160,8 @@ class Identity:
         self.index = DedupeIndex(tables["dedupe"], settings.dedupe_retention.total_seconds())
         self.linked, self.review, self.registry, self.audit = linked, review, registry, audit
         self._id_key = hmac.digest(settings.pseudonym_key_bytes(), b"carehub person id", "sha256")
+        self._decided_until = decided_until
+        self.repair_until: int | None = None  # offsets up to here are decided in repair mode; None: not read yet
         self.tracing = tracing_enabled()  # a span per event only when spans go somewhere
 
     def new_person_id(self, offset: int, position: int) -> str:
@@ -125,9 +176,11 @@ class Identity:
         fingerprint = demographics_fingerprint(person)
         review: idn.ReviewItem | None = None
         registry: list[idn.RegistryEntry] = []
+        repair = self.repair_until is not None and offset <= self.repair_until
         if known is not None:
-            person_id, outcome, score = known, idn.LINK_OUTCOME_KNOWN_RECORD, 0.0
-            unchanged = store.fingerprint(org, person.local_id) == fingerprint
+            # resolved: a crash may have left the record's row behind its person's merge
+            person_id, outcome, score = store.resolve(known), idn.LINK_OUTCOME_KNOWN_RECORD, 0.0
+            unchanged = not repair and person_id == known and store.fingerprint(org, person.local_id) == fingerprint
             m.KNOWN_RECORDS.labels("unchanged" if unchanged else "changed").inc()
         else:
             unchanged = False
@@ -153,7 +206,7 @@ class Identity:
                     review.fields.extend(field_comparisons(self.model, decision.levels))
             registry.append(_entry(org, person.local_id, person_id))
         if not unchanged:  # the fast path: a known record as last remembered needs nothing more
-            self.linker.remember(org, person, person_id)
+            self.linker.remember(org, person, person_id, repair=repair)
             store.set_fingerprint(org, person.local_id, fingerprint)
         linked = idn.LinkedEvent(person_id=person_id, outcome=outcome, score=score, link_sequence=sequence)
         linked.event.CopyFrom(event)
@@ -179,12 +232,21 @@ class Identity:
         self._reviews_dirty[item.review_id] = item.SerializeToString()
 
     def decide_review(self, event: ing.AcceptedEvent, sequence: int,
-                      ) -> tuple[list[idn.LinkedEvent], idn.ReviewItem, list[idn.RegistryEntry]]:
-        """Apply a reviewer's decision: the linked events of a merge (for LINK), the item as now decided."""
+                      ) -> tuple[list[idn.LinkedEvent], idn.ReviewItem | None, list[idn.RegistryEntry]]:
+        """Apply a reviewer's decision: the linked events of a merge (for LINK), the item as now decided.
+
+        The item is None for a decision this item holds already (decided again after a crash): its
+        merge is completed where a crash left it half written, and nothing is sent or audited twice.
+        """
         decision = rvw.ReviewDecision()
         decision.CopyFrom(event.review_decision)
         decision.applied_time.GetCurrentTime()
         item = self.review_item(decision.review_id)
+        if item is not None and item.decision.decision_id and item.decision.decision_id == decision.decision_id:
+            held = item.decision
+            if held.result == rvw.REVIEW_RESULT_LINKED:
+                complete(self.store, f"{held.source_org}/{held.local_id}", self.store.resolve(held.into_person_id))
+            return [], None, []
         if item is None or item.HasField("decision"):
             m.REVIEW_DECISIONS.labels("refused").inc()
             return [], refuse(item, decision), []
@@ -211,57 +273,84 @@ class Identity:
         decided.decision.CopyFrom(decision)
         return out, decided, registry
 
-    async def process_batch(self, batch: Batch) -> None:
-        started = time.perf_counter()
-        now_s = time.time()
-        outgoing: dict[int, list[idn.LinkedEvent]] = {}
-        reviews: list[idn.ReviewItem] = []
-        decided: list[rvw.ReviewDecision] = []  # reviewers' decisions applied or refused, to audit
-        registry: list[idn.RegistryEntry] = []
-        new_keys: list[str] = []
+    def forget_partitions(self, topic_partitions: set[str]) -> None:
+        """After a revocation: the next owner (maybe us again) reads its tables and how far links got."""
+        self.index.forget_partitions(topic_partitions)
+        self.repair_until = None
+
+    def begin(self, first: StageRecord, until: int) -> int:
+        """The first batch since assignment starts at the committed ``first`` offset; ``until``: how far
+        links got. Sets the repair range; returns how many events recorded as seen will be decided again."""
+        self.repair_until = until
+        if until < first.offset:
+            return 0
+        forgotten = self.index.forget_from(f"{first.topic}:{first.partition}", first.offset)
+        log.warning("identity: the linkage log from offset %d to %d was decided before this worker started and "
+                    "not committed: deciding it again in repair mode (%d events recorded as seen taken again)",
+                    first.offset, until, forgotten)
+        return forgotten
+
+    def decide(self, records: Sequence[StageRecord]) -> Decided:
+        """Every event of ``records`` decided, in order, against the tables (written by ``write_state``)."""
+        out = Decided()
         batch_keys: set[str] = set()
-        tag = ""
-        for record in batch:
-            tag = f"{record.topic}:{record.partition}"
+        for record in records:
+            out.tag = tag = f"{record.topic}:{record.partition}"
             for position, event in enumerate(ing.AcceptedBatch.FromString(record.value).events):
                 key = f"{event.source_org}/{event.event_id}"
                 if key in batch_keys or self.index.seen(tag, key):
                     m.DUPLICATES.inc()
                     continue
                 batch_keys.add(key)
-                new_keys.append(key)
+                out.new_keys.append(key)
                 sequence = record.offset * MAX_EVENTS_PER_RECORD + position
                 review: idn.ReviewItem | None
                 if event.HasField("review_decision"):
                     linked_events, review, entries = self.decide_review(event, sequence)
                     sent = event.review_decision.decision_id
-                    decided.append(review.decision if review.decision.decision_id == sent else review.refused[-1])
+                    if review is not None:
+                        out.decided.append(review.decision if review.decision.decision_id == sent
+                                           else review.refused[-1])
                 else:
                     with (continue_trace(tracer, "identity", event.trace_context, record.topic, record.partition,
                                          event.event_id) if self.tracing else contextlib.nullcontext()):
                         linked_events, review, entries = self.link_one(event, sequence, record.offset, position)
                 for linked in linked_events:
                     partition = target_partition(linked.person_id, self.settings.partitions)
-                    outgoing.setdefault(partition, []).append(linked)
+                    out.outgoing.setdefault(partition, []).append(linked)
                 if review is not None:
-                    reviews.append(review)
+                    out.reviews.append(review)
                     self.keep_review(review)
-                registry += entries
-        await self._send(outgoing, reviews, registry)
-        await self._audit(decided)
+                out.registry += entries
+        return out
+
+    def write_state(self, first_offset: int, decided: Decided, now_s: float) -> None:
+        """The batch's table writes (with the current event set to a record of the linkage log)."""
+        m.TABLE_WRITES.inc(self.store.flush() + len(self._reviews_dirty))
+        for review_id, raw in self._reviews_dirty.items():
+            self.reviews[review_id] = raw
+        self._reviews_dirty.clear()
+        m.FULL_BLOCKS.inc(self.store.full_blocks)
+        self.store.full_blocks = 0
+        if decided.new_keys:
+            self.index.record(decided.tag, first_offset, decided.new_keys, now_s)
+        if decided.tag:
+            self.index.expire(decided.tag, now_s)
+
+    async def process_batch(self, batch: Batch) -> None:
+        started = time.perf_counter()
+        now_s = time.time()
+        if self.repair_until is None and batch.records:
+            until = await asyncio.to_thread(self._decided_until) if self._decided_until is not None else -1
+            self.begin(batch.records[0], until)
+        decided = self.decide(batch.records)
+        await self._send(decided.outgoing, decided.reviews, decided.registry)
+        await self._audit(decided.decided)
         if batch.records:
             last = batch.records[-1]  # one source partition: the linkage log
             with batch.state_for(last.topic, last.partition):
-                m.TABLE_WRITES.inc(self.store.flush() + len(self._reviews_dirty))
-                for review_id, raw in self._reviews_dirty.items():
-                    self.reviews[review_id] = raw
-                self._reviews_dirty.clear()
-                m.FULL_BLOCKS.inc(self.store.full_blocks)
-                self.store.full_blocks = 0
-                if new_keys:
-                    self.index.record(tag, batch.records[0].offset, new_keys, now_s)
-                self.index.expire(tag, now_s)
-        m.LINKED.inc(sum(len(v) for v in outgoing.values()))
+                self.write_state(batch.records[0].offset, decided, now_s)
+        m.LINKED.inc(sum(len(v) for v in decided.outgoing.values()))
         m.BATCH_SECONDS.observe(time.perf_counter() - started)
 
     async def _send(self, outgoing: dict[int, list[idn.LinkedEvent]], reviews: list[idn.ReviewItem],
@@ -310,8 +399,8 @@ def _merge_copies(decision: rvw.ReviewDecision, sent: ing.AcceptedEvent, joined:
     event.person.local_id = decision.local_id
     event.person.age_years = -1
     event.merge.prior_local_id = decision.local_id
-    for field in (event.event_time, event.recorded_time, event.accepted_time):
-        field.CopyFrom(decision.decided_time)
+    for stamp in (event.event_time, event.recorded_time, event.accepted_time):
+        stamp.CopyFrom(decision.decided_time)
     event.review_decision.CopyFrom(decision)
     linked = idn.LinkedEvent(person_id=joined.into_person_id, outcome=idn.LINK_OUTCOME_KNOWN_RECORD,
                              link_sequence=sequence)
@@ -344,10 +433,11 @@ def build_app(settings: Settings, bootstrap: str) -> faust.App:
     }
     identity = Identity(settings, tables, runtime.topic(linked_topic(settings)),
                         runtime.topic(review_topic(settings)), runtime.topic(registry_topic(settings)),
-                        nicknames=nicknames, audit=runtime.topic(audit_topic(settings)))
+                        nicknames=nicknames, audit=runtime.topic(audit_topic(settings)),
+                        decided_until=decided_until(bootstrap, settings))
     runtime.batch_stage("identity", [accepted_topic(settings)], identity, settings.ingest_batch_size,
                         settings.ingest_batch_within_s)
-    runtime.forget_on_revoke(identity.index)
+    runtime.forget_on_revoke(identity)
     app = runtime.app
 
     app.carehub_identity = identity  # type: ignore[attr-defined]

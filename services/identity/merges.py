@@ -46,6 +46,7 @@ def merge(store: TableStore, org: str, survivor: str, prior_local_id: str) -> Me
         return MergeResult(None, [(org, prior_local_id, survivor)])
     absorbed = store.resolve(absorbed)
     if absorbed == survivor:
+        complete(store, f"{org}/{prior_local_id}", survivor)
         return MergeResult(None)
     moved = store.members(absorbed)
     absorbed_profile, survivor_profile = store.profile(absorbed), store.profile(survivor)
@@ -69,6 +70,44 @@ def merge(store: TableStore, org: str, survivor: str, prior_local_id: str) -> Me
         store.set_profile(survivor, joined)
     store.set_redirect(absorbed, survivor)
     return MergeResult(_message(absorbed, survivor, False, moved), [(*_split(r), survivor) for r in moved])
+
+
+def complete(store: TableStore, key: str, survivor: str) -> int:
+    """Write again what the merge of ``key`` into ``survivor`` should have left and has not; returns how much.
+
+    The tables are written once per batch, each to its own changelog, so a worker killed while
+    writing them can leave part of a merge on the broker: the redirect without the moved records'
+    rows, say. The merge event, not committed, is then decided again and finds the two persons
+    already one. Whatever the merge's record says should hold (the absorbed person redirected, its
+    pointer to the merge, its records and profile variants with the survivor) is written where it
+    does not; a merge that reached every changelog is only read. (A merge whose record itself was
+    lost cannot be completed: its records still link to the survivor through the redirect, if that
+    was written, and an un-merge of it finds nothing to undo.)
+    """
+    record = store.merge_record(key)
+    if record is None or store.resolve(record["into"]) != survivor:
+        return 0
+    absorbed, written = record["from"], 0
+    if store.resolve(absorbed) != survivor:
+        store.set_redirect(absorbed, record["into"])
+        written += 1
+    if store.merge_record(_absorbed_key(absorbed)) is None:
+        store.set_merge_record(_absorbed_key(absorbed), {"merge": key})
+        written += 1
+    for local in record["moved"]:
+        if store.local_person(*_split(local)) == absorbed:
+            store.set_local_person(*_split(local), survivor)
+            written += 1
+    if record["from_profile"]:
+        held = store.profile(survivor) or Profile()
+        variants = Profile.from_bytes(bytes.fromhex(record["from_profile"])).variants
+        if not any(v in held.variants for v in variants):  # none: the join was lost (a capped profile drops old ones)
+            joined = held
+            for variant in variants:
+                joined = joined.with_variant(variant)
+            store.set_profile(survivor, joined)
+            written += 1
+    return written
 
 
 def unmerge(store: TableStore, org: str, survivor: str, prior_local_id: str) -> MergeResult:

@@ -20,6 +20,7 @@ from kafka.admin import NewTopic
 
 from carehub.kafka.broker import EmbeddedBroker
 from carehub.kafka.ends import fetched_ends
+from carehub.kafka.read import last_records
 
 pytestmark = pytest.mark.integration
 
@@ -68,3 +69,23 @@ def test_the_fetch_high_watermark_gives_the_true_end_after_multi_record_batches(
             await consumer.stop()
 
     assert asyncio.run(ends()) == {AioTopicPartition(topic, 0): 15, AioTopicPartition(empty, 0): 0}
+
+
+def test_last_records_are_the_newest_of_each_partition_after_multi_record_batches(broker: EmbeddedBroker) -> None:
+    """What a restarted identity worker reads to know how far its predecessor's links got."""
+    topic = f"guard-{uuid.uuid4().hex[:8]}"
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    admin.create_topics([NewTopic(topic, 3, 1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=200, batch_size=16384)
+    for i in range(15):
+        producer.send(topic, value=f"p0-{i}".encode(), partition=0)
+    for i in range(4):
+        producer.send(topic, value=f"p2-{i}".encode(), partition=2)
+    producer.flush()
+    producer.close()
+    assert end_offset_after(broker.bootstrap, batch_size=16384, records=15) != 15  # the defect is there
+
+    last = last_records(broker.bootstrap, topic, timeout_s=30)
+    assert [(r.partition, r.offset, r.value) for r in last] == [(0, 14, b"p0-14"), (2, 3, b"p2-3")]
+    assert last_records(broker.bootstrap, topic, timeout_s=30) == last  # reading moves no offset

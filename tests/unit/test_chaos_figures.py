@@ -21,6 +21,7 @@ from carehub.chaos import (
     account_ingest,
     account_stages,
     compare_indicators,
+    merges_in_force,
     schedule,
 )
 
@@ -94,6 +95,11 @@ def test_events_lost_after_ingest() -> None:
     assert figures.lost_after_ingest == 2
     assert figures.linked_to_two_persons == 1  # a, linked again after a crash to another person
     assert figures.two_persons_examples == ["RR8/a"]
+    # P2 absorbed by P1 (and a merge of P3 undone): a's two persons are one now; c's are not
+    merged = merges_in_force([("P2", "P1", False), ("P3", "P1", False), ("P3", "P1", True)])
+    assert merged == {"P2": "P1"}
+    account_stages(figures, accepted=[a, c], linked=[*linked, (c, "P3", False)], timeline=[a, c], merged=merged)
+    assert (figures.linked_to_two_persons, figures.two_persons_examples) == (1, ["RR8/c"])
 
 
 def test_alert_accounting_counts_twice_after_dedupe_raw_repeats_and_topic_repeats_apart() -> None:

@@ -48,3 +48,17 @@ def test_rows_expire_after_retention() -> None:
     assert not index.seen("t:0", "RR8/old")
     assert index.seen("t:0", "RR8/new")
     assert list(table) == ["t:0|20"]
+
+
+def test_keys_only_batches_from_an_offset_on_recorded_are_forgotten() -> None:
+    """A worker that takes a partition again from its committed offset decides those batches again."""
+    table: dict[str, Row | None] = {}
+    index = DedupeIndex(table, retention_s=3600)
+    index.record("t:0", 10, ["a", "b"], now_s=1.0)
+    index.record("t:0", 20, ["c", "a"], now_s=2.0)  # "a" again: a repeat the batch at 10 recorded first
+    index.record("t:0", 30, ["d"], now_s=3.0)
+    index.record("t:1", 40, ["e"], now_s=3.0)
+    fresh = DedupeIndex(table, retention_s=3600)  # as after a restart: rebuilt from the table
+    assert fresh.forget_from("t:0", 20) == 2
+    assert [k for k in "abcde" if fresh.seen("t:0", k)] == ["a", "b"]
+    assert fresh.seen("t:1", "e") and len(table) == 4  # other partitions, and the rows, stay

@@ -77,6 +77,14 @@ def decision_for(item: idn.ReviewItem, verdict: str, reviewer: str = "A. Reviewe
     return desk.decision_event(desk.new_decision(item.review_id, verdict, reviewer, "same person at both"))
 
 
+def decide(identity: Identity, event: ing.AcceptedEvent, sequence: int,
+           ) -> tuple[list[idn.LinkedEvent], idn.ReviewItem, list[idn.RegistryEntry]]:
+    """A decision the item does not hold yet: applied or refused, never taken for one applied before."""
+    out, item, registry = identity.decide_review(event, sequence)
+    assert item is not None
+    return out, item, registry
+
+
 def test_field_comparisons_say_agree_partial_disagree_missing_with_weights() -> None:
     model = load_model()
     levels = (1, 0, 1, MISSING, 1, 3, 0, MISSING)  # nid differs, given exact, family close, no birth date ...
@@ -102,7 +110,7 @@ def test_review_item_shows_candidate_records_and_fields(tmp_path: Path) -> None:
 def test_link_joins_the_persons_once_and_a_second_decision_is_refused(tmp_path: Path) -> None:
     identity, _, _ = stage(tmp_path)
     item = near_pair(identity)
-    out, decided, registry = identity.decide_review(decision_for(item, "link"), 10)
+    out, decided, registry = decide(identity, decision_for(item, "link"), 10)
     d = decided.decision
     assert d.result == rvw.REVIEW_RESULT_LINKED and d.reviewer == "A. Reviewer"
     assert (d.person_id, d.candidate_person_id, d.source_org, d.local_id) == (
@@ -116,20 +124,35 @@ def test_link_joins_the_persons_once_and_a_second_decision_is_refused(tmp_path: 
     assert identity.store.local_person("RR8", "H-2") == item.candidate_person_id
     identity.keep_review(decided)
 
-    again, refused, _ = identity.decide_review(decision_for(item, "separate", "B. Other"), 11)
+    again, refused, _ = decide(identity, decision_for(item, "separate", "B. Other"), 11)
     assert again == [] and refused.decision == d
     assert [r.result for r in refused.refused] == [rvw.REVIEW_RESULT_ALREADY_DECIDED]
+    assert identity.store.local_person("RR8", "H-2") == item.candidate_person_id
+
+
+def test_a_decision_taken_again_after_a_crash_completes_its_merge_and_is_not_applied_twice(tmp_path: Path) -> None:
+    """A worker killed after the item's row reached its changelog and before the moved record's did:
+    the same decision (the same id), decided again, neither refuses itself nor merges twice."""
+    identity, _, _ = stage(tmp_path)
+    item = near_pair(identity)
+    sent = decision_for(item, "link")
+    _, decided, _ = decide(identity, sent, 10)
+    identity.keep_review(decided)
+    identity.store.flush()
+    identity.store.set_local_person("RR8", "H-2", item.person_id)  # the moved record's row lost
+    identity.store.flush()
+    assert identity.decide_review(sent, 10) == ([], None, [])
     assert identity.store.local_person("RR8", "H-2") == item.candidate_person_id
 
 
 def test_separate_changes_no_person_and_unknown_items_are_refused(tmp_path: Path) -> None:
     identity, _, _ = stage(tmp_path)
     item = near_pair(identity)
-    out, decided, registry = identity.decide_review(decision_for(item, "separate"), 10)
+    out, decided, registry = decide(identity, decision_for(item, "separate"), 10)
     assert out == [] and registry == []
     assert decided.decision.result == rvw.REVIEW_RESULT_SEPARATED
     assert identity.store.local_person("RR8", "H-2") == item.person_id
-    _, unknown, _ = identity.decide_review(decision_for(idn.ReviewItem(review_id="9:9"), "link"), 11)
+    _, unknown, _ = decide(identity, decision_for(idn.ReviewItem(review_id="9:9"), "link"), 11)
     assert not unknown.source_org and unknown.refused[0].result == rvw.REVIEW_RESULT_UNKNOWN_ITEM
 
 

@@ -298,17 +298,22 @@ class Linker:
             return Decision(Outcome.NEW, None, best, f"family rule ({held_rule}): two people", n, best_levels)
         return Decision(Outcome.NEW, None, best, "best candidate below review threshold", n, best_levels)
 
-    def remember(self, org: str, person: ing.PseudonymisedPerson, person_id: str) -> None:
-        """Record that this record is ``person_id``: its local id, its encodings, its blocking keys."""
+    def remember(self, org: str, person: ing.PseudonymisedPerson, person_id: str, repair: bool = False) -> None:
+        """Record that this record is ``person_id``: its local id, its encodings, its blocking keys.
+
+        ``repair``: index the blocking keys even when the profile holds the variant already (after
+        a crash, the profile may have reached its changelog and the blocking keys not).
+        """
         store = self._store
         if store.local_person(org, person.local_id) != person_id:
             store.set_local_person(org, person.local_id, person_id)
         encoding = Encoding.of(person)
         profile = store.profile(person_id) or Profile()
         updated = profile.with_variant(encoding)
-        if updated is profile:
+        if updated is profile and not repair:
             return  # a variant already held: its keys are indexed
-        store.set_profile(person_id, updated)
+        if updated is not profile:
+            store.set_profile(person_id, updated)
         for key in blocking_keys_of(encoding):
             store.add_to_block(key, person_id)
 
