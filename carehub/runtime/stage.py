@@ -26,6 +26,15 @@ Why the runtime does what it does:
 - A worker told to stop finishes the batch in hand before it commits (faust waits for it, see
   :meth:`StageRuntime._complete`); every table write of a committed batch is on the broker
   before the commit (carehub/kafka/transport.py, ``Consumer._commit_offsets``).
+- Each partition in order: a stage sees a partition's records in offset order, never one after a
+  later one. faust drops records it fetched before a rebalance and counts on a seek to the
+  committed offset to bring them back; once, a restarted timeline worker was handed a partition
+  from offset 72 while its committed offset was 65, and took 65-71 only when the commit guard read
+  the partition again 30 s later, after 72 on: events of one person applied out of link order (a
+  discharge applied after a later consent change took that opt-out). So records that come after a
+  gap (past the next offset expected: the last processed plus one, or the start offset since
+  assignment) are not handed to the stage: the partition is read again from the expected offset,
+  and records past the gap are dropped until it comes (``in_order``).
 - A batch that fails ends the process (exit code ``EXIT_BATCH_FAILED``) before anything more
   runs: faust's ``take_events`` acknowledges a batch's records in a ``finally`` clause, so an
   exception raised into it, or a supervisor restarting the agent, would commit records that
@@ -99,6 +108,9 @@ class _ValueCodec(codecs.Codec):
 # No progress for this long while records wait: the stage has stalled, and says so on /ready.
 STALL_AFTER_S = 60.0
 HEALTH_EVERY_S = 2.0
+# While records past a gap are held back: how often to warn, and to ask whether the offsets waited
+# for were removed from the partition (see ``in_order``).
+GAP_WAIT_S = 20.0
 # The exit code of a worker whose batch failed (EX_SOFTWARE): its orchestrator restarts it.
 EXIT_BATCH_FAILED = 70
 
@@ -186,9 +198,73 @@ class PartitionIndex(Protocol):
 
 
 @dataclass
-class _Progress:
+class Progress:
+    """A batch stage's place in each source partition, for lag, stalls and keeping partitions in order."""
+
     next_offset: dict[Tag, int] = field(default_factory=dict)  # next offset to process, per source partition
     progressed_at: float = field(default_factory=time.monotonic)
+    reread: dict[Tag, tuple[int, float]] = field(default_factory=dict)  # partitions read again: (offset, until)
+
+
+class Rereader(Protocol):
+    """What keeping partitions in order needs of the consumer (carehub/kafka/transport.py)."""
+
+    def start_offset(self, topic: str, partition: int) -> int | None: ...
+    async def first_offset(self, topic: str, partition: int) -> int | None: ...
+    async def read_again(self, topic: str, partition: int, offset: int) -> None: ...
+    async def note_absent(self, topic: str, partition: int, offset_from: int, offset_to: int) -> None: ...
+
+
+async def in_order(events: Sequence[Any], progress: Progress, consumer: Rereader,
+                   now: float | None = None) -> list[Any]:
+    """``events`` without the records of partitions that jumped past the next expected offset.
+
+    Such a partition is read again from the expected offset, each time records past it come:
+    faust's fetch loop may still hand over records fetched before a seek, and each one it hands
+    over moves faust's read offset past the expected one, so that the records read again would be
+    dropped; a seek after the last of them sets both back. Offsets that do not come are waited for,
+    with a warning every ``GAP_WAIT_S``, unless they are below the partition's first offset
+    (removed by retention): none of the stages' input topics is compacted, so an offset at or past
+    the first is there to be read.
+    """
+    first: dict[Tag, int] = {}
+    for event in events:
+        tag = (event.message.topic, event.message.partition)
+        first[tag] = min(first.get(tag, event.message.offset), event.message.offset)
+    gapped: set[Tag] = set()
+    now = time.monotonic() if now is None else now
+    for tag, offset in first.items():
+        expected = progress.next_offset.get(tag)
+        if expected is None:
+            expected = consumer.start_offset(*tag)
+        if expected is None or offset <= expected:
+            progress.reread.pop(tag, None)
+            continue
+        waiting = progress.reread.get(tag)
+        if waiting is None or waiting[0] != expected:
+            log.warning("%s[%d]: records from offset %d came before %d to %d were processed: reading the "
+                        "partition again from %d, so that it is processed in order", tag[0], tag[1], offset,
+                        expected, offset - 1, expected)
+        elif now >= waiting[1]:
+            start = await consumer.first_offset(*tag)
+            if start is not None and start > expected:
+                log.warning("%s[%d]: offsets %d to %d were removed from the partition (it starts at %d) before "
+                            "they were processed", tag[0], tag[1], expected, start - 1, start)
+                await consumer.note_absent(tag[0], tag[1], expected, start - 1)
+                progress.next_offset[tag] = expected = start
+                if offset <= expected:
+                    progress.reread.pop(tag, None)
+                    continue
+            else:
+                log.warning("%s[%d]: still waiting for offset %d (records from %d on held back)", tag[0], tag[1],
+                            expected, offset)
+        if waiting is None or waiting[0] != expected or now >= waiting[1]:
+            progress.reread[tag] = (expected, now + GAP_WAIT_S)
+        gapped.add(tag)
+        await consumer.read_again(tag[0], tag[1], expected)
+    if not gapped:
+        return list(events)
+    return [e for e in events if (e.message.topic, e.message.partition) not in gapped]
 
 
 class StageRuntime:
@@ -200,9 +276,10 @@ class StageRuntime:
         self.app: faust.App = faust_app(settings.topic(app_suffix).replace(".", "-"), settings, bootstrap)
         self.health = health
         self.stall_after_s = stall_after_s
-        self._stages: dict[str, tuple[set[str], _Progress]] = {}
+        self._stages: dict[str, tuple[set[str], Progress]] = {}
         self._assigned_once = False
         self.app.on_partitions_assigned.connect(self._on_assigned)
+        self.app.on_partitions_revoked.connect(self._on_revoked)
         self.app.timer(interval=HEALTH_EVERY_S)(self._judge)
 
     # ---- declarations ---------------------------------------------------------------------
@@ -231,16 +308,19 @@ class StageRuntime:
         The method is looked up per batch, so a wrapper installed after start-up (a bench's
         clock) takes effect.
         """
-        progress = _Progress()
+        progress = Progress()
         self._stages[name] = (set(topics), progress)
 
         @self.app.agent(self.topic(*topics), name=name)
         async def agent(stream: Any) -> None:
             async for events in stream.take_events(size, within_s):
-                batch = Batch(stream, list(events))
+                kept = await in_order(events, progress, self._consumer())
+                if not kept:
+                    continue
+                batch = Batch(stream, kept)
                 await self._complete(name, stage, batch)
                 # only now may take_events' acknowledgements of these records lead to a commit
-                self._consumer().mark_processed(event.message for event in events)
+                self._consumer().mark_processed(event.message for event in kept)
                 self._note_batch(name, batch, progress)
 
     def every(self, interval_s: float, fn: Callable[[], Awaitable[None]]) -> None:
@@ -290,7 +370,16 @@ class StageRuntime:
     async def _on_assigned(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
         self._assigned_once = True
 
-    def _note_batch(self, name: str, batch: Batch, progress: _Progress) -> None:
+    async def _on_revoked(self, sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        """A partition assigned again starts from its committed offset, wherever this worker had got."""
+        revoked = args[0] if args else kwargs.get("revoked", set())
+        tags = {(tp.topic, tp.partition) for tp in revoked}
+        for _, progress in self._stages.values():
+            for tag in tags:
+                progress.next_offset.pop(tag, None)
+                progress.reread.pop(tag, None)
+
+    def _note_batch(self, name: str, batch: Batch, progress: Progress) -> None:
         """Progress and lag in time, measured by the stage itself from record timestamps."""
         if not batch.records:
             return

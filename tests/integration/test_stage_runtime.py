@@ -298,3 +298,45 @@ def test_a_table_written_in_multi_record_batches_is_recovered_whole(broker: Embe
     assert json.loads(last_line(reported)) == {"rows": len(expected), "digest": digest(expected),
                                                "boxes": digest(expected)}, (
         f"changelog of {entries} records, listed end {listed}")
+
+
+def test_a_partition_moved_ahead_is_read_again_from_the_next_offset_in_order(broker: EmbeddedBroker,
+                                                                             tmp_path: Path) -> None:
+    """faust once handed a restarted worker a partition from offset 72 while 65-71 were not processed;
+    they came 30 s later, out of order. Here the worker's consumer is moved from offset 20 to 40
+    (from the stage's task, as the runtime seeks: in faust's consumer thread): the runtime must hold
+    40 on back, read the partition again from 20, and hand over 20-299 in order, each once. Batches
+    of 10: faust's fetch loop still hands over records fetched from 40 after the seek back to 20
+    (each moving faust's read offset past 20), which the runtime must answer with a seek again."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    source = f"{prefix}.order.in"
+    create_topics(broker.bootstrap, [TopicSpec(source, 1)])
+    out = tmp_path / "processed.txt"
+    env = {**os.environ, "CAREHUB_KAFKA_BOOTSTRAP": broker.bootstrap, "CAREHUB_TOPIC_PREFIX": prefix,
+           "CAREHUB_DATA_DIR": str(tmp_path), "CAREHUB_PSEUDONYM_KEY": secrets.token_hex(32),
+           "CAREHUB_PARTITIONS": "1"}
+
+    def send(values: list[bytes]) -> None:
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+        for value in values:
+            producer.send(source, value=value, partition=0)
+        producer.flush()
+        producer.close()
+
+    def processed() -> list[int]:
+        return [int(line.split()[1]) for line in out.read_text().splitlines()] if out.exists() else []
+
+    send([b"n"] * 19 + [b"jump:40"])
+    log = (tmp_path / "order.log").open("ab")
+    worker = subprocess.Popen([sys.executable, "-m", "tests.integration.order_stage", source, str(out)],
+                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        eventually(lambda: 19 in processed(), DEADLINE_S, "offsets 0-19 processed, the consumer moved to 40")
+        send([b"n"] * 280)  # offsets 20-299: the consumer fetches from 40 first
+        eventually(lambda: processed()[-1] == 299, DEADLINE_S,
+                   f"offsets 20-299 processed after the move (log: {tmp_path / 'order.log'})")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=DEADLINE_S)
+    assert processed() == list(range(300)), processed()
+    assert "reading the partition again from 20" in (tmp_path / "order.log").read_text()

@@ -103,10 +103,10 @@ def test_a_head_missing_too_long_reads_the_partition_again(consumer: transport.C
                                                            caplog: pytest.LogCaptureFixture) -> None:
     seeks: list[tuple[TP, int]] = []
 
-    async def seek(tp: TP, offset: int) -> None:  # the broker call a seek makes is not under test
-        seeks.append((tp, offset))
+    async def seek_wait(partitions: dict[TP, int]) -> None:  # the broker call a seek makes is not under test
+        seeks.extend(partitions.items())
 
-    monkeypatch.setattr(consumer, "seek", seek)
+    monkeypatch.setattr(consumer, "seek_wait", seek_wait)
     monkeypatch.setattr(transport, "HELD_COMMIT_RESEEK_S", 0.0)
     started_at(consumer, TP0, 14)
     processed(consumer, 15, 16)
