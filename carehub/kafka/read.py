@@ -50,9 +50,7 @@ def read_to_end(bootstrap: str, topics: str | Sequence[str], *, timeout_s: float
     reading (a long topic need not be held whole).
     """
     names = [topics] if isinstance(topics, str) else list(topics)
-    config = profile.kafka_python_consumer() | {"fetch_max_wait_ms": READ_FETCH_WAIT_MS}
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                             client_id="carehub-read-to-end", **config)
+    consumer = _reader(bootstrap, profile, "carehub-read-to-end")
     deadline = time.monotonic() + timeout_s
     try:
         tps = _partitions(consumer, names, deadline)
@@ -116,9 +114,7 @@ def last_records(bootstrap: str, topic: str, *, timeout_s: float = 30.0,
     ends = {tp: end for tp, end in fetch_ends(bootstrap, [topic], timeout_s=timeout_s).items() if end > 0}
     if not ends:
         return []
-    config = profile.kafka_python_consumer() | {"fetch_max_wait_ms": READ_FETCH_WAIT_MS}
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                             client_id="carehub-last-records", **config)
+    consumer = _reader(bootstrap, profile, "carehub-last-records")
     deadline = time.monotonic() + timeout_s
     try:
         consumer.assign(list(ends))
@@ -163,6 +159,13 @@ def latest_by_key(records: Iterable[Record]) -> dict[bytes, Record]:
         else:
             latest[r.key] = r
     return latest
+
+
+def _reader(bootstrap: str, profile: ClientProfile, client_id: str) -> KafkaConsumer:
+    """A consumer outside any group, with the profile's settings and a reader's short fetch wait."""
+    config = profile.kafka_python_consumer() | {"fetch_max_wait_ms": READ_FETCH_WAIT_MS}
+    return KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                         client_id=client_id, **config)
 
 
 def _partitions(consumer: KafkaConsumer, topics: list[str], deadline: float) -> list[TopicPartition]:

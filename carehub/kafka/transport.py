@@ -176,7 +176,7 @@ class Consumer(faust_aiokafka.Consumer):
         for commits. But records skipped in a rebalance and read again after a seek make the same
         pattern (72 fetched before 66-71 come): counted as a gap, they were committed before they
         were processed. The stage runtime keeps each partition in order and notes a gap itself
-        (:meth:`note_absent`) once offsets do not come when the partition is read again.
+        (:meth:`note_absent`) only for offsets retention removed before they were processed.
         """
 
     async def note_absent(self, topic: str, partition: int, offset_from: int, offset_to: int) -> None:

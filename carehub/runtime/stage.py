@@ -245,6 +245,7 @@ async def in_order(events: Sequence[Any], progress: Progress, consumer: Rereader
             log.warning("%s[%d]: records from offset %d came before %d to %d were processed: reading the "
                         "partition again from %d, so that it is processed in order", tag[0], tag[1], offset,
                         expected, offset - 1, expected)
+            progress.reread[tag] = (expected, now + GAP_WAIT_S)
         elif now >= waiting[1]:
             start = await consumer.first_offset(*tag)
             if start is not None and start > expected:
@@ -258,7 +259,6 @@ async def in_order(events: Sequence[Any], progress: Progress, consumer: Rereader
             else:
                 log.warning("%s[%d]: still waiting for offset %d (records from %d on held back)", tag[0], tag[1],
                             expected, offset)
-        if waiting is None or waiting[0] != expected or now >= waiting[1]:
             progress.reread[tag] = (expected, now + GAP_WAIT_S)
         gapped.add(tag)
         await consumer.read_again(tag[0], tag[1], expected)
