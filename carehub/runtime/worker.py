@@ -30,11 +30,26 @@ def run_worker(service: str, build_app: Callable[[Settings, str], faust.App], ne
     setup_tracing(f"carehub-{service}")
     serve_metrics(settings)
     import uvloop
-    from faust.worker import Worker
 
     uvloop.install()  # faust's per-event overhead is the ceiling; uvloop shaves some of it
     app = build_app(settings, settings.kafka_bootstrap)
-    Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    faust_worker(app, settings).execute_from_commandline()
+
+
+def faust_worker(app: faust.App, settings: Settings) -> faust.Worker:
+    """faust's Worker for ``app``, without its terminal spinner.
+
+    At a log level of WARNING or above, faust's Worker hooks its progress spinner into the root
+    logger and sets the root logger to DEBUG (``Worker._setup_spinner_handler``), so that every
+    ``log.debug`` in aiokafka and faust builds a record: one per message sent, about 8% of the
+    identity stage's CPU under load (README "Performance"). A worker of carehub writes logs, not a
+    spinner.
+    """
+    from faust.worker import Worker
+
+    worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    worker.spinner = None
+    return worker
 
 
 class AsyncService(Protocol):

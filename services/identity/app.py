@@ -276,6 +276,7 @@ class Identity:
     def forget_partitions(self, topic_partitions: set[str]) -> None:
         """After a revocation: the next owner (maybe us again) reads its tables and how far links got."""
         self.index.forget_partitions(topic_partitions)
+        self.store.forget_index()
         self.repair_until = None
 
     def begin(self, first: StageRecord, until: int) -> int:
@@ -423,7 +424,7 @@ def build_app(settings: Settings, bootstrap: str) -> faust.App:
     runtime = StageRuntime(APP_SUFFIX, settings, bootstrap)
     tables = {
         "local": runtime.table("identity-local", partitions=1, value_type=str),
-        "blocks": runtime.table("identity-blocks", partitions=1),
+        "keys": runtime.table("identity-keys", partitions=1, value_type=str),
         "profiles": runtime.table("identity-profiles", partitions=1, codec=PROFILE_CODEC),
         "members": runtime.table("identity-members", partitions=1),
         "redirects": runtime.table("identity-redirects", partitions=1, value_type=str),

@@ -5,6 +5,14 @@ keys, profiles). Writing a table key sends a changelog record, and on the embedd
 each record is a produce request; so writes go to a cache and ``flush`` writes each touched
 key once, with the current event set so the changelog stays on the source partition.
 
+The blocking index is kept the other way round from how it is read: the ``keys`` table holds, per
+person, the blocking keys that person is indexed under, one row; the index from a key to its
+people is built in memory from that table when the store is first read (after the table's
+recovery) and kept up to date as keys are added. A new person then writes one row for its seven
+or so keys instead of seven rows, which was most of the identity stage's changelog traffic
+(README "Performance"). Which order a block lists its people in is no longer the order they
+joined it, so the linker breaks exact ties by person id, not by that order.
+
 Besides what the linker needs (``IdentityStore``) it keeps what merges need: the local
 records of each person, redirects from merged-away persons to the person they joined, and
 one record per merge so that it can be undone; and, for the known-record fast path, each local
@@ -14,24 +22,27 @@ beside its person in the local table.
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
-from carehub.runtime.stage import ValueCodec
+from carehub.runtime.stage import ValueCodec, table_reader
 
 from .linkage import Profile
+from .linkage.linker import blocking_keys_of
 
 # the profiles table's values as the changelog carries them (StageRuntime.table(codec=...))
 PROFILE_CODEC: ValueCodec[Profile] = ValueCodec(Profile.to_bytes, Profile.from_bytes)
 
 _MISSING = object()
-# A blocking key shared by this many people no longer narrows anything down, and its table
-# value (~40 bytes a member) must stay under Kafka's 1 MB record limit: stop growing it.
+# A blocking key shared by this many people no longer narrows anything down (the linker skips a
+# block of more than linkage.linker.MAX_BLOCK): stop growing it. Which people a full block holds
+# therefore never changes a decision.
 MAX_BLOCK_MEMBERS = 5000
 MAX_REDIRECTS = 32  # merge chains are short; a longer one means a cycle
 
-TABLES = ("local", "blocks", "profiles", "members", "redirects", "merges")
+TABLES = ("local", "keys", "profiles", "members", "redirects", "merges")
 FINGERPRINT_SEP = " "  # person ids are UUIDs, without spaces
+KEYS_SEP = " "  # blocking keys (linkage.linker._key) are a tag and hex digits, without spaces
 
 
 class TableStore:
@@ -43,12 +54,17 @@ class TableStore:
             raise ValueError(f"missing tables: {sorted(missing)}")
         self._tables = tables
         self._dirty: dict[tuple[str, str], Any] = {}
+        self._index: dict[str, str | list[str]] | None = None  # blocking key -> people; built when first read
+        self._readers: dict[str, Callable[[str], Any]] = {}  # per table, its fast read (runtime.table_reader)
         self.full_blocks = 0  # additions refused because a block was full
 
     def _get(self, table: str, key: str) -> Any:
         value = self._dirty.get((table, key), _MISSING)
         if value is _MISSING:
-            value = self._tables[table].get(key)
+            read = self._readers.get(table)
+            if read is None:  # bound at the first read: faust makes a table's store when the worker starts
+                read = self._readers[table] = table_reader(self._tables[table])
+            value = read(key)
         return value
 
     def _set(self, table: str, key: str, value: Any) -> None:
@@ -74,22 +90,55 @@ class TableStore:
 
     def block(self, key: str) -> list[str]:
         """The people under a blocking key, merged-away persons replaced by whom they joined."""
+        held = self._blocks().get(key)
+        if held is None:
+            return []
         out: list[str] = []
-        for person_id in self._get("blocks", key) or ():
+        for person_id in (held,) if isinstance(held, str) else held:
             resolved = self.resolve(person_id)
             if resolved not in out:
                 out.append(resolved)
         return out
 
     def add_to_block(self, key: str, person_id: str) -> None:
-        members = list(self._get("blocks", key) or ())
-        if person_id in members:
+        """Index ``person_id`` under ``key``: in the person's row of ``keys`` (written at the next flush)
+        and in the in-memory index, unless that block is full."""
+        row = self._get("keys", person_id) or ""
+        if key in row.split(KEYS_SEP):
             return
-        if len(members) >= MAX_BLOCK_MEMBERS:
+        index = self._blocks()  # built before the row changes, which it would otherwise include
+        self._set("keys", person_id, f"{row}{KEYS_SEP}{key}" if row else key)
+        if not _index_add(index, key, person_id):
             self.full_blocks += 1
-            return
-        members.append(person_id)
-        self._set("blocks", key, members)
+
+    def forget_index(self) -> None:
+        """Drop the in-memory index: the tables may be recovered afresh (a revocation), so the next read
+        builds it again from them."""
+        self._index = None
+        self._readers.clear()
+
+    def _blocks(self) -> dict[str, str | list[str]]:
+        if self._index is None:
+            self._index = self._build_index()
+        return self._index
+
+    def _build_index(self) -> dict[str, str | list[str]]:
+        """The index from the ``keys`` rows. A person with a profile and no row (identity state written
+        before the ``keys`` table existed, or a row a crash lost) is indexed under its profile's keys."""
+        index: dict[str, str | list[str]] = {}
+        rows = dict(self._tables["keys"].items())
+        rows.update((k, v) for (t, k), v in self._dirty.items() if t == "keys")
+        for person_id, row in rows.items():
+            if row:
+                for key in row.split(KEYS_SEP):
+                    _index_add(index, key, person_id)
+        for person_id in list(self._tables["profiles"].keys()):
+            if person_id not in rows:
+                profile = self.profile(person_id)
+                for variant in profile.variants if profile is not None else ():
+                    for key in blocking_keys_of(variant):
+                        _index_add(index, key, person_id)
+        return index
 
     def profile(self, person_id: str) -> Profile | None:
         """The person's profile. The service's table holds profiles decoded (``PROFILE_CODEC``): a
@@ -161,3 +210,18 @@ class TableStore:
     @property
     def pending(self) -> int:
         return len(self._dirty)
+
+
+def _index_add(index: dict[str, str | list[str]], key: str, person_id: str) -> bool:
+    """Add ``person_id`` to the block ``key`` of ``index``; False when that block is full."""
+    held = index.get(key)
+    if held is None:
+        index[key] = person_id  # most keys have one person: the id itself, not a list
+    elif isinstance(held, str):
+        if held != person_id:
+            index[key] = [held, person_id]
+    elif person_id not in held:
+        if len(held) >= MAX_BLOCK_MEMBERS:
+            return False
+        held.append(person_id)
+    return True

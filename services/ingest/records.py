@@ -8,12 +8,17 @@ from datetime import UTC, date, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from carehub.domain.pseudonymise import Pseudonymiser
 from carehub.kafka.profile import MAX_DEADLETTER_ORIGINAL_BYTES
-from carehub.telemetry import extract_from_headers, trace_context_dict
+from carehub.telemetry import (
+    extract_from_headers,
+    new_traceparent,
+    trace_context_dict,
+    tracing_enabled,
+    valid_traceparent,
+)
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import ingest_pb2 as ing
 
@@ -21,7 +26,6 @@ from .validation import Limits, Rejection, decode, validate
 
 log = logging.getLogger(__name__)
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
-TRACE_HEADERS = ("traceparent", "tracestate")
 tracer = trace.get_tracer("carehub.ingest")
 
 
@@ -56,18 +60,23 @@ class RecordProcessor:
     def __init__(self, pseudonymiser: Pseudonymiser, limits: Limits) -> None:
         self.pseudonymiser = pseudonymiser
         self.limits = limits
-        # Without an SDK tracer provider spans would be no-ops: skip them, and pass the
-        # publisher's trace context on unchanged so later stages still join its trace.
-        self.tracing = isinstance(trace.get_tracer_provider(), TracerProvider)
+        # Spans only when they go somewhere (telemetry.tracing_enabled). Otherwise the publisher's
+        # trace context is passed on unchanged, and an event without a valid one is given a new
+        # trace id, as a root span would give it, so that later stages and the audit log have one.
+        self.tracing = tracing_enabled()
 
     def process(self, rec: RawRecord, now: datetime) -> ing.AcceptedEvent | ing.DeadLetter:
         if not self.tracing:
             result = self._process(rec, now, None)
             if isinstance(result, ing.AcceptedEvent):
-                for name in TRACE_HEADERS:
-                    value = rec.header(name)
-                    if value:
-                        result.trace_context[name] = value
+                traceparent = rec.header("traceparent")
+                if traceparent and valid_traceparent(traceparent):
+                    result.trace_context["traceparent"] = traceparent
+                    state = rec.header("tracestate")
+                    if state:
+                        result.trace_context["tracestate"] = state
+                else:
+                    result.trace_context["traceparent"] = new_traceparent()
             return result
         parent = extract_from_headers(rec.headers)
         with tracer.start_as_current_span(

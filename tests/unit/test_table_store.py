@@ -2,6 +2,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from carehub.v1 import ingest_pb2 as ing
+from services.identity.linkage import Profile
+from services.identity.linkage.features import Encoding
+from services.identity.linkage.linker import blocking_keys_of
 from services.identity.table_store import MAX_BLOCK_MEMBERS, TABLES, TableStore
 
 
@@ -17,18 +21,52 @@ def test_writes_wait_for_flush_and_reads_see_them_before() -> None:
     s.add_to_block("k", "p2")
     s.add_to_block("k", "p1")
     assert s.local_person("RR8", "H-1") == "p1" and s.block("k") == ["p1", "p2"]
-    assert t["local"] == {} and t["blocks"] == {}
-    assert s.flush() == 3  # local record, its person's members, the block
-    assert t["local"] == {"RR8/H-1": "p1"} and t["blocks"] == {"k": ["p1", "p2"]}
+    assert t["local"] == {} and t["keys"] == {}
+    assert s.flush() == 4  # local record, its person's members, each person's row of blocking keys
+    assert t["local"] == {"RR8/H-1": "p1"} and t["keys"] == {"p1": "k", "p2": "k"}
     assert t["members"] == {"p1": ["RR8/H-1"]}
     assert s.pending == 0 and s.flush() == 0
 
 
+def test_a_person_writes_one_row_for_all_its_keys() -> None:
+    s, t = store()
+    for key in ("n:1", "d:2", "p:3", "gf:4"):
+        s.add_to_block(key, "p1")
+    s.add_to_block("d:2", "p1")
+    assert s.flush() == 1 and t["keys"] == {"p1": "n:1 d:2 p:3 gf:4"}
+    s.add_to_block("an:5", "p1")
+    assert s.flush() == 1 and t["keys"] == {"p1": "n:1 d:2 p:3 gf:4 an:5"}
+
+
+def test_the_index_is_built_again_from_the_rows() -> None:
+    s, t = store()
+    for person, keys in (("p1", ("a", "b")), ("p2", ("b", "c")), ("p3", ("a",))):
+        for key in keys:
+            s.add_to_block(key, person)
+    s.flush()
+    again = TableStore(dict(t))
+    assert {k: sorted(again.block(k)) for k in "abc"} == {"a": ["p1", "p3"], "b": ["p1", "p2"], "c": ["p2"]}
+    t["keys"]["p4"] = "c"  # what a revocation and a new recovery can bring
+    assert again.block("c") == ["p2"]
+    again.forget_index()
+    assert sorted(again.block("c")) == ["p2", "p4"]
+
+
+def test_a_person_with_a_profile_and_no_row_is_indexed_under_its_profile() -> None:
+    """State from before the keys table, or a row a crash lost: the profile's variants give the keys."""
+    person = ing.PseudonymisedPerson(birth_date_hash=b"d" * 8, postcode_hash=b"p" * 8)
+    variant = Encoding.of(person)
+    s, t = store()
+    t["profiles"]["p1"] = Profile((variant,))
+    keys = blocking_keys_of(variant)
+    assert keys and all(s.block(key) == ["p1"] for key in keys)
+
+
 def test_full_blocks_stop_growing() -> None:
     s, t = store()
-    t["blocks"]["common"] = [f"p{i}" for i in range(MAX_BLOCK_MEMBERS)]
+    t["keys"].update({f"p{i}": "common" for i in range(MAX_BLOCK_MEMBERS)})
     s.add_to_block("common", "newcomer")
-    assert s.full_blocks == 1 and s.pending == 0
+    assert s.full_blocks == 1 and "newcomer" not in s.block("common")
 
 
 def test_moving_a_record_updates_both_member_lists() -> None:

@@ -226,7 +226,7 @@ class Linker:
         if known is not None:
             return Decision(Outcome.LINK, known, math.inf, "known local record", 0)
         query = Encoding.of(person)
-        candidates: dict[str, None] = {}  # insertion-ordered, so ties break the same way every run
+        candidates: dict[str, None] = {}
         for key in blocking_keys_of(query):
             ids = store.block(key)
             if len(ids) <= MAX_BLOCK:
@@ -252,7 +252,9 @@ class Linker:
                     if s > held_apart:
                         held_apart, held_rule = s, rule
                     s += HAZARD_WEIGHT
-                if s > best:
+                # An exact tie (one person held twice, as two ids) goes to the smaller id: the same
+                # choice whatever order the blocking index lists its people in.
+                if s > best or (s == best and best_id is not None and person_id < best_id):
                     best, best_id, best_levels = s, person_id, lv
         n = len(candidates)
         if best_id is None or best_levels is None:
