@@ -735,7 +735,7 @@ async def one_pass(plan: Plan, bootstrap: str, spec: Pass, background: list[tupl
         if subs is not None:
             await subs.close()
         await asyncio.to_thread(hub.stop_all)
-    if completed:  # where the time went, from the topics (the broker still runs); the figures stand without it
+    if completed and not plan.args.no_breakdown:  # where the time went, from the topics; the figures stand without it
         mine = plan.results[first_result:]
         try:
             stamps = await asyncio.to_thread(stage_stamps, hub, {t for r in mine for t in r.published})
@@ -797,6 +797,9 @@ def main() -> None:
                              "(a long run: --rates 300 --seconds 1800 --windows-s 300)")
     parser.add_argument("--drain-s", type=float, default=60.0,
                         help="after a run, wait at most this long for the alerts not yet received (default 60)")
+    parser.add_argument("--no-breakdown", action="store_true",
+                        help="skip the per-stage breakdown, which reads every stage's topic to its end after the "
+                             "run (minutes on a long run's topics)")
     args = parser.parse_args()
     if args.publish_child:
         publish_child(args.publish_child)

@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition as AioTopicPartition
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
+from kafka.errors import KafkaError
 
 from carehub.kafka.broker import EmbeddedBroker
 from carehub.kafka.ends import fetched_ends
@@ -89,3 +90,23 @@ def test_last_records_are_the_newest_of_each_partition_after_multi_record_batche
     last = last_records(broker.bootstrap, topic, timeout_s=30)
     assert [(r.partition, r.offset, r.value) for r in last] == [(0, 14, b"p0-14"), (2, 3, b"p2-3")]
     assert last_records(broker.bootstrap, topic, timeout_s=30) == last  # reading moves no offset
+
+
+def test_the_embedded_broker_cannot_trim_a_partition(broker: EmbeddedBroker) -> None:
+    """Why long local runs cannot be bounded (docs/embedded-broker.md, "Bounding topics"): Tansu 0.6.0
+    drops the connection on DeleteRecords, and a partition keeps its first offset. If this fails
+    because the records were deleted, the embedded profile can trim its topics."""
+    topic = f"guard-{uuid.uuid4().hex[:8]}"
+    end_offset_after(broker.bootstrap, batch_size=1, records=20, topic=topic)
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        with pytest.raises(KafkaError):
+            admin.delete_records({TopicPartition(topic, 0): 10})
+    finally:
+        admin.close()
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap)
+    tp = TopicPartition(topic, 0)
+    try:
+        assert consumer.beginning_offsets([tp])[tp] == 0
+    finally:
+        consumer.close()
