@@ -29,6 +29,7 @@ from carehub.runtime.stage import ValueCodec, table_reader
 
 from .linkage import Profile
 from .linkage.linker import blocking_keys_of
+from .linkage.store import add_to_index
 
 # the profiles table's values as the changelog carries them (StageRuntime.table(codec=...))
 PROFILE_CODEC: ValueCodec[Profile] = ValueCodec(Profile.to_bytes, Profile.from_bytes)
@@ -108,7 +109,7 @@ class TableStore:
             return
         index = self._blocks()  # built before the row changes, which it would otherwise include
         self._set("keys", person_id, f"{row}{KEYS_SEP}{key}" if row else key)
-        if not _index_add(index, key, person_id):
+        if not add_to_index(index, key, person_id, MAX_BLOCK_MEMBERS):
             self.full_blocks += 1
 
     def forget_index(self) -> None:
@@ -131,13 +132,13 @@ class TableStore:
         for person_id, row in rows.items():
             if row:
                 for key in row.split(KEYS_SEP):
-                    _index_add(index, key, person_id)
+                    add_to_index(index, key, person_id, MAX_BLOCK_MEMBERS)
         for person_id in list(self._tables["profiles"].keys()):
             if person_id not in rows:
                 profile = self.profile(person_id)
                 for variant in profile.variants if profile is not None else ():
                     for key in blocking_keys_of(variant):
-                        _index_add(index, key, person_id)
+                        add_to_index(index, key, person_id, MAX_BLOCK_MEMBERS)
         return index
 
     def profile(self, person_id: str) -> Profile | None:
@@ -211,17 +212,3 @@ class TableStore:
     def pending(self) -> int:
         return len(self._dirty)
 
-
-def _index_add(index: dict[str, str | list[str]], key: str, person_id: str) -> bool:
-    """Add ``person_id`` to the block ``key`` of ``index``; False when that block is full."""
-    held = index.get(key)
-    if held is None:
-        index[key] = person_id  # most keys have one person: the id itself, not a list
-    elif isinstance(held, str):
-        if held != person_id:
-            index[key] = [held, person_id]
-    elif person_id not in held:
-        if len(held) >= MAX_BLOCK_MEMBERS:
-            return False
-        held.append(person_id)
-    return True

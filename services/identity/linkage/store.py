@@ -87,14 +87,7 @@ class MemoryStore:
         return [held] if isinstance(held, str) else list(held)
 
     def add_to_block(self, key: str, person_id: str) -> None:
-        held = self._blocks.get(key)
-        if held is None:
-            self._blocks[key] = person_id
-        elif isinstance(held, str):
-            if held != person_id:
-                self._blocks[key] = [held, person_id]
-        elif person_id not in held:
-            held.append(person_id)
+        add_to_index(self._blocks, key, person_id)
 
     def profile(self, person_id: str) -> Profile | None:
         return self._profiles.get(person_id)
@@ -105,3 +98,20 @@ class MemoryStore:
     def __len__(self) -> int:
         """Known persons."""
         return len(self._profiles)
+
+
+def add_to_index(index: dict[str, str | list[str]], key: str, person_id: str, cap: int | None = None) -> bool:
+    """Add ``person_id`` to the block ``key`` of an in-memory blocking index; False when the block
+    already holds ``cap`` people. A block of one person holds the id itself, not a list: most
+    blocking keys have one person, and a list each would double the index's memory."""
+    held = index.get(key)
+    if held is None:
+        index[key] = person_id
+    elif isinstance(held, str):
+        if held != person_id:
+            index[key] = [held, person_id]
+    elif person_id not in held:
+        if cap is not None and len(held) >= cap:
+            return False
+        held.append(person_id)
+    return True
