@@ -40,6 +40,11 @@ fetch wait (carehub/kafka/profile.py). ``--fetch-max-wait-ms`` sets it for the p
 
 A long run: ``--seconds 1800 --windows-s 300`` also prints each run's latency per 5 minutes of
 publishing, so that a hub slowing down as its topics grow shows as growth from window to window.
+
+Each run also reports the CPU seconds every process used per 1,000 events (the hub's workers, the
+broker, the publisher, this script), from the publisher's start until the last alert arrived, and
+the ceiling that allows: the machine's cores over the hub's CPU per event. ``--linger-ms`` sets
+every producer's linger (CAREHUB_KAFKA_LINGER_MS for the workers, and the publisher's).
 """
 
 from __future__ import annotations
@@ -61,7 +66,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -73,7 +78,7 @@ import grpc  # noqa: E402
 import grpc.aio  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
-from carehub.harness import LocalHub, Worker  # noqa: E402
+from carehub.harness import LocalHub, Worker, cpu_seconds  # noqa: E402
 from carehub.kafka.broker import free_port  # noqa: E402
 from carehub.kafka.profile import EMBEDDED  # noqa: E402
 from carehub.kafka.read import Record  # noqa: E402
@@ -115,7 +120,8 @@ def publish_child(spec_path: Path) -> None:
     out: list[tuple[str, float]] = []
     late = 0
     max_lag = 0.0
-    with Publisher(spec["bootstrap"], topic=spec["topic"]) as pub:
+    profile = EMBEDDED if spec.get("linger_ms") is None else replace(EMBEDDED, linger_ms=int(spec["linger_ms"]))
+    with Publisher(spec["bootstrap"], topic=spec["topic"], profile=profile) as pub:
         started = time.perf_counter() + 0.2
         p = b = 0
         for i in range(total):
@@ -460,11 +466,29 @@ class RunResult:
     stages: dict[str, list[float]] = field(default_factory=dict)  # stage -> ms after publish, per probe
     # per probe: (publish time, latency in ms, or None when not received), for --windows-s
     timeline: list[tuple[float, float | None]] = field(default_factory=list)
+    # CPU seconds each process used from the publisher's start until every alert arrived (or the drain
+    # ended): the hub's workers by service, "broker", "publisher" and "bench" (subscribers and this script)
+    cpu_s: dict[str, float] = field(default_factory=dict)
+    cpu_wall_s: float = 0.0
+    events: int = 0  # events published in the run, probes included
+
+
+def cpu_now(hub: LocalHub, pids: dict[str, int]) -> dict[str, float]:
+    """CPU seconds used so far by each running worker of ``hub`` (summed per service), by ``pids``, and
+    by this process ("bench")."""
+    used: dict[str, float] = {"bench": time.process_time()}
+    for worker in hub.workers:
+        if worker.running:
+            used[worker.service] = used.get(worker.service, 0.0) + cpu_seconds(worker.pid)
+    for name, pid in pids.items():
+        used[name] = cpu_seconds(pid)
+    return used
 
 
 async def paced_run(label: str, hub: LocalHub, subs: Subscribers, probes: list[tuple[Person, tuple[bytes, bytes]]],
                     background: list[tuple[bytes, bytes, str]], rate: float, seconds: float, share: float,
-                    drain_s: float) -> RunResult:
+                    drain_s: float, pids: dict[str, int] | None = None) -> RunResult:
+    """``pids``: other processes whose CPU the run reports (the broker), besides the hub's and its own."""
     total = int(rate * seconds)
     n_probes = sum(is_probe(i, share) for i in range(total))
     if n_probes > len(probes):
@@ -474,11 +498,21 @@ async def paced_run(label: str, hub: LocalHub, subs: Subscribers, probes: list[t
     spec.write_bytes(pickle.dumps({
         "bootstrap": hub.bootstrap, "topic": hub.topic("provider.events"), "rate": rate, "total": total,
         "share": share, "probes": [p[1] for p in probes[:n_probes]], "background": background, "out": str(out),
+        "linger_ms": hub.base_env.get(LINGER_ENV),  # the publisher batches as the hub's producers do
     }))
     load_before = os.getloadavg()[0]
     child = await asyncio.create_subprocess_exec(sys.executable, __file__, "--publish-child", str(spec), cwd=ROOT)
+    cpu_pids = {**(pids or {}), "publisher": child.pid}
+    cpu_start, wall_start = cpu_now(hub, cpu_pids), time.monotonic()
+    publisher_cpu = 0.0
     try:
-        rc = await asyncio.wait_for(child.wait(), seconds * 3 + 60)
+        while child.returncode is None:  # the publisher's CPU is read while it runs: gone after it exits
+            publisher_cpu = cpu_seconds(child.pid) or publisher_cpu
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(child.wait(), 1.0)
+            if time.monotonic() - wall_start > seconds * 3 + 60:
+                raise TimeoutError(f"{label}: the publisher did not finish")
+        rc = child.returncode
     except BaseException:
         if child.returncode is None:
             child.kill()  # by its pid: the publisher this script started
@@ -496,6 +530,9 @@ async def paced_run(label: str, hub: LocalHub, subs: Subscribers, probes: list[t
         return all(t in subs.received for t in published)
 
     await until(all_received, drain_s, interval_s=0.2)
+    cpu_end, wall = cpu_now(hub, pids or {}), time.monotonic() - wall_start
+    cpu = {k: v - cpu_start.get(k, 0.0) for k, v in cpu_end.items()}
+    cpu["publisher"] = publisher_cpu - cpu_start.get("publisher", 0.0)
     latencies, to_raised, to_received, second_half = [], [], [], []
     missing = duplicates = wrong = 0
     half = min((t for t, _ in published.values()), default=0.0) + seconds / 2
@@ -518,7 +555,8 @@ async def paced_run(label: str, hub: LocalHub, subs: Subscribers, probes: list[t
     return RunResult(label, rate, seconds, result["published"] / result["seconds"], len(subs.partners.orgs),
                      len(published), latencies, to_raised, to_received, missing, duplicates, wrong,
                      result["max_lag_s"] * 1000, result["late"], (load_before, os.getloadavg()[0]), second_half,
-                     {k: v[0] for k, v in published.items()}, timeline=timeline)
+                     {k: v[0] for k, v in published.items()}, timeline=timeline, cpu_s=cpu, cpu_wall_s=wall,
+                     events=result["published"])
 
 
 # ---- reporting ----------------------------------------------------------------------------------------
@@ -565,6 +603,30 @@ def windows_table(results: list[RunResult], window_s: float) -> str:
     return "\n".join(rows)
 
 
+LINGER_ENV = "CAREHUB_KAFKA_LINGER_MS"
+HUB_PROCESSES = ("ingest", "identity", "timeline", "alerts", "gateway", "broker")
+
+
+def cpu_table(results: list[RunResult]) -> str:
+    """What each process spent per 1,000 events, and what that allows: the hub's CPU per event (broker
+    included, publisher and subscribers not) against the machine's cores, a ceiling on the sustained rate."""
+    cores = os.cpu_count() or 1
+    head = ("| run | events | seconds | " + " | ".join(HUB_PROCESSES)
+            + " | hub total | publisher | bench | hub's ceiling on this machine |")
+    rows = [head, "|" + "---|" * (len(HUB_PROCESSES) + 7)]
+    for r in results:
+        if not r.events or not r.cpu_s:
+            continue
+        per_k = {k: v * 1000 / r.events for k, v in r.cpu_s.items()}
+        hub = sum(per_k.get(k, 0.0) for k in HUB_PROCESSES)
+        ceiling = cores * 1000 / hub if hub > 0 else math.inf
+        rows.append(f"| {r.label} | {r.events:,} | {r.cpu_wall_s:.0f} | "
+                    + " | ".join(f"{per_k.get(k, 0.0):.2f}" for k in HUB_PROCESSES)
+                    + f" | {hub:.2f} | {per_k.get('publisher', 0.0):.2f} | {per_k.get('bench', 0.0):.2f} "
+                    f"| {ceiling:,.0f} events/s |")
+    return "\n".join(rows)
+
+
 def stage_table(results: list[RunResult]) -> str:
     """Where the time goes: per probe, each stage's output record's Kafka timestamp after the publish call."""
     cols = [*STAGES, "received"]
@@ -591,6 +653,7 @@ class Plan:
     work: Path
     results: list[RunResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    pids: dict[str, int] = field(default_factory=dict)  # processes besides the hub's whose CPU runs report
 
 
 @dataclass(frozen=True)
@@ -598,26 +661,30 @@ class Pass:
     batch_within: float
     fetch_wait_ms: int | None  # CAREHUB_KAFKA_FETCH_MAX_WAIT_MS for every worker (a what-if); None: the profile's
     fanout: bool
+    linger_ms: int | None = None  # CAREHUB_KAFKA_LINGER_MS for every worker and the publisher; None: the profile's
 
     @classmethod
-    def parse(cls, text: str, fetch_wait_ms: int | None = None) -> Pass:
+    def parse(cls, text: str, fetch_wait_ms: int | None = None, linger_ms: int | None = None) -> Pass:
         """``WINDOW[:FETCH_MS][/fanout]``, e.g. ``0.02/fanout``, ``0.2``, ``0.02:20/fanout``."""
         spec, _, flag = text.partition("/")
         window, _, fetch = spec.partition(":")
         if flag not in ("", "fanout"):
             raise argparse.ArgumentTypeError(f"{text!r}: expected WINDOW[:FETCH_MS][/fanout]")
-        return cls(float(window), int(fetch) if fetch else fetch_wait_ms, flag == "fanout")
+        return cls(float(window), int(fetch) if fetch else fetch_wait_ms, flag == "fanout", linger_ms)
 
     @property
     def tag(self) -> str:
         fetch = f", fetch wait {self.fetch_wait_ms} ms" if self.fetch_wait_ms is not None else ""
-        return f"window {self.batch_within:g} s{fetch}"
+        linger = f", linger {self.linger_ms} ms" if self.linger_ms is not None else ""
+        return f"window {self.batch_within:g} s{fetch}{linger}"
 
     def hub(self, bootstrap: str, work: Path, partitions: int) -> LocalHub:
         prefix = f"ab{uuid.uuid4().hex[:8]}"
         env = {"CAREHUB_INGEST_BATCH_WITHIN_S": str(self.batch_within), "CAREHUB_LOG_LEVEL": "warning"}
         if self.fetch_wait_ms is not None:
             env["CAREHUB_KAFKA_FETCH_MAX_WAIT_MS"] = str(self.fetch_wait_ms)
+        if self.linger_ms is not None:
+            env[LINGER_ENV] = str(self.linger_ms)
         return LocalHub(bootstrap, work / prefix, prefix=prefix, partitions=partitions, base_env=env)
 
 
@@ -643,7 +710,8 @@ async def fan_out(plan: Plan, hub: LocalHub, gateway: Worker, spec: Pass, fan_or
             say(f"{tag}: publishing {rate:g} events/s for {a.seconds:g} s ({len(people)} probes over "
                 f"{len(fan_orgs):,} practices)")
             r = await paced_run(f"{rate:g}/s, {len(fan_orgs):,} subscribers, {tag}", hub, subs,
-                                [(p, admission(p, 1)) for p in people], bg, rate, a.seconds, share, a.drain_s)
+                                [(p, admission(p, 1)) for p in people], bg, rate, a.seconds, share, a.drain_s,
+                                plan.pids)
             plan.results.append(r)
             say(f"  -> {len(r.latencies_ms)}/{r.probes} alerts, p50 {pct(r.latencies_ms, 50):.0f} ms, "
                 f"p99 {pct(r.latencies_ms, 99):.0f} ms, missing {r.missing}, violations {subs.violations}")
@@ -720,7 +788,7 @@ async def one_pass(plan: Plan, bootstrap: str, spec: Pass, background: list[tupl
             offset += len(bg)
             say(f"{tag}: publishing {rate:g} events/s for {a.seconds:g} s ({len(people)} probes)")
             r = await paced_run(f"{rate:g}/s, {tag}", hub, subs, [(p, admission(p, 1)) for p in people], bg,
-                                rate, a.seconds, a.share, a.drain_s)
+                                rate, a.seconds, a.share, a.drain_s, plan.pids)
             plan.results.append(r)
             say(f"  -> {len(r.latencies_ms)}/{r.probes} alerts, p50 {pct(r.latencies_ms, 50):.0f} ms, "
                 f"p99 {pct(r.latencies_ms, 99):.0f} ms, missing {r.missing}")
@@ -759,6 +827,8 @@ async def bench(plan: Plan) -> None:
     broker = EmbeddedBroker(log_path=plan.work / "tansu.log")
     await asyncio.to_thread(broker.start)
     say(f"embedded broker on {broker.bootstrap} (pid {broker.pid})")
+    if broker.pid is not None:
+        plan.pids["broker"] = broker.pid
     try:
         for spec in a.passes:
             await one_pass(plan, broker.bootstrap, spec, background)
@@ -786,6 +856,9 @@ def main() -> None:
     parser.add_argument("--fetch-max-wait-ms", type=int, default=None,
                         help="CAREHUB_KAFKA_FETCH_MAX_WAIT_MS for the passes that give no FETCH_MS (default: the "
                              f"broker profile's, {EMBEDDED.fetch_max_wait_ms} ms)")
+    parser.add_argument("--linger-ms", type=int, default=None,
+                        help=f"{LINGER_ENV} for every worker, and the publisher's linger (default: the broker "
+                             f"profile's, {EMBEDDED.linger_ms} ms): fewer, larger batches")
     parser.add_argument("--partitions", type=int, default=4, help="CAREHUB_PARTITIONS (default 4)")
     parser.add_argument("--heartbeat-s", type=float, default=5.0, help="CAREHUB_GATEWAY_HEARTBEAT_S")
     parser.add_argument("--warmup-rate", type=float, default=50.0, help="events/s while warming up (default 50)")
@@ -809,7 +882,7 @@ def main() -> None:
     args.fanout_shares = [float(r) for r in args.fanout_shares.split(",") if r]
     if len(args.fanout_rates) != len(args.fanout_shares):
         parser.error("--fanout-rates and --fanout-shares need as many values each")
-    args.passes = [Pass.parse(p, args.fetch_max_wait_ms) for p in args.passes.split(",") if p]
+    args.passes = [Pass.parse(p, args.fetch_max_wait_ms, args.linger_ms) for p in args.passes.split(",") if p]
     work = Path(tempfile.mkdtemp(prefix="carehub-alerts-bench-"))
     plan = Plan(args, work)
     print("$ " + shlex.join([Path(sys.executable).name, *sys.argv]))
@@ -834,6 +907,10 @@ def main() -> None:
                 if args.windows_s:
                     print(f"\nlatency by publish time, windows of {args.windows_s:g} s:\n")
                     print(windows_table(plan.results, args.windows_s))
+                print(f"\nCPU seconds per 1,000 events, from the publisher's start until the last alert arrived; the "
+                      f"ceiling is {os.cpu_count()} cores over the hub's CPU per event (broker included), an upper "
+                      "bound on the sustained rate:\n")
+                print(cpu_table(plan.results))
                 for note in plan.notes:
                     print(f"- {note}")
             print(f"\ntotal {time.monotonic() - started:.0f} s; logs in {work}", flush=True)

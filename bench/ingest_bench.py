@@ -56,7 +56,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from carehub.harness import LocalHub, eventually  # noqa: E402
+from carehub.harness import LocalHub, cpu_seconds, eventually  # noqa: E402
 from carehub.harness import Worker as HubWorker  # noqa: E402
 from carehub.kafka.read import ReadTimeout, Record, fetch_ends, read_to_end  # noqa: E402
 
@@ -312,15 +312,6 @@ POLL_S = 0.2
 SETTLE_POLL_S = 1.0  # each look at a stage's committed offsets costs two Kafka clients: not every scrape
 AS_OF_WAIT_S = 30.0  # indicators publish every second once they have news; a deadline, not a guess
 Sample = tuple[float, dict[str, float]]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc), 0 if it cannot be read."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass

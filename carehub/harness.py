@@ -119,6 +119,17 @@ class Worker:
             return False, str(exc)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), 0 if it cannot be read (it has ended).
+
+    Benches read it before and after a run to say what each process spent on the same events."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
 def paused(pid: int) -> Iterator[None]:
     """SIGSTOP ``pid`` for the duration of the block, and SIGCONT it however the block ends.

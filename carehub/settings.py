@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     broker_profile: BrokerProfile = BrokerProfile.EMBEDDED
     # overrides the broker profile's fetch wait (carehub/kafka/profile.py) for every consumer
     kafka_fetch_max_wait_ms: int | None = Field(default=None, ge=1, le=60_000)
+    # overrides the broker profile's producer linger for every producer (faust's, the SDK's, the CLI's)
+    kafka_linger_ms: int | None = Field(default=None, ge=0, le=10_000)
     # Hex- or text-encoded secret of at least 32 bytes; see pseudonym_key_bytes().
     pseudonym_key: SecretStr | None = None
     data_dir: Path = Path(".carehub")

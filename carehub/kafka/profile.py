@@ -114,8 +114,11 @@ PROFILES = {BrokerProfile.EMBEDDED: EMBEDDED, BrokerProfile.KAFKA: KAFKA}
 
 
 def client_profile(settings: Settings) -> ClientProfile:
-    """The profile ``settings`` select, with ``CAREHUB_KAFKA_FETCH_MAX_WAIT_MS`` applied if set."""
+    """The profile ``settings`` select, with ``CAREHUB_KAFKA_FETCH_MAX_WAIT_MS`` and
+    ``CAREHUB_KAFKA_LINGER_MS`` applied if set."""
     profile = PROFILES[settings.broker_profile]
     if settings.kafka_fetch_max_wait_ms is not None:
         profile = replace(profile, fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms)
+    if settings.kafka_linger_ms is not None:
+        profile = replace(profile, linger_ms=settings.kafka_linger_ms)
     return profile

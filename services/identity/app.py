@@ -426,7 +426,6 @@ def build_app(settings: Settings, bootstrap: str) -> faust.App:
         "local": runtime.table("identity-local", partitions=1, value_type=str),
         "keys": runtime.table("identity-keys", partitions=1, value_type=str),
         "profiles": runtime.table("identity-profiles", partitions=1, codec=PROFILE_CODEC),
-        "members": runtime.table("identity-members", partitions=1),
         "redirects": runtime.table("identity-redirects", partitions=1, value_type=str),
         "merges": runtime.table("identity-merges", partitions=1),
         "dedupe": runtime.table("identity-dedupe", partitions=1),

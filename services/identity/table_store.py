@@ -18,6 +18,11 @@ records of each person, redirects from merged-away persons to the person they jo
 one record per merge so that it can be undone; and, for the known-record fast path, each local
 record's demographics fingerprint as last remembered (``linkage.demographics_fingerprint``),
 beside its person in the local table.
+
+A person's local records are the local table read backwards, so they are not a table of their own:
+they are built in memory from the local table when first asked for, as the blocking index is. A
+new record then writes one row, not two; and no crash can leave a record mapped to a person whose
+list lacks it, since there is no second write to lose.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ _MISSING = object()
 MAX_BLOCK_MEMBERS = 5000
 MAX_REDIRECTS = 32  # merge chains are short; a longer one means a cycle
 
-TABLES = ("local", "keys", "profiles", "members", "redirects", "merges")
+TABLES = ("local", "keys", "profiles", "redirects", "merges")
 FINGERPRINT_SEP = " "  # person ids are UUIDs, without spaces
 KEYS_SEP = " "  # blocking keys (linkage.linker._key) are a tag and hex digits, without spaces
 
@@ -56,6 +61,7 @@ class TableStore:
         self._tables = tables
         self._dirty: dict[tuple[str, str], Any] = {}
         self._index: dict[str, str | list[str]] | None = None  # blocking key -> people; built when first read
+        self._members: dict[str, list[str]] | None = None  # person -> "org/local_id" records; likewise
         self._readers: dict[str, Callable[[str], Any]] = {}  # per table, its fast read (runtime.table_reader)
         self.full_blocks = 0  # additions refused because a block was full
 
@@ -84,22 +90,24 @@ class TableStore:
         previous = self.local_person(org, local_id)
         if previous == person_id:
             return
+        members = self._members_index()  # built before the row changes, which it would otherwise include
         self._set("local", record, person_id)
         if previous is not None:
-            self._set("members", previous, [r for r in self.members(previous) if r != record])
-        self._set("members", person_id, [*self.members(person_id), record])
+            held = members.get(previous, [])
+            if record in held:
+                held.remove(record)
+            if not held:
+                members.pop(previous, None)
+        members.setdefault(person_id, []).append(record)
 
     def block(self, key: str) -> list[str]:
         """The people under a blocking key, merged-away persons replaced by whom they joined."""
         held = self._blocks().get(key)
         if held is None:
             return []
-        out: list[str] = []
-        for person_id in (held,) if isinstance(held, str) else held:
-            resolved = self.resolve(person_id)
-            if resolved not in out:
-                out.append(resolved)
-        return out
+        if isinstance(held, str):
+            return [self.resolve(held)]
+        return list(dict.fromkeys(map(self.resolve, held)))  # in the block's order, each person once
 
     def add_to_block(self, key: str, person_id: str) -> None:
         """Index ``person_id`` under ``key``: in the person's row of ``keys`` (written at the next flush)
@@ -116,6 +124,7 @@ class TableStore:
         """Drop the in-memory index: the tables may be recovered afresh (a revocation), so the next read
         builds it again from them."""
         self._index = None
+        self._members = None
         self._readers.clear()
 
     def _blocks(self) -> dict[str, str | list[str]]:
@@ -127,8 +136,7 @@ class TableStore:
         """The index from the ``keys`` rows. A person with a profile and no row (identity state written
         before the ``keys`` table existed, or a row a crash lost) is indexed under its profile's keys."""
         index: dict[str, str | list[str]] = {}
-        rows = dict(self._tables["keys"].items())
-        rows.update((k, v) for (t, k), v in self._dirty.items() if t == "keys")
+        rows = self._rows("keys")
         for person_id, row in rows.items():
             if row:
                 for key in row.split(KEYS_SEP):
@@ -140,6 +148,21 @@ class TableStore:
                     for key in blocking_keys_of(variant):
                         add_to_index(index, key, person_id, MAX_BLOCK_MEMBERS)
         return index
+
+    def _rows(self, table: str) -> dict[str, Any]:
+        """Every row of ``table`` as this batch left it (its writes not yet flushed included)."""
+        rows = dict(self._tables[table].items())
+        rows.update((k, v) for (t, k), v in self._dirty.items() if t == table)
+        return rows
+
+    def _members_index(self) -> dict[str, list[str]]:
+        if self._members is None:
+            members: dict[str, list[str]] = {}
+            for record, value in self._rows("local").items():
+                if value:
+                    members.setdefault(str(value).partition(FINGERPRINT_SEP)[0], []).append(record)
+            self._members = members
+        return self._members
 
     def profile(self, person_id: str) -> Profile | None:
         """The person's profile. The service's table holds profiles decoded (``PROFILE_CODEC``): a
@@ -172,8 +195,9 @@ class TableStore:
     # -- for merges ------------------------------------------------------------------------
 
     def members(self, person_id: str) -> list[str]:
-        """The person's local records, as "org/local_id"."""
-        return list(self._get("members", person_id) or ())
+        """The person's local records, as "org/local_id", sorted: the same list whatever order the
+        records joined in, or the local table was recovered in."""
+        return sorted(self._members_index().get(person_id, ()))
 
     def resolve(self, person_id: str) -> str:
         for _ in range(MAX_REDIRECTS):

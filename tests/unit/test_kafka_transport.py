@@ -21,7 +21,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from yarl import URL
 
 from carehub.kafka import transport
-from carehub.kafka.profile import EMBEDDED, KAFKA
+from carehub.kafka.profile import EMBEDDED, KAFKA, client_profile
 from carehub.runtime.app import faust_app
 from carehub.settings import Settings, load_settings
 
@@ -96,6 +96,18 @@ def test_without_an_override_the_profile_decides(tmp_path: Path, monkeypatch: py
     monkeypatch.delenv("CAREHUB_KAFKA_FETCH_MAX_WAIT_MS", raising=False)
     app = faust_app("transport-unit", settings(tmp_path, broker_profile=broker_profile), "127.0.0.1:9")
     assert worker_consumer_wait(app) == (expected, expected)
+
+
+def test_a_linger_override_reaches_faust_and_the_other_clients(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """CAREHUB_KAFKA_LINGER_MS: fewer, larger batches where a broker's cost is per stored batch."""
+    monkeypatch.delenv("CAREHUB_KAFKA_LINGER_MS", raising=False)
+    assert client_profile(settings(tmp_path)).linger_ms == EMBEDDED.linger_ms
+    s = settings(tmp_path, kafka_linger_ms=25)
+    profile = client_profile(s)
+    assert profile.linger_ms == 25 and profile.fetch_max_wait_ms == EMBEDDED.fetch_max_wait_ms
+    assert faust_app("transport-unit", s, "127.0.0.1:9").conf.producer_linger == 0.025
+    assert profile.kafka_python_producer()["linger_ms"] == profile.aiokafka_producer()["linger_ms"] == 25
 
 
 def test_faust_own_transport_is_refused_by_our_thread(tmp_path: Path) -> None:

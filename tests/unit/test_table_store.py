@@ -22,9 +22,8 @@ def test_writes_wait_for_flush_and_reads_see_them_before() -> None:
     s.add_to_block("k", "p1")
     assert s.local_person("RR8", "H-1") == "p1" and s.block("k") == ["p1", "p2"]
     assert t["local"] == {} and t["keys"] == {}
-    assert s.flush() == 4  # local record, its person's members, each person's row of blocking keys
+    assert s.flush() == 3  # the local record, each person's row of blocking keys
     assert t["local"] == {"RR8/H-1": "p1"} and t["keys"] == {"p1": "k", "p2": "k"}
-    assert t["members"] == {"p1": ["RR8/H-1"]}
     assert s.pending == 0 and s.flush() == 0
 
 
@@ -75,6 +74,25 @@ def test_moving_a_record_updates_both_member_lists() -> None:
     s.set_local_person("RR8", "H-2", "p1")
     s.set_local_person("RR8", "H-1", "p2")
     assert s.members("p1") == ["RR8/H-2"] and s.members("p2") == ["RR8/H-1"]
+
+
+def test_members_are_the_local_table_read_backwards_after_a_restart() -> None:
+    """No table of their own: a new worker builds them from the local rows (fingerprints and all), sorted."""
+    s, t = store()
+    for local, person in (("H-9", "p1"), ("H-1", "p2"), ("H-3", "p1")):
+        s.set_local_person("RR8", local, person)
+    s.set_fingerprint("RR8", "H-3", b"\x01\x02")
+    s.flush()
+    assert set(t) == set(TABLES) and "members" not in t
+    again = TableStore(dict(t))
+    assert again.members("p1") == ["RR8/H-3", "RR8/H-9"] and again.members("p2") == ["RR8/H-1"]
+    again.set_local_person("RR8", "H-9", "p2")  # a merge moves it
+    assert again.members("p1") == ["RR8/H-3"] and again.members("p2") == ["RR8/H-1", "RR8/H-9"]
+    again.set_local_person("RR8", "H-3", "p2")
+    assert again.members("p1") == [] and again.members("p2") == ["RR8/H-1", "RR8/H-3", "RR8/H-9"]
+    t["local"]["GP1/7"] = "p1"  # what a revocation and a new recovery can bring
+    again.forget_index()
+    assert again.members("p1") == ["GP1/7"]
 
 
 def test_blocks_follow_redirects_and_deleted_keys_go() -> None:
