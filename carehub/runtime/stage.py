@@ -366,6 +366,24 @@ class StageRuntime:
                 self._note_batch(name, batch, progress)
                 await ebb(self.app.producer.buffer, PRODUCER_BACKLOG)
 
+    def write_through(self, table: Any) -> Callable[[dict[str, Any], int], Awaitable[None]]:
+        """A writer of rows to ``table``'s changelog partition that returns once they are on the broker.
+
+        A table write only queues its changelog record; records of different tables then reach the
+        broker in no order a crash respects. Rows written through are on the broker, with every
+        record sent before them, when the writer returns: a stage writes through what must never be
+        lost without the rest (the identity worker's merge journal), then writes the rest as usual.
+        The rows still belong in the table itself: the stage writes them there too.
+        """
+
+        async def write(rows: dict[str, Any], partition: int) -> None:
+            sent = [table.send_changelog(partition, key, value) for key, value in rows.items()]
+            for future in sent:
+                await future  # delivered: faust's buffer hands records to the client in order
+            await self.app.producer.flush()  # and whatever was queued before them, on other partitions
+
+        return write
+
     def every(self, interval_s: float, fn: Callable[[], Awaitable[None]]) -> None:
         self.app.timer(interval=interval_s)(fn)
 

@@ -26,7 +26,9 @@ its blocking keys). Its successor starts from the committed offset and, before i
 reads how far the links got (the newest record of each ``identity.linked`` partition): every event
 up to there is decided again in repair mode, which writes again what a decision needs and may find
 missing (no fast path; blocking keys indexed even for a variant the profile holds; a merge found
-done completed from its record; a record whose person was merged away taken to the survivor). The
+done, or half done, completed from its record; an un-merge finished from its journal; a record whose
+person was merged away taken to the survivor). A batch's merge records and un-merge journals are on
+the broker before its other table writes are sent (services/identity/merges.py). The
 events the uncommitted batches recorded as seen are decided again too, not skipped as repeats, since
 their state may not have reached the changelogs. Decisions are a function of the tables and the
 event, so an event decided again gets the person it got before (tests/unit/test_identity_crash.py
@@ -45,7 +47,7 @@ import hmac
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,11 +145,14 @@ class Decided:
 class Identity:
     def __init__(self, settings: Settings, tables: dict[str, Any], linked: Any, review: Any, registry: Any,
                  model_version: str = DEFAULT_VERSION, nicknames: KeyedNicknames | None = None,
-                 audit: Any = None, decided_until: Callable[[], int] | None = None) -> None:
+                 audit: Any = None, decided_until: Callable[[], int] | None = None,
+                 write_through: Callable[[dict[str, Any], int], Awaitable[None]] | None = None) -> None:
         """``nicknames``: the keyed nickname list; by default the shipped one (``service_nicknames``).
         ``audit``: the audit topic, where each review decision applied or refused is recorded.
         ``decided_until``: reads how far a previous worker's links got (see the module doc); without
-        it nothing is decided again in repair mode."""
+        it nothing is decided again in repair mode. ``write_through``: puts merges-table rows on the
+        broker and waits until they, and all sent before them, are there
+        (``StageRuntime.write_through``); without it the journal is written with the other rows."""
         self.settings = settings
         self.store = TableStore({name: tables[name] for name in TABLES})
         if nicknames is None:
@@ -161,6 +166,7 @@ class Identity:
         self.linked, self.review, self.registry, self.audit = linked, review, registry, audit
         self._id_key = hmac.digest(settings.pseudonym_key_bytes(), b"carehub person id", "sha256")
         self._decided_until = decided_until
+        self._write_through = write_through
         self.repair_until: int | None = None  # offsets up to here are decided in repair mode; None: not read yet
         self.tracing = tracing_enabled()  # a span per event only when spans go somewhere
 
@@ -212,8 +218,10 @@ class Identity:
         linked.event.CopyFrom(event)
         out = [linked]
         if event.event_type == ce.EVENT_TYPE_IDENTITY_MERGE:
-            act = unmerge if event.merge.unmerge else merge
-            result = act(store, org, person_id, event.merge.prior_local_id)
+            if event.merge.unmerge:
+                result = unmerge(store, org, person_id, event.merge.prior_local_id, sequence, repair=repair)
+            else:
+                result = merge(store, org, person_id, event.merge.prior_local_id, repair=repair)
             registry += [_entry(*moved) for moved in result.registry]
             if result.merge is not None:
                 m.MERGES.labels("unmerge" if result.merge.unmerge else "merge").inc()
@@ -349,6 +357,9 @@ class Identity:
         await self._audit(decided.decided)
         if batch.records:
             last = batch.records[-1]  # one source partition: the linkage log
+            journal = self.store.take_journal()  # merges and un-merges: what finishes them after a crash
+            if journal and self._write_through is not None:
+                await self._write_through(journal, last.partition)
             with batch.state_for(last.topic, last.partition):
                 self.write_state(batch.records[0].offset, decided, now_s)
         m.LINKED.inc(sum(len(v) for v in decided.outgoing.values()))
@@ -434,7 +445,8 @@ def build_app(settings: Settings, bootstrap: str) -> faust.App:
     identity = Identity(settings, tables, runtime.topic(linked_topic(settings)),
                         runtime.topic(review_topic(settings)), runtime.topic(registry_topic(settings)),
                         nicknames=nicknames, audit=runtime.topic(audit_topic(settings)),
-                        decided_until=decided_until(bootstrap, settings))
+                        decided_until=decided_until(bootstrap, settings),
+                        write_through=runtime.write_through(tables["merges"]))
     runtime.batch_stage("identity", [accepted_topic(settings)], identity, settings.ingest_batch_size,
                         settings.ingest_batch_within_s)
     runtime.forget_on_revoke(identity)

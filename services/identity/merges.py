@@ -12,6 +12,15 @@ taken out of C first, A's records also leave what B's merge record says moved, s
 un-merge of B gives B back without them. The person a merge absorbed points to that merge's key
 (``~person`` in the merges table) for that walk. A prior record used again while its first merge
 is in force keeps the earlier record under the new one, each un-merge undoing the latest.
+
+Merges that hold through a crash. The tables go to one changelog each, so a worker killed while
+writing a batch's tables can leave any part of a merge or un-merge on the broker. So what the
+decision needs to be finished is made durable first, on its own (``TableStore.journal``; the
+identity worker waits until the broker holds it, and everything sent before it, before it writes
+anything else of the batch): a merge's own record, and for an un-merge the record it undoes, kept
+under the un-merge's position in the linkage log. A merge or un-merge decided again in repair mode
+finishes from there (``complete``, ``unmerge`` with ``repair``): the records, the redirect, the
+profiles and the chain all end as a run without the crash leaves them.
 """
 
 from __future__ import annotations
@@ -38,19 +47,28 @@ def _split(record: str) -> tuple[str, str]:
     return org, local_id
 
 
-def merge(store: TableStore, org: str, survivor: str, prior_local_id: str) -> MergeResult:
-    """Join the person of (org, prior_local_id) into ``survivor`` (the person of the surviving record)."""
+def merge(store: TableStore, org: str, survivor: str, prior_local_id: str, repair: bool = False) -> MergeResult:
+    """Join the person of (org, prior_local_id) into ``survivor`` (the person of the surviving record).
+
+    ``repair``: the event is decided again after a crash, and a record of this very merge (these two
+    persons) means it was decided before and written in part: it is finished, not nested again.
+    """
     absorbed = store.local_person(org, prior_local_id)
     if absorbed is None:  # the prior record was never seen: from now on it is the survivor's
         store.set_local_person(org, prior_local_id, survivor)
         return MergeResult(None, [(org, prior_local_id, survivor)])
     absorbed = store.resolve(absorbed)
+    key = f"{org}/{prior_local_id}"
     if absorbed == survivor:
-        complete(store, f"{org}/{prior_local_id}", survivor)
+        complete(store, key, survivor)
         return MergeResult(None)
+    if repair:
+        held = store.merge_record(key)
+        if held is not None and held["from"] == absorbed and held["into"] == survivor:
+            complete(store, key, survivor)  # announced before the crash: links go out before any table write
+            return MergeResult(None)
     moved = store.members(absorbed)
     absorbed_profile, survivor_profile = store.profile(absorbed), store.profile(survivor)
-    key = f"{org}/{prior_local_id}"
     record: dict[str, Any] = {
         "from": absorbed, "into": survivor, "moved": moved,
         "from_profile": absorbed_profile.to_bytes().hex() if absorbed_profile else "",
@@ -59,7 +77,7 @@ def merge(store: TableStore, org: str, survivor: str, prior_local_id: str) -> Me
     earlier = store.merge_record(key)
     if earlier is not None:
         record["earlier"] = earlier
-    store.set_merge_record(key, record)
+    store.journal(key, record)  # on the broker before anything else of the batch
     store.set_merge_record(_absorbed_key(absorbed), {"merge": key})
     for local in moved:
         store.set_local_person(*_split(local), survivor)
@@ -80,9 +98,8 @@ def complete(store: TableStore, key: str, survivor: str) -> int:
     rows, say. The merge event, not committed, is then decided again and finds the two persons
     already one. Whatever the merge's record says should hold (the absorbed person redirected, its
     pointer to the merge, its records and profile variants with the survivor) is written where it
-    does not; a merge that reached every changelog is only read. (A merge whose record itself was
-    lost cannot be completed: its records still link to the survivor through the redirect, if that
-    was written, and an un-merge of it finds nothing to undo.)
+    does not; a merge that reached every changelog is only read. The record itself is never the
+    part lost: it is journalled, on the broker before the batch's other writes are sent.
     """
     record = store.merge_record(key)
     if record is None or store.resolve(record["into"]) != survivor:
@@ -110,14 +127,39 @@ def complete(store: TableStore, key: str, survivor: str) -> int:
     return written
 
 
-def unmerge(store: TableStore, org: str, survivor: str, prior_local_id: str) -> MergeResult:
-    """Undo the merge that joined (org, prior_local_id)'s person into ``survivor``."""
+def unmerge(store: TableStore, org: str, survivor: str, prior_local_id: str, sequence: int,
+            repair: bool = False) -> MergeResult:
+    """Undo the merge that joined (org, prior_local_id)'s person into ``survivor``.
+
+    ``sequence``: the un-merge's position in the linkage log, under which the record it undoes is
+    journalled. ``repair``: the event is decided again after a crash; a journal under its position
+    means it was decided before and written in part, and it is finished from the journal (the merge
+    record itself may already have been put back to what it was before the merge).
+    """
     key = f"{org}/{prior_local_id}"
+    if repair:
+        journalled = store.merge_record(_journal_key(sequence))
+        if journalled is not None and journalled["undo"] == key:
+            return _undo(store, key, survivor, journalled["record"], redo=True)
     record = store.merge_record(key)
     if record is None or store.resolve(record["into"]) != survivor:
         return MergeResult(None)
+    store.journal(_journal_key(sequence), {"undo": key, "record": record})
+    return _undo(store, key, survivor, record, redo=False)
+
+
+def _undo(store: TableStore, key: str, survivor: str, record: dict[str, Any], redo: bool) -> MergeResult:
+    """Give the absorbed person back its records and profile; put the merge record back as it was.
+
+    Every write sets a value, none adds to one, so doing it again over a part already written ends
+    where doing it once does. ``redo``: records already given back count as moved, as they did the
+    first time.
+    """
+    if store.resolve(record["into"]) != survivor:
+        return MergeResult(None)
     absorbed = record["from"]
-    moved = [local for local in record["moved"] if store.local_person(*_split(local)) == survivor]
+    holders = {survivor, absorbed} if redo else {survivor}
+    moved = [local for local in record["moved"] if store.local_person(*_split(local)) in holders]
     store.set_redirect(absorbed, None)
     for local in moved:
         store.set_local_person(*_split(local), absorbed)
@@ -133,6 +175,10 @@ def unmerge(store: TableStore, org: str, survivor: str, prior_local_id: str) -> 
 
 def _absorbed_key(person_id: str) -> str:
     return f"~{person_id}"  # no "org/local_id" key starts so
+
+
+def _journal_key(sequence: int) -> str:
+    return f"!{sequence}"  # nor so
 
 
 def _forget_in_chain(store: TableStore, person_id: str, records: set[str]) -> None:

@@ -60,6 +60,7 @@ class TableStore:
             raise ValueError(f"missing tables: {sorted(missing)}")
         self._tables = tables
         self._dirty: dict[tuple[str, str], Any] = {}
+        self._journal: dict[str, Any] = {}  # merges-table rows to make durable before the batch's other writes
         self._index: dict[str, str | list[str]] | None = None  # blocking key -> people; built when first read
         self._members: dict[str, list[str]] | None = None  # person -> "org/local_id" records; likewise
         self._readers: dict[str, Callable[[str], Any]] = {}  # per table, its fast read (runtime.table_reader)
@@ -216,6 +217,21 @@ class TableStore:
 
     def set_merge_record(self, key: str, record: dict[str, Any] | None) -> None:
         self._set("merges", key, record)
+
+    def journal(self, key: str, record: dict[str, Any]) -> None:
+        """Write a merges-table row that must be on the broker before anything else of the batch.
+
+        The row is written with the others too (``flush``); ``take_journal`` hands it over first, for
+        the worker to send and wait for (services/identity/merges.py, "Merges that hold through a
+        crash"). A later write of the same key in the batch still wins in the table.
+        """
+        self._journal[key] = record
+        self._set("merges", key, record)
+
+    def take_journal(self) -> dict[str, Any]:
+        """The rows journalled since the last call, in the order written."""
+        journal, self._journal = self._journal, {}
+        return journal
 
     # -- write-back ------------------------------------------------------------------------
 

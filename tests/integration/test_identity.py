@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 
+from carehub.kafka.read import read_to_end
 from carehub.sdk import Publisher
 from carehub.v1 import care_event_pb2 as ce
 from carehub.v1 import identity_pb2 as idn
@@ -116,3 +120,16 @@ def test_merge_joins_two_persons_and_unmerge_separates_them(hub: Hub) -> None:
     entries = [idn.RegistryEntry.FromString(v) for v in hub.values("identity.registry")]
     latest = {(e.source_org, e.local_id): e.person_id for e in entries}
     assert latest == {("RR8", "H-1"): survivor, ("RR8", "H-2"): absorbed, ("B86001", "P-2"): absorbed}
+
+    # what finishes each after a crash went to the merges changelog before the rest of its batch
+    [changelog] = hub_topics(hub, lambda t: t.endswith("identity-merges-changelog"))
+    writes: list[tuple[str, Any]] = [(r.key.decode().strip('"'), json.loads(r.value or b"null"))
+                                     for r in read_to_end(hub.bootstrap, changelog) if r.key]
+    keys = [key for key, _ in writes]
+    merged = keys.index("RR8/H-2")  # the merge's own record, journalled
+    assert writes[merged][1]["from"] == absorbed and keys.index(f"~{absorbed}") > merged
+    journal = next(n for n, (key, value) in enumerate(writes) if key.startswith("!") and value["undo"] == "RR8/H-2")
+    assert writes[journal][1]["record"]["from"] == absorbed
+    assert keys.count(keys[journal]) == 2  # sent on its own first, then with the table's other writes
+    put_back = max(n for n, key in enumerate(keys) if key == "RR8/H-2")
+    assert journal < put_back and writes[put_back][1] is None  # then the record put back as before the merge

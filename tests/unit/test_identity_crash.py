@@ -13,10 +13,15 @@ links got (``Identity.begin``, as ``decided_until`` reads it from the linked top
 from the committed offset. Every event, decided once or twice, must have the person a run without
 a crash gives it (or, decided again after its person's merge, the survivor), and so must the
 events after the crash: the tables lead to the same later decisions.
+
+Merges and un-merges journal what finishes them; the worker waits until the journal, and every
+write before it, is on the broker before it writes the rest (a barrier). So a cut that keeps any
+write made after a barrier keeps every write made before it.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -44,20 +49,27 @@ RECORDS_PER_BATCH = 5
 AFTER_CRASH = 12  # batches decided after the crash window: later events of the records involved
 
 
+CLOCK = itertools.count()  # orders the writes of all tables, for the barriers
+
+
 class Logged(dict[str, Any]):
-    """A table whose every write (a value, or None for a delete) is logged in order, as its changelog."""
+    """A table whose every write (a value, or None for a delete) is logged in order, as its changelog,
+    with its place in the order of all tables' writes."""
 
     def __init__(self) -> None:
         super().__init__()
         self.log: list[tuple[str, Any]] = []
+        self.at: list[int] = []
 
     def __setitem__(self, key: str, value: Any) -> None:
         super().__setitem__(key, value)
         self.log.append((key, value))
+        self.at.append(next(CLOCK))
 
     def __delitem__(self, key: str) -> None:
         super().__delitem__(key)
         self.log.append((key, None))
+        self.at.append(next(CLOCK))
 
 
 def restored(log: list[tuple[str, Any]]) -> Logged:
@@ -69,6 +81,7 @@ def restored(log: list[tuple[str, Any]]) -> Logged:
         else:
             dict.__setitem__(table, key, value)
     table.log = list(log)
+    table.at = [next(CLOCK) for _ in log]
     return table
 
 
@@ -76,7 +89,8 @@ def accepted_events() -> list[ing.AcceptedEvent]:
     """A synthetic region's events as ingest accepts them (resends included), with more A40 merges:
     every 25th event, when an ED attendance, is also sent under a new record that looks like nobody known (an
     unidentified patient), merged into the person's record a batch later, and followed by another
-    event of that record, which must then go to the survivor."""
+    event of that record, which must then go to the survivor. Every 50th is then un-merged, and the
+    unknown record's next event goes back to its own person."""
     region = generate_region(RegionConfig(people=1500, seed=23))
     out: list[ing.AcceptedEvent] = []
     later: dict[int, list[ing.AcceptedEvent]] = {}
@@ -106,6 +120,13 @@ def accepted_events() -> list[ing.AcceptedEvent]:
             later.setdefault(n + batch, []).append(a40)
             later.setdefault(n + 2 * batch, []).append(
                 accepted(care, f"{care.event_id}-after", ce.EVENT_TYPE_ED_ATTENDANCE, unknown))
+            if n % 50 == 0:  # half of them were a mistake: undone, and the unknown record seen again
+                a37 = accepted(care, f"{care.event_id}-A37", ce.EVENT_TYPE_IDENTITY_MERGE, care.person)
+                a37.merge.prior_local_id = unknown.local_id
+                a37.merge.unmerge = True
+                later.setdefault(n + 3 * batch, []).append(a37)
+                later.setdefault(n + 4 * batch, []).append(
+                    accepted(care, f"{care.event_id}-back", ce.EVENT_TYPE_ED_ATTENDANCE, unknown))
         out.extend(later.pop(n, []))
     return out
 
@@ -131,13 +152,53 @@ def persons(decided: Iterator[idn.LinkedEvent]) -> dict[str, set[str]]:
     return out
 
 
-def run(batches: list[list[StageRecord]], hub: Identity, tables: dict[str, Logged]) -> list[idn.LinkedEvent]:
+def run(batches: list[list[StageRecord]], hub: Identity, tables: dict[str, Logged],
+        barriers: list[int] | None = None) -> list[idn.LinkedEvent]:
+    """Decide and write ``batches``: links, then the journal and a barrier (noted in ``barriers``), then
+    the tables, as the worker does."""
     links: list[idn.LinkedEvent] = []
     for batch in batches:
         decided = hub.decide(batch)
         links += [e for events in decided.outgoing.values() for e in events]
+        journal = hub.store.take_journal()
+        for key, value in journal.items():
+            tables["merges"][key] = value
+        if journal and barriers is not None:
+            barriers.append(next(CLOCK))
         hub.write_state(batch[0].offset, decided, now_s=1_000.0 + batch[0].offset)
     return links
+
+
+def cut_at_random(tables: dict[str, Logged], durable: dict[str, int], barriers: list[int],
+                  rng: Any) -> dict[str, Logged]:
+    """The tables recovered after a crash: of each table's writes since the commit a prefix, cut at
+    random, and every write before the last barrier that a kept write comes after."""
+    cut = {name: rng.randint(durable[name], len(t.log)) for name, t in tables.items()}
+    latest = max((t.at[cut[name] - 1] for name, t in tables.items() if cut[name] > durable[name]), default=-1)
+    passed = [b for b in barriers if b < latest]
+    if passed:
+        cut = {name: max(cut[name], sum(1 for at in t.at if at < max(passed))) for name, t in tables.items()}
+    return {name: restored(t.log[:cut[name]]) for name, t in tables.items()}
+
+
+def merges_in_force(tables: dict[str, Any]) -> dict[str, tuple[str, str, list[str], Any]]:
+    """Each merge record, with the records it moved and the records under it (journals left out)."""
+    def held(record: dict[str, Any] | None) -> Any:
+        if record is None:
+            return None
+        return record["from"], record["into"], record["moved"], held(record.get("earlier"))
+    return {key: held(record) for key, record in tables["merges"].items() if not key.startswith(("!", "~"))}
+
+
+def resolved_records(tables: dict[str, Any]) -> dict[str, str]:
+    """Each local record's person, through the redirects of the merges in force."""
+    out = {}
+    for record, value in tables["local"].items():
+        person = str(value).partition(" ")[0]
+        while tables["redirects"].get(person):
+            person = tables["redirects"][person]
+        out[record] = person
+    return out
 
 
 EVENTS = accepted_events()
@@ -148,7 +209,8 @@ MERGE_BATCHES = [i for i, batch in enumerate(BATCHES) if any(
 
 def clean_run() -> tuple[dict[str, set[str]], dict[str, str], dict[str, list[tuple[str, Any]]], list[dict[str, int]]]:
     """Each event's person without a crash, where each merged-away person went, and the tables'
-    changelogs with their length before each batch (to start a crash run from any commit)."""
+    changelogs with their length before each batch, and after the last (to start a crash run from any
+    commit, and to compare with the tables at any batch's end)."""
     tables = {name: Logged() for name in ALL_TABLES}
     hub = new_identity(tables)
     links: list[idn.LinkedEvent] = []
@@ -156,7 +218,9 @@ def clean_run() -> tuple[dict[str, set[str]], dict[str, str], dict[str, list[tup
     for batch in BATCHES:
         lengths.append({name: len(t.log) for name, t in tables.items()})
         links += run([batch], hub, tables)
-    merged = {e.merge.from_person_id: e.merge.into_person_id for e in links if e.HasField("merge")}
+    lengths.append({name: len(t.log) for name, t in tables.items()})
+    merged = {e.merge.from_person_id: e.merge.into_person_id for e in links
+              if e.HasField("merge") and not e.merge.unmerge}
     return persons(iter(links)), merged, {name: t.log for name, t in tables.items()}, lengths
 
 
@@ -187,6 +251,11 @@ def wrong(got: dict[str, set[str]]) -> dict[str, tuple[set[str], set[str]]]:
 def test_the_region_has_merges_and_the_clean_run_one_person_per_event() -> None:
     assert len(MERGE_BATCHES) >= 15
     assert all(len(p) == 1 for p in CLEAN.values())
+    undone = {e.event_id.removesuffix("-A37"): e for e in EVENTS if e.event_id.endswith("-A37")}
+    assert len(undone) >= 8
+    for base, a37 in undone.items():  # the record seen again after its un-merge is its own person again
+        org = a37.source_org
+        assert CLEAN[f"{org}/{base}-back"] == CLEAN[f"{org}/{base}-U"] != CLEAN[f"{org}/{base}"]
     merges = {e.event_id.removesuffix("-A40"): e for e in EVENTS if e.event_id.endswith("-A40")}
     after = {e.event_id.removesuffix("-after"): e for e in EVENTS if e.event_id.endswith("-after")}
     unknown = {e.event_id.removesuffix("-U"): e for e in EVENTS if e.event_id.endswith("-U")}
@@ -207,19 +276,24 @@ def test_a_crash_mid_write_changes_no_event_s_person(data: st.DataObject) -> Non
     committed = data.draw(st.integers(max(0, crash - 4), crash), label="batches since the commit")
     tables = committed_at(committed)
     durable = {name: len(t.log) for name, t in tables.items()}
-    links = run(BATCHES[committed:crash + 1], new_identity(tables), tables)  # links sent; table writes on their way
+    barriers: list[int] = []
+    links = run(BATCHES[committed:crash + 1], new_identity(tables), tables, barriers)  # links sent; writes on their way
     # uniform cuts (hypothesis's integers favour the ends, where the tables are consistent)
     rng = data.draw(st.randoms(use_true_random=False), label="cuts")
-    cut = {name: rng.randint(durable[name], len(t.log)) for name, t in tables.items()}
-
-    recovered = {name: restored(t.log[:cut[name]]) for name, t in tables.items()}
+    recovered = cut_at_random(tables, durable, barriers, rng)
     successor = new_identity(recovered)
     until = BATCHES[crash][-1].offset
     successor.begin(BATCHES[committed][0], until)
     links += run(BATCHES[committed:crash + 1 + AFTER_CRASH], successor, recovered)
 
-    differ = wrong(persons(iter(links)))
+    got = persons(iter(links))
+    differ = wrong(got)
     assert not differ, f"persons other than a run without a crash gives: {sorted(differ.items())[:5]}"
+    back = {k: (p, CLEAN[k]) for k, p in got.items() if k.endswith("-back") and p != CLEAN[k]}
+    assert not back, f"records seen again after their un-merge, on another person: {sorted(back.items())[:5]}"
+    clean = committed_at(min(crash + 1 + AFTER_CRASH, len(BATCHES)))
+    assert resolved_records(recovered) == resolved_records(clean)
+    assert merges_in_force(recovered) == merges_in_force(clean)  # so that each un-merge to come undoes the same
 
 
 def test_a_merge_redirect_kept_without_its_moved_records_still_takes_them_to_the_survivor() -> None:
@@ -245,3 +319,31 @@ def test_a_merge_redirect_kept_without_its_moved_records_still_takes_them_to_the
     after = f"{merge.event.source_org}/{merge.event.event_id.removesuffix('-A40')}-after"
     assert got[after] == {merge.merge.into_person_id}
 
+
+
+UNMERGE_BATCHES = [i for i, batch in enumerate(BATCHES) if any(
+    e.merge.unmerge for r in batch for e in ing.AcceptedBatch.FromString(r.value).events)]
+
+
+def test_an_unmerge_written_in_part_is_finished_from_its_journal() -> None:
+    """The merge record put back (the merges changelog complete), the records' rows and the redirect
+    not: the un-merge decided again finds no merge to undo, and finishes from its journal instead."""
+    batch = UNMERGE_BATCHES[0]
+    tables = committed_at(batch)
+    durable = {name: len(t.log) for name, t in tables.items()}
+    links = run(BATCHES[batch:batch + 1], new_identity(tables), tables, [])
+    keep = durable | {"merges": len(tables["merges"].log)}
+    recovered = {name: restored(t.log[:keep[name]]) for name, t in tables.items()}
+    undo = next(e for e in links if e.HasField("merge") and e.merge.unmerge)
+    moved = [f"{r.source_org}/{r.local_id}" for r in undo.merge.moved_records]
+    assert moved and all(recovered["local"][r].split(" ")[0] == undo.merge.into_person_id for r in moved)
+    assert recovered["redirects"].get(undo.merge.from_person_id) == undo.merge.into_person_id
+
+    successor = new_identity(recovered)
+    successor.begin(BATCHES[batch][0], BATCHES[batch][-1].offset)
+    links += run(BATCHES[batch:batch + AFTER_CRASH], successor, recovered)
+    assert all(recovered["local"][r].split(" ")[0] == undo.merge.from_person_id for r in moved)
+    assert not recovered["redirects"].get(undo.merge.from_person_id)
+    assert resolved_records(recovered) == resolved_records(committed_at(batch + AFTER_CRASH))
+    back = f"{undo.event.source_org}/{undo.event.event_id.removesuffix('-A37')}-back"
+    assert persons(iter(links))[back] == {undo.merge.from_person_id}

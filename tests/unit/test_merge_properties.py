@@ -12,6 +12,7 @@ joins still in force. So an un-merge undoes exactly its own merge, whatever came
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 from hypothesis import HealthCheck, given, settings
@@ -82,6 +83,9 @@ class Reference:
         return {record: self.resolve(origin) for record, origin in self.origin.items()}
 
 
+SEQUENCE = itertools.count()  # each un-merge's position in the linkage log, under which it is journalled
+
+
 def step(store: TableStore, op: Op) -> bool:
     """Apply one step of the log to the identity tables; whether a merge or un-merge acted."""
     if op.kind == "arrive":
@@ -96,8 +100,9 @@ def step(store: TableStore, op: Op) -> bool:
     survivor = store.local_person(ORG, op.record)
     if survivor is None or store.local_person(ORG, op.other) is None:
         return False  # a merge naming an unknown prior record is not generated (see the README)
-    act = unmerge if op.kind == "unmerge" else merge
-    return act(store, ORG, survivor, op.other).merge is not None
+    if op.kind == "unmerge":
+        return unmerge(store, ORG, survivor, op.other, next(SEQUENCE)).merge is not None
+    return merge(store, ORG, survivor, op.other).merge is not None
 
 
 def assignment(store: TableStore, records: dict[str, str]) -> dict[str, str]:

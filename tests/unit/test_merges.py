@@ -51,12 +51,12 @@ def test_unmerge_puts_everything_back() -> None:
     store, _ = setup()
     before = store.profile("p-survivor")
     merge(store, "RR8", "p-survivor", "H-2")
-    result = unmerge(store, "RR8", "p-survivor", "H-2")
+    result = unmerge(store, "RR8", "p-survivor", "H-2", 7)
     assert result.merge is not None and result.merge.unmerge
     assert store.local_person("LA01", "C-7") == "p-dup" and store.local_person("RR8", "H-2") == "p-dup"
     assert sorted(store.members("p-survivor")) == ["B86001/P-9", "RR8/H-1"]
     assert store.resolve("p-dup") == "p-dup" and store.profile("p-survivor") == before
-    assert unmerge(store, "RR8", "p-survivor", "H-2").merge is None  # only once
+    assert unmerge(store, "RR8", "p-survivor", "H-2", 8).merge is None  # only once
 
 
 def test_merging_the_same_person_or_an_unknown_record() -> None:

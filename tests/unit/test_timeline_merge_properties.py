@@ -78,8 +78,10 @@ class Hub:
         self.log.append(linked)
         copies = [linked]
         if event.event_type == ce.EVENT_TYPE_IDENTITY_MERGE:
-            act = unmerge if event.merge.unmerge else merge
-            result = act(self.store, event.source_org, person, event.merge.prior_local_id)
+            if event.merge.unmerge:
+                result = unmerge(self.store, event.source_org, person, event.merge.prior_local_id, linked.link_sequence)
+            else:
+                result = merge(self.store, event.source_org, person, event.merge.prior_local_id)
             if result.merge is not None:
                 linked = idn.LinkedEvent()
                 linked.CopyFrom(self.log[-1])
