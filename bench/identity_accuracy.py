@@ -237,6 +237,7 @@ def run_region(model: LinkageModel, region: Region, label: str, hard: HazardRegi
     outcomes: Counter[str] = Counter()
     false_by: Counter[str] = Counter()
     kept_apart: Counter[str] = Counter()
+    missed_by: Counter[str] = Counter()  # the first decision's reason, for records of someone already known
     reviews: list[ReviewItem] = []
     false_links = missed = blocking_hits = blocking_due = events = 0
     latencies: list[int] = []
@@ -267,6 +268,7 @@ def run_region(model: LinkageModel, region: Region, label: str, hard: HazardRegi
                     false_by[relation(hard, region, rec.truth, other)] += 1
             elif earlier:
                 missed += 1
+                missed_by[d.reason.split(":")[0] if d.reason else "no candidate"] += 1
             if d.outcome is Outcome.REVIEW and d.person_id is not None:
                 reviews.append(ReviewItem(d.score, d.reason.split(":")[0], rec.truth in cluster_truths[d.person_id],
                                           local, d.person_id))
@@ -288,6 +290,8 @@ def run_region(model: LinkageModel, region: Region, label: str, hard: HazardRegi
     print(f"  first decision per local record: link {outcomes[Outcome.LINK]:,}, new {outcomes[Outcome.NEW]:,}, "
           f"review {outcomes[Outcome.REVIEW]:,}; false links {false_links:,}; missed (new or review for a known "
           f"person) {missed:,}; blocking recall {blocking_hits / max(blocking_due, 1):.4f}")
+    print("  missed, by the reason of the decision: "
+          + (", ".join(f"{k} {v:,}" for k, v in missed_by.most_common()) or "none"))
     share = f"{true_reviews / len(queue):.2f}" if queue else "n/a"
     print(f"  review items {len(queue):,} = {1000 * len(queue) / records:.2f} per 1,000 records, true matches "
           f"{true_reviews:,} (share {share}); by reason: "
