@@ -263,7 +263,9 @@ class Identity:
         registry: list[idn.RegistryEntry] = []
         if decision.verdict == rvw.REVIEW_VERDICT_LINK:
             survivor = self.store.resolve(item.candidate_person_id)
-            result = merge(self.store, item.source_org, survivor, item.local_id)
+            offset = sequence // MAX_EVENTS_PER_RECORD
+            repair = self.repair_until is not None and offset <= self.repair_until
+            result = merge(self.store, item.source_org, survivor, item.local_id, repair=repair)
             registry += [_entry(*moved) for moved in result.registry]
             decision.into_person_id = survivor
             if result.merge is None:

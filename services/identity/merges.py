@@ -51,7 +51,8 @@ def merge(store: TableStore, org: str, survivor: str, prior_local_id: str, repai
     """Join the person of (org, prior_local_id) into ``survivor`` (the person of the surviving record).
 
     ``repair``: the event is decided again after a crash, and a record of this very merge (these two
-    persons) means it was decided before and written in part: it is finished, not nested again.
+    persons) means it was decided before and written in part: it is finished, not nested again, and
+    the result is the one the first decision gave.
     """
     absorbed = store.local_person(org, prior_local_id)
     if absorbed is None:  # the prior record was never seen: from now on it is the survivor's
@@ -65,8 +66,11 @@ def merge(store: TableStore, org: str, survivor: str, prior_local_id: str, repai
     if repair:
         held = store.merge_record(key)
         if held is not None and held["from"] == absorbed and held["into"] == survivor:
-            complete(store, key, survivor)  # announced before the crash: links go out before any table write
-            return MergeResult(None)
+            # this merge, written in part (no merge in force has an absorbed person not redirected):
+            # finished, and announced as the first time, which downstream holds once
+            complete(store, key, survivor)
+            moved = list(held["moved"])
+            return MergeResult(_message(absorbed, survivor, False, moved), [(*_split(r), survivor) for r in moved])
     moved = store.members(absorbed)
     absorbed_profile, survivor_profile = store.profile(absorbed), store.profile(survivor)
     record: dict[str, Any] = {

@@ -272,3 +272,31 @@ def test_the_commands_parse_and_the_identity_worker_still_starts_bare() -> None:
         "link", "3:0", "A. Reviewer", "same person")
     with pytest.raises(SystemExit):
         parser.parse_args(["review", "merge", "3:0"])
+
+
+def test_a_link_decided_again_after_a_crash_that_kept_only_its_merge_record_finishes_that_merge(
+        tmp_path: Path) -> None:
+    """Killed after the merge record was on the broker (it goes first) and before anything else of the
+    batch: the decision taken again in repair mode finishes that merge, with the same result, and
+    does not nest a second record under the first (which an un-merge would leave in force)."""
+    identity, tables, _ = stage(tmp_path)
+    item = near_pair(identity)
+    identity.store.flush()
+    tables["reviews"][item.review_id] = item.SerializeToString()
+    before = {name: dict(table) for name, table in tables.items()}
+    sent = decision_for(item, "link")
+    first, decided, _ = decide(identity, sent, 10)
+    journal = identity.store.take_journal()
+    assert [r["from"] for r in journal.values()] == [item.person_id]
+
+    after_crash = {name: dict(table) for name, table in before.items()}
+    after_crash["merges"].update(journal)
+    successor = Identity(settings(tmp_path), after_crash, Sent(), Sent(), Sent(), audit=Sent())
+    successor.repair_until = 0  # the decision (offset 0) was decided before the crash
+    again, redecided, _ = decide(successor, sent, 10)
+    assert redecided.decision.result == decided.decision.result == rvw.REVIEW_RESULT_LINKED
+    assert [(e.person_id, e.merge) for e in again] == [(e.person_id, e.merge) for e in first]
+    assert successor.store.local_person("RR8", "H-2") == item.candidate_person_id
+    assert successor.store.resolve(item.person_id) == item.candidate_person_id
+    record = successor.store.merge_record("RR8/H-2")
+    assert record is not None and "earlier" not in record
