@@ -174,6 +174,10 @@ class Identity:
         digest = hmac.digest(self._id_key, f"{offset}:{position}".encode(), hashlib.sha256)
         return str(uuid.UUID(bytes=digest[:16], version=4))
 
+    def repairing(self, offset: int) -> bool:
+        """Whether the event at ``offset`` of the linkage log is decided again after a crash (``begin``)."""
+        return self.repair_until is not None and offset <= self.repair_until
+
     def link_one(self, event: ing.AcceptedEvent, sequence: int, offset: int, position: int,
                  ) -> tuple[list[idn.LinkedEvent], idn.ReviewItem | None, list[idn.RegistryEntry]]:
         org, person = event.source_org, event.person
@@ -182,7 +186,7 @@ class Identity:
         fingerprint = demographics_fingerprint(person)
         review: idn.ReviewItem | None = None
         registry: list[idn.RegistryEntry] = []
-        repair = self.repair_until is not None and offset <= self.repair_until
+        repair = self.repairing(offset)
         if known is not None:
             # resolved: a crash may have left the record's row behind its person's merge
             person_id, outcome, score = store.resolve(known), idn.LINK_OUTCOME_KNOWN_RECORD, 0.0
@@ -263,8 +267,7 @@ class Identity:
         registry: list[idn.RegistryEntry] = []
         if decision.verdict == rvw.REVIEW_VERDICT_LINK:
             survivor = self.store.resolve(item.candidate_person_id)
-            offset = sequence // MAX_EVENTS_PER_RECORD
-            repair = self.repair_until is not None and offset <= self.repair_until
+            repair = self.repairing(sequence // MAX_EVENTS_PER_RECORD)
             result = merge(self.store, item.source_org, survivor, item.local_id, repair=repair)
             registry += [_entry(*moved) for moved in result.registry]
             decision.into_person_id = survivor

@@ -69,8 +69,7 @@ def merge(store: TableStore, org: str, survivor: str, prior_local_id: str, repai
             # this merge, written in part (no merge in force has an absorbed person not redirected):
             # finished, and announced as the first time, which downstream holds once
             complete(store, key, survivor)
-            moved = list(held["moved"])
-            return MergeResult(_message(absorbed, survivor, False, moved), [(*_split(r), survivor) for r in moved])
+            return _result(absorbed, survivor, False, list(held["moved"]))
     moved = store.members(absorbed)
     absorbed_profile, survivor_profile = store.profile(absorbed), store.profile(survivor)
     record: dict[str, Any] = {
@@ -91,7 +90,7 @@ def merge(store: TableStore, org: str, survivor: str, prior_local_id: str, repai
             joined = joined.with_variant(variant)
         store.set_profile(survivor, joined)
     store.set_redirect(absorbed, survivor)
-    return MergeResult(_message(absorbed, survivor, False, moved), [(*_split(r), survivor) for r in moved])
+    return _result(absorbed, survivor, False, moved)
 
 
 def complete(store: TableStore, key: str, survivor: str) -> int:
@@ -141,27 +140,16 @@ def unmerge(store: TableStore, org: str, survivor: str, prior_local_id: str, seq
     record itself may already have been put back to what it was before the merge).
     """
     key = f"{org}/{prior_local_id}"
-    if repair:
-        journalled = store.merge_record(_journal_key(sequence))
-        if journalled is not None and journalled["undo"] == key:
-            return _undo(store, key, survivor, journalled["record"], redo=True)
-    record = store.merge_record(key)
+    journalled = store.merge_record(_journal_key(sequence)) if repair else None
+    redo = journalled is not None and journalled["undo"] == key
+    record = journalled["record"] if journalled is not None and redo else store.merge_record(key)
     if record is None or store.resolve(record["into"]) != survivor:
         return MergeResult(None)
-    store.journal(_journal_key(sequence), {"undo": key, "record": record})
-    return _undo(store, key, survivor, record, redo=False)
-
-
-def _undo(store: TableStore, key: str, survivor: str, record: dict[str, Any], redo: bool) -> MergeResult:
-    """Give the absorbed person back its records and profile; put the merge record back as it was.
-
-    Every write sets a value, none adds to one, so doing it again over a part already written ends
-    where doing it once does. ``redo``: records already given back count as moved, as they did the
-    first time.
-    """
-    if store.resolve(record["into"]) != survivor:
-        return MergeResult(None)
+    if not redo:
+        store.journal(_journal_key(sequence), {"undo": key, "record": record})
     absorbed = record["from"]
+    # Every write below sets a value, none adds to one, so doing it again over a part already
+    # written ends where doing it once does; done again, records already given back count as moved.
     holders = {survivor, absorbed} if redo else {survivor}
     moved = [local for local in record["moved"] if store.local_person(*_split(local)) in holders]
     store.set_redirect(absorbed, None)
@@ -174,7 +162,7 @@ def _undo(store: TableStore, key: str, survivor: str, record: dict[str, Any], re
         store.set_profile(survivor, Profile.from_bytes(bytes.fromhex(record["into_profile"])))
     store.set_merge_record(key, record.get("earlier"))
     store.set_merge_record(_absorbed_key(absorbed), None)
-    return MergeResult(_message(absorbed, survivor, True, moved), [(*_split(r), absorbed) for r in moved])
+    return _result(absorbed, survivor, True, moved)
 
 
 def _absorbed_key(person_id: str) -> str:
@@ -200,6 +188,13 @@ def _forget_in_chain(store: TableStore, person_id: str, records: set[str]) -> No
         record["moved"] = [local for local in record["moved"] if local not in records]
         store.set_merge_record(pointer["merge"], top)
         person_id = record["into"]
+
+
+def _result(absorbed: str, survivor: str, unmerge_: bool, moved: list[str]) -> MergeResult:
+    """The announcement, and the registry's new entries: the moved records are now the survivor's
+    (a merge) or the absorbed person's again (an un-merge)."""
+    holder = absorbed if unmerge_ else survivor
+    return MergeResult(_message(absorbed, survivor, unmerge_, moved), [(*_split(r), holder) for r in moved])
 
 
 def _message(absorbed: str, survivor: str, unmerge_: bool, moved: list[str]) -> idn.PersonMerge:

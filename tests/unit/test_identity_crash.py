@@ -205,6 +205,8 @@ EVENTS = accepted_events()
 BATCHES = batches_of(EVENTS)
 MERGE_BATCHES = [i for i, batch in enumerate(BATCHES) if any(
     e.HasField("merge") for r in batch for e in ing.AcceptedBatch.FromString(r.value).events)]
+UNMERGE_BATCHES = [i for i, batch in enumerate(BATCHES) if any(
+    e.merge.unmerge for r in batch for e in ing.AcceptedBatch.FromString(r.value).events)]
 
 
 def clean_run() -> tuple[dict[str, set[str]], dict[str, str], dict[str, list[tuple[str, Any]]], list[dict[str, int]]]:
@@ -318,11 +320,6 @@ def test_a_merge_redirect_kept_without_its_moved_records_still_takes_them_to_the
     assert not wrong(got)
     after = f"{merge.event.source_org}/{merge.event.event_id.removesuffix('-A40')}-after"
     assert got[after] == {merge.merge.into_person_id}
-
-
-
-UNMERGE_BATCHES = [i for i, batch in enumerate(BATCHES) if any(
-    e.merge.unmerge for r in batch for e in ing.AcceptedBatch.FromString(r.value).events)]
 
 
 def test_an_unmerge_written_in_part_is_finished_from_its_journal() -> None:
